@@ -1,0 +1,284 @@
+"""Typed recipes: YAML -> nested dataclasses, with `key=value` overrides checked against the types.
+
+A recipe has five sections: `model`, `data`, `train`, `eval` plus top-level `task`, `name`,
+`out_dir`. `data` and `eval` are dataclasses declared by the task (each family has its own
+options); `model.args` is checked against the model builder's signature when the model is built.
+Every default lives in these dataclasses, nowhere else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override is wrong; the message names the key and the valid choices."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = ""
+    args: dict = field(default_factory=dict)
+    # start from these weights; tensors whose shape differs (a new head) keep their fresh init
+    init_from: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16
+    max_steps: int | None = None
+    max_epochs: int | None = None
+    max_time: float | None = None  # seconds
+    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd momentum / rmsprop momentum
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    rmsprop_alpha: float = 0.99
+    # per-parameter-group learning rates: {name prefix: lr multiplier}; 0 freezes the group
+    lr_mult: dict = field(default_factory=dict)
+    schedule: str = "constant"  # constant | step | exp | cosine
+    milestones: list[int] = field(default_factory=list)  # step schedule
+    gamma: float = 0.1  # step: factor at each milestone; exp: factor per decay_steps
+    decay_steps: int = 1000  # exp schedule
+    staircase: bool = True  # exp schedule: decay in steps (TF staircase) or continuously
+    min_lr_ratio: float = 0.0  # cosine floor
+    warmup_steps: int = 0
+    grad_clip: float | None = None  # max global grad norm
+    ema_decay: float | None = None  # e.g. 0.999; None disables EMA
+    amp: str = "off"  # off | bf16 | fp16 (fp16 uses a GradScaler, CUDA only)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    num_workers: int = 0
+    log_every: int = 10
+    val_every: int | None = None  # steps; None = once per epoch (and at the end)
+    save_every: int | None = None  # steps between last.pt writes; None = at each validation
+    resume: str | None = None  # a run dir or a checkpoint file
+    performance: int = 0  # >0: run this many steps, print samples/s, save nothing
+    tensorboard: bool = True  # used when tensorboard is installed
+    progress: bool = True
+
+
+@dataclass
+class DataConfig:
+    """Base of every task's data section."""
+    dataset: str = "synthetic"
+    root: str | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Base of every task's eval section."""
+    batch_size: int = 16
+    max_samples: int | None = None
+
+
+@dataclass
+class Config:
+    task: str = ""
+    name: str = "run"
+    out_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: Any = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: Any = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+# ----------------------------------------------------------------------------------------------
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value, tp, key: str):
+    """Return `value` converted to `tp`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"config key '{key}' expects {' | '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin in (list, tuple):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' expects a list, got {value!r} ({type(value).__name__})")
+        (inner,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' expects a mapping, got {value!r} ({type(value).__name__})")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"config key '{key}' expects bool, got {value!r} ({type(value).__name__})")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' expects int, got {value!r} (bool)")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value)
+                if f.is_integer():
+                    return int(f)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}' expects int, got {value!r} ({type(value).__name__})")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' expects float, got {value!r} (bool)")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}' expects float, got {value!r} ({type(value).__name__})")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key '{key}' expects str, got {value!r} ({type(value).__name__})")
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, key)
+    raise ConfigError(f"config key '{key}': unsupported type {tp}")
+
+
+def build_dataclass(cls, data: dict | None, prefix: str = ""):
+    """Instantiate dataclass `cls` from a mapping; unknown keys and wrong types are ConfigErrors."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix or cls.__name__}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        where = f"section '{prefix}'" if prefix else "the top level"
+        raise ConfigError(f"unknown config key '{_join(prefix, unknown[0])}' in {where}; valid keys: {sorted(fields)}")
+    kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """`["train.lr=1e-3", "model.args.n_stacks=2"]` -> nested dict. Values are parsed as YAML."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of '{part}'")
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = deep_merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def resolve_config_path(path_or_name: str | Path) -> Path:
+    """A YAML path, or a recipe name found in ./configs or the repository's configs/."""
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    candidates = [Path("configs") / f"{p.name}.yaml", Path(__file__).resolve().parent.parent / "configs" / f"{p.stem}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"config not found: {path_or_name} (looked for a file and in {[str(c.parent) for c in candidates]})")
+
+
+def config_from_dict(raw: dict, *, source: str = "<dict>") -> Config:
+    from posekit.tasks import get_task
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a recipe must be a mapping")
+    task_name = raw.get("task")
+    if not task_name:
+        raise ConfigError(f"{source}: the recipe needs a top-level 'task' (e.g. task: hourglass)")
+    try:
+        task = get_task(task_name)
+    except KeyError as e:
+        raise ConfigError(f"{source}: {e.args[0]}") from None
+    allowed = {f.name for f in dataclasses.fields(Config)}
+    unknown = [k for k in raw if k not in allowed]
+    if unknown:
+        raise ConfigError(f"{source}: unknown config key '{unknown[0]}' at the top level; valid keys: {sorted(allowed)}")
+    try:
+        return Config(task=str(task_name), name=_coerce(raw.get("name", "run"), str, "name"),
+                      out_dir=_coerce(raw.get("out_dir", "runs"), str, "out_dir"),
+                      model=build_dataclass(ModelConfig, raw.get("model"), "model"),
+                      data=build_dataclass(task.DataConfig, raw.get("data"), "data"),
+                      train=build_dataclass(TrainConfig, raw.get("train"), "train"),
+                      eval=build_dataclass(task.EvalConfig, raw.get("eval"), "eval"))
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_config(path_or_name: str | Path, overrides: list[str] | None = None) -> Config:
+    path = resolve_config_path(path_or_name)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if overrides:
+        raw = deep_merge(raw, parse_overrides(overrides))
+    return config_from_dict(raw, source=str(path))
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from posekit.engine.checkpoint import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Datasets (one file per format), synthetic generators, image I/O and geometric transforms."""

@@ -1,0 +1,1 @@
+"""Metrics: PCK/PCKh, COCO OKS AP, MPJPE/P-MPJPE, landmark NME."""

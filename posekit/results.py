@@ -1,0 +1,106 @@
+"""`Results`: the one output type of every family (2-D single/multi-person, 3-D hypotheses, landmarks)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from posekit.skeletons import Skeleton, get_skeleton
+
+
+@dataclass
+class Results:
+    """Poses found in one input.
+
+    keypoints: (P, K, 2) pixel coordinates in the source image (or (P, K, 3) for 3-D, in mm).
+    scores: (P, K) per-keypoint confidences.
+    person_scores: (P,) per-person scores (defaults to the mean keypoint score).
+    hypotheses: (P, M, K, 3) alternative 3-D poses with `hypothesis_weights` (P, M), for lifters.
+    image: the source image, RGB uint8 (H, W, 3), when known.
+    """
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    skeleton: Skeleton
+    person_scores: np.ndarray | None = None
+    boxes: np.ndarray | None = None  # (P, 4) x, y, w, h
+    hypotheses: np.ndarray | None = None
+    hypothesis_weights: np.ndarray | None = None
+    keypoints_2d: np.ndarray | None = None  # the 2-D input of a lifter, (P, K, 2)
+    image: np.ndarray | None = None
+    path: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.skeleton = get_skeleton(self.skeleton)
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float64)
+        if self.keypoints.ndim == 2:
+            self.keypoints = self.keypoints[None]
+        if self.keypoints.ndim != 3 or self.keypoints.shape[-1] not in (2, 3):
+            raise ValueError(f"Results.keypoints must be (persons, K, 2|3), got {self.keypoints.shape}")
+        if self.keypoints.shape[1] != self.skeleton.num_keypoints:
+            raise ValueError(f"Results.keypoints has {self.keypoints.shape[1]} joints, skeleton "
+                             f"{self.skeleton.name!r} has {self.skeleton.num_keypoints}")
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(self.keypoints.shape[:2])
+        if self.person_scores is None:
+            self.person_scores = self.scores.mean(axis=1) if self.scores.size else np.zeros(len(self.keypoints))
+        self.person_scores = np.asarray(self.person_scores, dtype=np.float64).reshape(len(self.keypoints))
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    @property
+    def is_3d(self) -> bool:
+        return self.keypoints.shape[-1] == 3
+
+    def plot(self, *, image: np.ndarray | None = None, score_threshold: float = 0.0, radius: int | None = None,
+             thickness: int | None = None) -> np.ndarray:
+        """An RGB overlay image: the skeleton drawn on the source image (2-D), or a 3-D figure of
+        all hypotheses beside the 2-D input (3-D)."""
+        from posekit.viz import draw_skeleton, plot_3d_hypotheses
+        if self.is_3d:
+            return plot_3d_hypotheses(self)
+        base = self.image if image is None else image
+        if base is None:
+            raise ValueError("Results.plot() needs an image: none was stored; pass image=...")
+        return draw_skeleton(base, self.keypoints, self.scores, self.skeleton, score_threshold=score_threshold,
+                             radius=radius, thickness=thickness)
+
+    def to_coco(self, *, image_id: int = 0, category_id: int = 1) -> list[dict]:
+        """COCO result dicts: keypoints as flat [x, y, score] * K, one dict per person."""
+        if self.is_3d:
+            raise ValueError("to_coco() is for 2-D keypoints")
+        out = []
+        for p in range(len(self)):
+            flat = np.concatenate([self.keypoints[p], self.scores[p][:, None]], axis=1).reshape(-1)
+            out.append({"image_id": int(image_id), "category_id": int(category_id),
+                        "keypoints": [round(float(v), 3) for v in flat],
+                        "score": float(self.person_scores[p])})
+        return out
+
+    def to_dict(self) -> dict:
+        d = {"skeleton": self.skeleton.name, "keypoint_names": list(self.skeleton.keypoints),
+             "keypoints": self.keypoints.tolist(), "scores": self.scores.tolist(),
+             "person_scores": self.person_scores.tolist(), "path": self.path}
+        for name in ("boxes", "hypotheses", "hypothesis_weights", "keypoints_2d"):
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = np.asarray(value).tolist()
+        if self.meta:
+            d["meta"] = self.meta
+        return d
+
+    def save(self, path: str | Path) -> Path:
+        """`.json` writes the numbers; `.png`/`.jpg` writes the overlay."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".json":
+            path.write_text(json.dumps(self.to_dict(), indent=1))
+        elif path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+            from posekit.data.io import write_image
+            write_image(path, self.plot())
+        else:
+            raise ValueError(f"Results.save: unsupported extension {path.suffix!r} (use .json, .png or .jpg)")
+        return path

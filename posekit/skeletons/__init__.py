@@ -1,0 +1,195 @@
+"""Skeletons: the one place that declares keypoint names, flip pairs, limbs, OKS sigmas and colours.
+
+Every other module (flip augmentation, PAF targets, drawing, OKS metrics, exporters) asks a
+`Skeleton` instead of keeping its own copy, so a custom dataset declares its layout once
+(in Python or in a YAML file) and everything follows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+__all__ = ["Skeleton", "get_skeleton", "register_skeleton", "list_skeletons", "load_skeleton_yaml"]
+
+
+def _hex_to_rgb(color: str) -> tuple[int, int, int]:
+    color = color.lstrip("#")
+    return tuple(int(color[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """A keypoint layout.
+
+    `flip_pairs` are (left, right) index pairs swapped by a horizontal flip; `limbs` are
+    (from, to) index pairs used for drawing (and, for OpenPose, for part affinity fields);
+    `sigmas` are the COCO OKS per-keypoint constants; `colors` are RGB per keypoint.
+    """
+
+    name: str
+    keypoints: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    limbs: tuple[tuple[int, int], ...] = ()
+    sigmas: tuple[float, ...] | None = None
+    colors: tuple[tuple[int, int, int], ...] | None = None
+    limb_colors: tuple[tuple[int, int, int], ...] | None = None
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        k = len(self.keypoints)
+        if len(set(self.keypoints)) != k:
+            raise ValueError(f"skeleton {self.name!r}: duplicate keypoint names")
+        for field_name, pairs in (("flip_pairs", self.flip_pairs), ("limbs", self.limbs)):
+            for a, b in pairs:
+                if not (0 <= a < k and 0 <= b < k):
+                    raise ValueError(f"skeleton {self.name!r}: {field_name} entry ({a}, {b}) out of range for {k} keypoints")
+        seen = [i for pair in self.flip_pairs for i in pair]
+        if len(seen) != len(set(seen)):
+            raise ValueError(f"skeleton {self.name!r}: a keypoint appears in two flip pairs")
+        if self.sigmas is not None and len(self.sigmas) != k:
+            raise ValueError(f"skeleton {self.name!r}: sigmas has {len(self.sigmas)} values, expected {k}")
+        if self.colors is not None and len(self.colors) != k:
+            raise ValueError(f"skeleton {self.name!r}: colors has {len(self.colors)} values, expected {k}")
+        if self.limb_colors is not None and len(self.limb_colors) != len(self.limbs):
+            raise ValueError(f"skeleton {self.name!r}: limb_colors has {len(self.limb_colors)} values, expected {len(self.limbs)}")
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoints)
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def index(self, name: str) -> int:
+        try:
+            return self.keypoints.index(name)
+        except ValueError:
+            raise KeyError(f"skeleton {self.name!r} has no keypoint {name!r}; it has {list(self.keypoints)}") from None
+
+    @property
+    def flip_index(self) -> np.ndarray:
+        """Permutation p such that flipped[..., i, :] = keypoints[..., p[i], :] after mirroring x."""
+        perm = np.arange(len(self.keypoints))
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+    def keypoint_colors(self) -> np.ndarray:
+        """(K, 3) uint8 RGB; a deterministic palette when none is declared."""
+        if self.colors is not None:
+            return np.asarray(self.colors, dtype=np.uint8)
+        return _palette(len(self.keypoints))
+
+    def limb_colors_rgb(self) -> np.ndarray:
+        if self.limb_colors is not None:
+            return np.asarray(self.limb_colors, dtype=np.uint8)
+        kc = self.keypoint_colors()
+        if not self.limbs:
+            return np.zeros((0, 3), np.uint8)
+        return np.stack([kc[b] for _, b in self.limbs])
+
+    def oks_sigmas(self) -> np.ndarray:
+        """OKS sigmas; a skeleton without declared sigmas is an error, never a silent 1/K."""
+        if self.sigmas is None:
+            raise ValueError(
+                f"skeleton {self.name!r} declares no OKS sigmas; add `sigmas:` to its YAML "
+                "(see posekit.metrics.coco.estimate_sigmas to compute them from repeated annotations)")
+        return np.asarray(self.sigmas, dtype=np.float64)
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "keypoints": list(self.keypoints),
+             "flip_pairs": [list(p) for p in self.flip_pairs], "limbs": [list(p) for p in self.limbs]}
+        if self.sigmas is not None:
+            d["sigmas"] = list(self.sigmas)
+        if self.colors is not None:
+            d["colors"] = ["#%02x%02x%02x" % tuple(c) for c in self.colors]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "<dict>") -> "Skeleton":
+        allowed = {"name", "keypoints", "flip_pairs", "limbs", "sigmas", "colors", "limb_colors"}
+        unknown = set(d) - allowed
+        if unknown:
+            raise ValueError(f"{source}: unknown skeleton field(s) {sorted(unknown)}; valid: {sorted(allowed)}")
+        for required in ("name", "keypoints"):
+            if required not in d:
+                raise ValueError(f"{source}: skeleton needs a {required!r} field")
+        names = [str(n) for n in d["keypoints"]]
+
+        def idx(v, what):
+            if isinstance(v, str):
+                if v not in names:
+                    raise ValueError(f"{source}: {what} names unknown keypoint {v!r}")
+                return names.index(v)
+            return int(v)
+
+        def pairs(key):
+            out = []
+            for p in d.get(key) or []:
+                if len(p) != 2:
+                    raise ValueError(f"{source}: each {key} entry must be a pair, got {p!r}")
+                out.append((idx(p[0], key), idx(p[1], key)))
+            return tuple(out)
+
+        def colors(key):
+            vals = d.get(key)
+            if vals is None:
+                return None
+            return tuple(_hex_to_rgb(c) if isinstance(c, str) else tuple(int(x) for x in c) for c in vals)
+
+        try:
+            return cls(name=str(d["name"]), keypoints=tuple(names), flip_pairs=pairs("flip_pairs"),
+                       limbs=pairs("limbs"),
+                       sigmas=None if d.get("sigmas") is None else tuple(float(s) for s in d["sigmas"]),
+                       colors=colors("colors"), limb_colors=colors("limb_colors"))
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+
+
+def _palette(n: int) -> np.ndarray:
+    import colorsys
+    return np.array([[int(255 * c) for c in colorsys.hsv_to_rgb(i / max(n, 1), 0.85, 0.95)] for i in range(n)],
+                    dtype=np.uint8)
+
+
+_SKELETONS: dict[str, Skeleton] = {}
+
+
+def register_skeleton(skeleton: Skeleton) -> Skeleton:
+    if skeleton.name in _SKELETONS and _SKELETONS[skeleton.name] != skeleton:
+        raise ValueError(f"a different skeleton named {skeleton.name!r} is already registered")
+    _SKELETONS[skeleton.name] = skeleton
+    return skeleton
+
+
+def load_skeleton_yaml(path: str | Path) -> Skeleton:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"skeleton file not found: {path}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a skeleton YAML must be a mapping")
+    return Skeleton.from_dict(data, source=str(path))
+
+
+def get_skeleton(name_or_path: str | Skeleton) -> Skeleton:
+    """A built-in skeleton by name, or a custom one from a YAML file path."""
+    if isinstance(name_or_path, Skeleton):
+        return name_or_path
+    if name_or_path in _SKELETONS:
+        return _SKELETONS[name_or_path]
+    if str(name_or_path).endswith((".yaml", ".yml")):
+        return register_skeleton(load_skeleton_yaml(name_or_path))
+    raise KeyError(f"unknown skeleton {name_or_path!r}; built-ins: {sorted(_SKELETONS)} (or give a .yaml path)")
+
+
+def list_skeletons() -> list[str]:
+    return sorted(_SKELETONS)
+
+
+from . import builtin  # noqa: E402,F401  (registers the built-in skeletons)
+from .mappings import MAPPINGS, map_keypoints  # noqa: E402,F401

@@ -1,0 +1,54 @@
+"""Joint-order mappings between skeletons.
+
+A mapping lists, for each destination joint, its source: an index, a tuple of indices to
+average (e.g. the OpenPose neck = mid-shoulders), or None when the source has no such joint.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .builtin import H36M32_TO_17
+
+# MPII-16 -> H36M-17 in the 3d-pose-baseline convention used with Stacked Hourglass detections:
+# MPII thorax plays H36M "spine", upper_neck plays "thorax", head_top plays "head"; H36M neck_base
+# has no MPII counterpart. This is the SH permutation [6,2,1,0,3,4,5,7,8,9,13,14,15,12,11,10]
+# with the Neck/Nose slot left empty.
+MPII16_TO_H36M17 = (6, 2, 1, 0, 3, 4, 5, 7, 8, None, 9, 13, 14, 15, 12, 11, 10)
+COCO17_TO_OPENPOSE18 = (0, (5, 6), 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
+OPENPOSE18_TO_COCO17 = (0, 15, 14, 17, 16, 5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10)
+
+MAPPINGS: dict[tuple[str, str], tuple] = {
+    ("mpii16", "h36m17"): MPII16_TO_H36M17,
+    ("coco17", "openpose18"): COCO17_TO_OPENPOSE18,
+    ("openpose18", "coco17"): OPENPOSE18_TO_COCO17,
+    ("h36m32", "h36m17"): H36M32_TO_17,
+}
+
+
+def map_keypoints(points: np.ndarray, src: str, dst: str, *, has_visibility: bool) -> np.ndarray:
+    """Reorder (..., K_src, C) points into the `dst` skeleton's order.
+
+    `has_visibility`: the last channel is a visibility/score (2-D keypoints as x, y, v). Then an
+    averaged joint is visible only when all its sources are, and a joint with no source is
+    (0, 0, 0). Without visibility (e.g. 3-D coordinates) a joint with no source is NaN.
+    """
+    try:
+        mapping = MAPPINGS[(src, dst)]
+    except KeyError:
+        raise KeyError(f"no joint mapping {src} -> {dst}; known: {sorted(MAPPINGS)}") from None
+    points = np.asarray(points, dtype=np.float64)
+    out = np.zeros(points.shape[:-2] + (len(mapping), points.shape[-1]))
+    for j, source in enumerate(mapping):
+        if source is None:
+            out[..., j, :] = 0.0 if has_visibility else np.nan
+        elif isinstance(source, tuple):
+            pts = points[..., list(source), :]
+            if has_visibility:
+                vis = np.all(pts[..., 2] > 0, axis=-1)
+                out[..., j, :2] = pts[..., :2].mean(-2) * vis[..., None]
+                out[..., j, 2] = np.where(vis, pts[..., 2].min(-1), 0.0)
+            else:
+                out[..., j, :] = pts.mean(-2)
+        else:
+            out[..., j, :] = points[..., source, :]
+    return out
