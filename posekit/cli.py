@@ -1,0 +1,244 @@
+"""`posekit` command line. Thin: every verb calls the same Python API a user would."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXAMPLES = {
+    "train": """examples:
+  posekit train configs/mpii_synthetic.yaml
+  posekit train configs/mpii_hourglass4.yaml train.lr=1.0e-4 train.max_steps=2000 data.root=/data/mpii
+  posekit train configs/dogs_mobilenetv2.yaml model.init_from=runs/dogs/best.pt
+  posekit train configs/mpii_hourglass4.yaml train.resume=runs/mpii_hourglass4      # continue a run
+  posekit train configs/mpii_hourglass4.yaml train.performance=20                  # samples/s only
+  torchrun --nproc_per_node=4 -m posekit train configs/mpii_hourglass8.yaml       # DDP""",
+    "eval": """examples:
+  posekit eval configs/mpii_hourglass4.yaml checkpoint=runs/mpii_hourglass4/best.pt
+  posekit eval configs/h36m_gmh_mdn.yaml checkpoint=runs/h36m/best.pt data.root=/data/h36m""",
+    "predict": """examples:
+  posekit predict runs/dogs/best.pt dog.jpg more_dogs/ --out preds/
+  posekit predict runs/mpii/best.pt clip.mp4 --out preds/ --box 100,50,200,400""",
+    "export": """examples:
+  posekit export runs/mpii/best.pt --format onnx --out mpii.onnx""",
+    "models": """examples:
+  posekit models
+  posekit models --json --family hourglass""",
+    "demo": """examples:
+  posekit demo                      # every family, about 10 minutes on 2 CPU cores
+  posekit demo --families hourglass --out runs/demo""",
+    "bench": """examples:
+  posekit bench                     # list the benchmarks
+  posekit bench trainer_overhead    # run benchmarks/bench_trainer_overhead.py""",
+}
+
+
+def _split_overrides(items: list[str]) -> tuple[list[str], dict]:
+    """Separate `key=value` overrides from the special `checkpoint=PATH`."""
+    overrides, special = [], {}
+    for item in items:
+        if item.startswith("checkpoint="):
+            special["checkpoint"] = item.split("=", 1)[1]
+        else:
+            overrides.append(item)
+    return overrides, special
+
+
+def cmd_train(args) -> int:
+    from posekit.config import load_config
+    from posekit.engine.trainer import train
+    cfg = load_config(args.config, args.overrides)
+    run_dir = train(cfg)
+    if not cfg.train.performance:
+        print(f"run saved in {run_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from posekit.config import load_config
+    from posekit.engine.trainer import evaluate_checkpoint
+    overrides, special = _split_overrides(args.overrides)
+    checkpoint = args.checkpoint or special.get("checkpoint")
+    if not checkpoint:
+        raise SystemExit("posekit eval: give the weights as checkpoint=PATH")
+    cfg = load_config(args.config, overrides)
+    metrics = evaluate_checkpoint(cfg, checkpoint)
+    table = metrics.pop("table", None)
+    if table:
+        print(table)
+    width = max((len(k) for k in metrics), default=0)
+    for k, v in metrics.items():
+        print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=1, default=float))
+    return 0
+
+
+def _parse_box(text: str | None):
+    if not text:
+        return None
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--box must be x,y,w,h numbers, got {text!r}") from None
+    if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
+        raise SystemExit(f"--box must be x,y,w,h with positive w, h, got {text!r}")
+    return box
+
+
+def cmd_predict(args) -> int:
+    from posekit.data.io import iter_sources
+    from posekit.engine.trainer import load_for_inference
+    task, model, cfg = load_for_inference(args.checkpoint, args.overrides, device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    box = _parse_box(args.box)
+    n = 0
+    for name, image in iter_sources(args.sources):
+        kwargs = {"boxes": [box]} if box else {}
+        (result,) = task.predict(model, [image], cfg, **kwargs)
+        result.path = name
+        stem = Path(name.replace("#", "_")).stem if "#" not in name else Path(name).stem + "_" + name.split("#")[1]
+        result.save(out / f"{stem}.png")
+        result.save(out / f"{stem}.json")
+        n += 1
+    print(f"{n} prediction(s) written to {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from posekit.engine.trainer import load_for_inference
+    from posekit.export.onnx import export_onnx
+    if args.format != "onnx":
+        raise SystemExit(f"unsupported --format {args.format!r}; supported: onnx")
+    task, model, cfg = load_for_inference(args.checkpoint, device="cpu")
+    module, inputs, input_names, output_names, dynamic_axes = task.export_module(model, cfg)
+    path = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    report = export_onnx(module, inputs, path, input_names=input_names, output_names=output_names,
+                         dynamic_axes=dynamic_axes)
+    print(f"exported {report['path']} (outputs: {', '.join(output_names)}); "
+          f"onnxruntime parity: max abs difference {report['max_abs_diff']:.3g}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from posekit.models.registry import model_table
+    rows = [r for r in model_table() if not args.family or r["family"] == args.family]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    header = f"{'name':<24} {'family':<10} {'params':>12} {'trainable':>12} {'skeleton':<17} input"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['name']:<24} {r['family']:<10} {r['params']:>12,} {r['trainable_params']:>12,} "
+              f"{r['skeleton']:<17} {'x'.join(map(str, r['input_size']))}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from posekit.demo import run_demo
+    run_demo(out_dir=Path(args.out), families=args.families, budget_s=args.budget)
+    return 0
+
+
+def _benchmarks_dir() -> Path:
+    for candidate in (Path.cwd() / "benchmarks", Path(__file__).resolve().parent.parent / "benchmarks"):
+        if candidate.is_dir():
+            return candidate
+    raise SystemExit("no benchmarks/ folder found (run from a posekit checkout)")
+
+
+def cmd_bench(args) -> int:
+    import subprocess
+    folder = _benchmarks_dir()
+    available = sorted(p.stem[len("bench_"):] for p in folder.glob("bench_*.py"))
+    if not args.name:
+        print("benchmarks (run with `posekit bench NAME [ARGS]`):")
+        for name in available:
+            print(f"  {name}")
+        return 0
+    if args.name not in available:
+        raise SystemExit(f"unknown benchmark {args.name!r}; available: {available}")
+    return subprocess.call([sys.executable, str(folder / f"bench_{args.name}.py"), *args.args])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posekit", description="Keypoint and pose estimation: train, "
+                                     "evaluate, predict, export.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, help_text, fn):
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("train", "train a recipe (YAML) with key=value overrides", cmd_train)
+    p.add_argument("config", help="recipe YAML path or name in configs/")
+    p.add_argument("overrides", nargs="*", help="key=value, nested keys with dots (train.lr=1.0e-4)")
+
+    p = add("eval", "evaluate a checkpoint on a recipe's validation data", cmd_eval)
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="checkpoint=PATH and key=value overrides")
+    p.add_argument("--checkpoint", help="same as checkpoint=PATH")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+
+    p = add("predict", "run a checkpoint on images, folders or a video", cmd_predict)
+    p.add_argument("checkpoint")
+    p.add_argument("sources", nargs="+", help="image files, folders of images, video files")
+    p.add_argument("--out", required=True, help="folder for overlay PNGs and JSON results")
+    p.add_argument("--box", help="person/animal box x,y,w,h for top-down models (default: whole image)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value stored in the checkpoint (e.g. eval.flip_test=false)")
+
+    p = add("export", "export a checkpoint with decoding inside the graph", cmd_export)
+    p.add_argument("checkpoint")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", help="output path (default: next to the checkpoint)")
+
+    p = add("models", "list the registered models", cmd_models)
+    p.add_argument("--json", action="store_true", help="machine-readable list")
+    p.add_argument("--family")
+
+    p = add("demo", "train briefly, evaluate, predict and plot every family on synthetic data", cmd_demo)
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--families", nargs="*", help="subset of families (default: all)")
+    p.add_argument("--budget", type=float, default=480.0, help="total training seconds across families")
+
+    p = add("bench", "list or run the benchmarks in benchmarks/", cmd_bench)
+    p.add_argument("name", nargs="?", help="benchmark to run (omit to list them)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
+
+    # verbs a family adds (e.g. `posekit lift` from the 3-D lifter)
+    from posekit.tasks import get_task, list_tasks
+    for task_name in list_tasks():
+        task = get_task(task_name)
+        for name, help_text, add_arguments, run in getattr(task, "cli_commands", lambda: [])():
+            p = sub.add_parser(name, help=help_text, description=help_text,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+            add_arguments(p)
+            p.set_defaults(fn=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from posekit.config import ConfigError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
+        # user errors: one clear line, no traceback from deep inside (POSEKIT_DEBUG=1 shows it)
+        if os.environ.get("POSEKIT_DEBUG"):
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"posekit {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""StanfordExtra (v12 JSON) dog keypoints, and the dataset pipeline shared with the synthetic dogs.
+
+File format (`StanfordExtra_v12.json`, and the 18-dog sample in the same schema): a JSON list,
+one dict per dog, with `img_path` (relative to the Stanford Dogs image folder), `img_width`,
+`img_height`, `img_bbox` = [x, y, w, h] (NOT x1y1x2y2), `joints` = 24 x [x, y, v] with v = 1
+labelled / 0 unlabelled (unlabelled joints are [0, 0, 0]; indices 20-23 are never labelled),
+`is_multiple_dogs` and `seg`, a COCO compressed-RLE `counts` string of the dog's mask.
+The official train/val/test splits are `.npy` arrays of indices into that list.
+
+Pipeline: a *source* yields `DogSample`s (image + original-frame keypoints + box);
+`DogPoseDataset` builds ONE affine matrix per sample (letterbox / bbox crop / plain resize, plus
+augmentation), warps image and keypoints with it, swaps left/right on flips, and encodes
+regression targets. The matrix's inverse maps predictions back to the original image.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from posekit.codecs.regression import RegressionCodec
+from posekit.data.io import read_image
+from posekit.data.transforms import affine_points, color_jitter, crop_affine, invert_affine, swap_left_right, warp_image
+from posekit.skeletons import Skeleton, get_skeleton
+
+NUM_JOINTS = 24
+# border fill for letterboxing/augmentation: the ImageNet mean colour, i.e. ~0 after normalisation
+PAD_VALUE = (124, 116, 104)
+
+
+class StanfordExtraError(ValueError):
+    """A StanfordExtra file or record is malformed; the message names the file and the record."""
+
+
+@dataclass
+class StanfordExtraRecord:
+    index: int  # position in the JSON list (what the official split files index)
+    img_path: str
+    bbox: np.ndarray  # (4,) x, y, w, h pixels
+    joints: np.ndarray  # (24, 3) x, y, v
+    width: int | None = None
+    height: int | None = None
+    is_multiple_dogs: bool = False
+    seg: str | None = None
+
+
+@dataclass
+class DogSample:
+    """One dog in its original image frame: what every dog source yields."""
+    image: np.ndarray  # RGB uint8 (H, W, 3)
+    keypoints: np.ndarray  # (K, 3) x, y, v (v > 0 = labelled)
+    bbox: np.ndarray  # (4,) x, y, w, h
+    name: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# annotation files
+def _number_array(value, what: str, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise StanfordExtraError(f"{where}: '{what}' must contain numbers, got {str(value)[:80]}") from None
+    return arr
+
+
+def parse_record(raw, index: int, source: str = "<json>") -> StanfordExtraRecord:
+    """Validate one JSON entry; every problem is a StanfordExtraError naming file, index and image."""
+    if not isinstance(raw, dict):
+        raise StanfordExtraError(f"{source}: record {index}: expected an object, got {type(raw).__name__}")
+    img_path = raw.get("img_path")
+    where = f"{source}: record {index} ({img_path})"
+    if not isinstance(img_path, str) or not img_path:
+        raise StanfordExtraError(f"{source}: record {index}: missing or empty 'img_path'")
+    for key in ("joints", "img_bbox"):
+        if key not in raw:
+            raise StanfordExtraError(f"{where}: missing field '{key}'")
+    joints = _number_array(raw["joints"], "joints", where)
+    if joints.ndim != 2 or joints.shape[1] != 3:
+        raise StanfordExtraError(f"{where}: 'joints' must be {NUM_JOINTS} x [x, y, v], got shape {joints.shape}")
+    if joints.shape[0] != NUM_JOINTS:
+        raise StanfordExtraError(f"{where}: 'joints' has {joints.shape[0]} entries, expected {NUM_JOINTS}")
+    bad = np.flatnonzero(~np.isfinite(joints).all(axis=1))
+    if bad.size:
+        raise StanfordExtraError(f"{where}: 'joints' has NaN/inf values at joint(s) {bad.tolist()}")
+    bbox = _number_array(raw["img_bbox"], "img_bbox", where)
+    if bbox.shape != (4,) or not np.isfinite(bbox).all():
+        raise StanfordExtraError(f"{where}: 'img_bbox' must be 4 finite numbers [x, y, w, h], got {raw['img_bbox']}")
+    if bbox[2] <= 0 or bbox[3] <= 0:
+        raise StanfordExtraError(f"{where}: 'img_bbox' [x, y, w, h] needs positive w and h, got {bbox.tolist()}")
+    width, height = raw.get("img_width"), raw.get("img_height")
+    for key, value in (("img_width", width), ("img_height", height)):
+        if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+            raise StanfordExtraError(f"{where}: '{key}' must be a positive number, got {value!r}")
+    seg = raw.get("seg")
+    if seg is not None and not isinstance(seg, str):
+        raise StanfordExtraError(f"{where}: 'seg' must be a compressed-RLE string, got {type(seg).__name__}")
+    return StanfordExtraRecord(index=index, img_path=img_path, bbox=bbox, joints=joints,
+                               width=None if width is None else int(width),
+                               height=None if height is None else int(height),
+                               is_multiple_dogs=bool(raw.get("is_multiple_dogs", False)), seg=seg)
+
+
+def load_stanford_extra(json_path: str | Path, image_dir: str | Path | None = None, *,
+                        check_images: bool = True) -> list[StanfordExtraRecord]:
+    """Read and validate a StanfordExtra v12 JSON list. With `check_images`, a record whose image
+    is missing under `image_dir` is an error naming it (caught at load time, not mid-training)."""
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"StanfordExtra annotation file not found: {json_path}")
+    try:
+        data = json.loads(json_path.read_text())
+    except json.JSONDecodeError as e:
+        raise StanfordExtraError(f"{json_path}: invalid JSON: {e}") from None
+    if not isinstance(data, list):
+        raise StanfordExtraError(f"{json_path}: expected a JSON list of records, got {type(data).__name__}")
+    records = [parse_record(raw, i, str(json_path)) for i, raw in enumerate(data)]
+    if check_images and image_dir is not None:
+        image_dir = Path(image_dir)
+        for r in records:
+            if not (image_dir / r.img_path).is_file():
+                raise StanfordExtraError(f"{json_path}: record {r.index} ({r.img_path}): image not found at "
+                                         f"{image_dir / r.img_path}")
+    return records
+
+
+@dataclass(frozen=True)
+class KeypointDefinition:
+    index: int
+    name: str
+    color: tuple[int, int, int]
+    labelled: bool  # the "Stanford" column: False for the Animal-Pose-only joints 20-23
+
+
+def load_keypoint_definitions(csv_path: str | Path) -> list[KeypointDefinition]:
+    """Parse `keypoint_definitions.csv` (Index, Name, Hex colour, Stanford, ...)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"keypoint definitions not found: {csv_path}")
+    with csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    required = ("Index", "Name", "Hex colour", "Stanford")
+    if not rows or any(k not in rows[0] for k in required):
+        raise StanfordExtraError(f"{csv_path}: expected columns {list(required)}, got {list(rows[0]) if rows else []}")
+    out = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            index = int(row["Index"])
+            hexc = row["Hex colour"].strip().lstrip("#")
+            color = tuple(int(hexc[i:i + 2], 16) for i in (0, 2, 4))
+        except (TypeError, ValueError):
+            raise StanfordExtraError(f"{csv_path}: line {line}: bad Index or Hex colour in {row}") from None
+        out.append(KeypointDefinition(index, row["Name"].strip(), color, row["Stanford"].strip().lower() == "y"))
+    if [d.index for d in out] != list(range(NUM_JOINTS)):
+        raise StanfordExtraError(f"{csv_path}: expected indices 0..{NUM_JOINTS - 1} in order")
+    return out
+
+
+def decode_seg(record: StanfordExtraRecord) -> np.ndarray:
+    """The dog's mask (H, W) uint8 from the compressed-RLE `seg` string (needs img_width/height)."""
+    from pycocotools import mask as mask_utils
+    if record.seg is None:
+        raise StanfordExtraError(f"record {record.index} ({record.img_path}): has no 'seg'")
+    if record.width is None or record.height is None:
+        raise StanfordExtraError(f"record {record.index} ({record.img_path}): 'seg' needs img_width and img_height")
+    rle = {"size": [record.height, record.width], "counts": record.seg.encode("ascii")}
+    try:
+        return mask_utils.decode(rle)
+    except Exception as e:  # pycocotools raises bare Exceptions on corrupt strings
+        raise StanfordExtraError(f"record {record.index} ({record.img_path}): cannot decode 'seg': {e}") from None
+
+
+def mask_bbox(mask: np.ndarray) -> np.ndarray:
+    """[x, y, w, h] of a binary mask's extent (inclusive pixel bounds)."""
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        raise ValueError("empty mask")
+    return np.array([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# splits
+def load_split(path: str | Path, records: list[StanfordExtraRecord]) -> np.ndarray:
+    """Indices into `records` from an official `.npy` split (indices into the JSON list) or a text
+    file with one index or `img_path` per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    if path.suffix == ".npy":
+        try:
+            values = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise StanfordExtraError(f"{path}: not a plain numeric .npy array ({e})") from None
+        if not np.issubdtype(values.dtype, np.integer):
+            raise StanfordExtraError(f"{path}: split indices must be integers, got dtype {values.dtype}")
+        idx = values.reshape(-1).astype(np.int64)
+    else:
+        by_path = {r.img_path: i for i, r in enumerate(records)}
+        idx_list = []
+        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+            line = line.strip()
+            if not line:
+                continue
+            if line.lstrip("-").isdigit():
+                idx_list.append(int(line))
+            elif line in by_path:
+                idx_list.append(records[by_path[line]].index)
+            else:
+                raise StanfordExtraError(f"{path}: line {line_no}: {line!r} is neither an index nor a known img_path")
+        idx = np.asarray(idx_list, dtype=np.int64)
+    # split files index the full JSON list; map JSON indices to positions in `records`
+    pos = {r.index: i for i, r in enumerate(records)}
+    missing = [int(i) for i in idx if int(i) not in pos]
+    if missing:
+        raise StanfordExtraError(f"{path}: {len(missing)} index(es) not in the annotation file, e.g. {missing[:5]}")
+    return np.array([pos[int(i)] for i in idx], dtype=np.int64)
+
+
+def seeded_split(n: int, val_fraction: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Reproducible (train, val) index split (the reference shuffles without a seed)."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n > 1:
+        n_val = min(max(n_val, 1), n - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# ----------------------------------------------------------------------------------------------
+# sources
+class StanfordExtraSource:
+    """Lazily reads the images of a list of records; yields `DogSample`s in the original frame."""
+
+    def __init__(self, records: list[StanfordExtraRecord], image_dir: str | Path, *, source: str = "StanfordExtra"):
+        self.records = list(records)
+        self.image_dir = Path(image_dir)
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> DogSample:
+        r = self.records[i]
+        path = self.image_dir / r.img_path
+        try:
+            image = read_image(path)
+        except (FileNotFoundError, ValueError) as e:
+            raise StanfordExtraError(f"{self.source}: record {r.index} ({r.img_path}): {e}") from None
+        h, w = image.shape[:2]
+        if (r.width is not None and r.width != w) or (r.height is not None and r.height != h):
+            raise StanfordExtraError(f"{self.source}: record {r.index} ({r.img_path}): image is {w}x{h} but "
+                                     f"img_width x img_height say {r.width}x{r.height}")
+        return DogSample(image=image, keypoints=r.joints.copy(), bbox=r.bbox.copy(), name=r.img_path,
+                         meta={"index": r.index})
+
+
+# ----------------------------------------------------------------------------------------------
+# geometry + augmentation + encoding
+def base_geometry(image_shape, bbox, crop: str, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """(centre (x, y), size (w, h)) of the region that fills the network input.
+
+    image: the whole image letterboxed into a square (aspect kept); bbox: a square around
+    `bbox` enlarged by `margin` of its longer side on each side; resize: the whole image
+    stretched to the input (the reference: aspect ratio NOT kept).
+    """
+    h, w = image_shape[:2]
+    if crop == "image":
+        side = float(max(w, h))
+        return np.array([w / 2.0, h / 2.0]), np.array([side, side])
+    if crop == "bbox":
+        if bbox is None:
+            raise ValueError("crop='bbox' needs a box")
+        x, y, bw, bh = (float(v) for v in bbox)
+        side = max(bw, bh) * (1.0 + 2.0 * margin)
+        return np.array([x + bw / 2.0, y + bh / 2.0]), np.array([side, side])
+    if crop == "resize":
+        return np.array([w / 2.0, h / 2.0]), np.array([float(w), float(h)])
+    raise ValueError(f"crop must be 'image', 'bbox' or 'resize', got {crop!r}")
+
+
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2x3 matrix of `outer` applied after `inner`."""
+    a = np.vstack([outer, [0, 0, 1]])
+    b = np.vstack([inner, [0, 0, 1]])
+    return (a @ b)[:2]
+
+
+@dataclass
+class Augmentation:
+    """Default recipe: exact geometry, flip WITH left/right swap, +-rotation, scale, shift, colour."""
+    flip_prob: float = 0.5
+    rotation: float = 30.0  # degrees, uniform in +-rotation
+    scale_range: tuple[float, float] = (0.75, 1.25)  # >1 zooms in
+    translate: float = 0.1  # fraction of the crop size, uniform in +-translate
+    color_jitter: float = 0.2
+
+
+class DogPoseDataset(torch.utils.data.Dataset):
+    """Top-down dog samples for the regressor: one affine matrix per sample.
+
+    Items: image (3, S, S) uint8, target (K, 2) in [0, 1], target_weight (K,), keypoints (K, 3)
+    original-frame ground truth, keypoints_input (K, 3) in the input frame (after any swap),
+    matrix / inv_matrix (2, 3) float64 between the original frame and the input, bbox (4,),
+    index. `faithful=True` reproduces the reference: stretch to S x S, Fliplr(0.3) without the
+    left/right swap, Sometimes(0.3, fixed +10 degree rotation with scale U(0.5, 0.7)), no colour
+    jitter, and an unmasked target weight.
+    """
+
+    def __init__(self, source, *, input_size: int = 224, crop: str = "image", bbox_margin: float = 0.1,
+                 augment: bool = False, augmentation: Augmentation | None = None, faithful: bool = False,
+                 skeleton: str | Skeleton = "stanford_extra24", mask_outside: bool = True):
+        self.source = source
+        self.input_size = int(input_size)
+        self.faithful = faithful
+        self.crop = "resize" if faithful else crop
+        base_geometry((2, 2), (0, 0, 1, 1), self.crop, 0.0)  # validates `crop` early
+        self.bbox_margin = bbox_margin
+        self.augment = augment
+        self.aug = augmentation or Augmentation()
+        self.skeleton = get_skeleton(skeleton)
+        self.codec = RegressionCodec((self.input_size, self.input_size), mask="none" if faithful else "visible",
+                                     mask_outside=mask_outside)
+        self.pad_value = (0, 0, 0) if faithful else PAD_VALUE
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _rng(self) -> np.random.Generator:
+        # drawn from torch's generator: seeded by the trainer and distinct in every DataLoader worker
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+    def sample_matrix(self, sample: DogSample, rng: np.random.Generator | None) -> tuple[np.ndarray, bool]:
+        """(forward 2x3 matrix original -> input, whether the keypoints must be left/right swapped)."""
+        s = self.input_size
+        center, size = base_geometry(sample.image.shape, sample.bbox, self.crop, self.bbox_margin)
+        if rng is None:
+            return crop_affine(center, size, (s, s)), False
+        if self.faithful:
+            m = crop_affine(center, size, (s, s))
+            if rng.random() < 0.3:  # imgaug Fliplr(0.3): mirror, labels NOT swapped
+                m = _compose(crop_affine((s / 2, s / 2), s, (s, s), flip=True), m)
+            if rng.random() < 0.3:  # Sometimes(0.3, Affine(rotate=10, scale=(0.5, 0.7)))
+                zoom = rng.uniform(0.5, 0.7)
+                m = _compose(crop_affine((s / 2, s / 2), s / zoom, (s, s), rotation=10.0), m)
+            return m, False
+        a = self.aug
+        zoom = rng.uniform(*a.scale_range)
+        rot = rng.uniform(-a.rotation, a.rotation) if a.rotation else 0.0
+        shift = rng.uniform(-a.translate, a.translate, size=2) * size if a.translate else np.zeros(2)
+        flip = bool(rng.random() < a.flip_prob)
+        return crop_affine(center + shift, size / zoom, (s, s), rotation=rot, flip=flip), flip
+
+    def __getitem__(self, i: int) -> dict:
+        sample = self.source[i]
+        rng = self._rng() if self.augment else None
+        matrix, swap = self.sample_matrix(sample, rng)
+        s = self.input_size
+        image = warp_image(sample.image, matrix, (s, s), border_value=self.pad_value)
+        if rng is not None and not self.faithful and self.aug.color_jitter:
+            c = self.aug.color_jitter
+            image = color_jitter(image, rng, brightness=c, contrast=c, saturation=c)
+        kp_in = affine_points(sample.keypoints, matrix)
+        if swap:
+            kp_in = swap_left_right(kp_in, self.skeleton)
+        target, weight = self.codec.encode(kp_in)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "target": torch.from_numpy(target),
+            "target_weight": torch.from_numpy(weight),
+            "keypoints": torch.from_numpy(sample.keypoints.astype(np.float64)),
+            "keypoints_input": torch.from_numpy(kp_in.astype(np.float64)),
+            "matrix": torch.from_numpy(matrix),
+            "inv_matrix": torch.from_numpy(invert_affine(matrix)),
+            "bbox": torch.from_numpy(np.asarray(sample.bbox, dtype=np.float64)),
+            "index": i,
+        }
+
+    def sample_name(self, i: int) -> str:
+        records = getattr(self.source, "records", None)
+        return records[i].img_path if records is not None else f"sample_{i:05d}"
+
+
+def bbox_normalizer(bbox: np.ndarray) -> np.ndarray:
+    """PCK@bbox normaliser: max(w, h) of each [x, y, w, h] box."""
+    bbox = np.asarray(bbox, dtype=np.float64).reshape(-1, 4)
+    return np.maximum(bbox[:, 2], bbox[:, 3])
+
+
+def resolve_stanford_extra_paths(root: str | Path | None, json_path: str | None,
+                                 image_dir: str | None) -> tuple[Path, Path]:
+    """Find the annotation JSON and image folder: explicit paths win; otherwise look in `root`
+    (default: the shared real-data samples) for StanfordExtra_v12.json or the sample file."""
+    from posekit.data.io import realdata_root
+    base = Path(root) if root else realdata_root() / "stanford_extra"
+    if json_path:
+        jp = Path(json_path)
+        jp = jp if jp.is_absolute() or jp.exists() else base / jp
+    else:
+        candidates = [base / "StanfordExtra_v12.json", base / "StanfordExtra_v12" / "StanfordExtra_v12.json",
+                      base / "StanfordExtra_sample.json"]
+        jp = next((c for c in candidates if c.is_file()), None)
+        if jp is None:
+            raise FileNotFoundError(f"no StanfordExtra annotation file in {base} (looked for "
+                                    f"{[c.name for c in candidates]}); set data.json")
+    if image_dir:
+        idir = Path(image_dir)
+        idir = idir if idir.is_absolute() or idir.exists() else base / idir
+    else:
+        candidates = [base / "sample_imgs", base / "Images", base / "images"]
+        idir = next((c for c in candidates if c.is_dir()), None)
+        if idir is None:
+            raise FileNotFoundError(f"no image folder in {base} (looked for {[c.name for c in candidates]}); "
+                                    "set data.image_dir")
+    return jp, idir

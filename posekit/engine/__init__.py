@@ -1,0 +1,1 @@
+"""Training and inference engine: the one trainer, checkpoints, distributed set-up, predictor."""

@@ -1,0 +1,98 @@
+"""Checkpoints written atomically and loaded safely.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
+over the old one: a process killed mid-write leaves the previous checkpoint intact. Loading
+uses `torch.load(weights_only=True)`, so a checkpoint can never run code.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _atomic_write(path: str | Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    return _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated file, not a checkpoint, or an unsafe pickle
+        raise ValueError(f"cannot load checkpoint {path}: {e}") from None
+
+
+def rng_state() -> dict:
+    """Every RNG the trainer depends on, in types `weights_only` loading accepts."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2],
+             "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
+             "numpy_has_gauss": int(np_state[3]), "numpy_gauss": float(np_state[4])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def inference_state_dict(checkpoint: dict) -> dict:
+    """The weights to use for evaluation/prediction: the EMA weights when training kept them."""
+    if checkpoint.get("ema") is not None:
+        # AveragedModel keys are "module.<name>" plus its own "n_averaged" counter
+        return {k[len("module."):]: v for k, v in checkpoint["ema"].items() if k.startswith("module.")}
+    return checkpoint["model"]
+
+
+def load_matching(model: torch.nn.Module, state_dict: dict) -> dict:
+    """Copy tensors whose name and shape match; report the rest (e.g. a new head for another skeleton)."""
+    own = model.state_dict()
+    loaded, mismatched = [], []
+    for k, v in state_dict.items():
+        if k in own and own[k].shape == v.shape:
+            own[k] = v
+            loaded.append(k)
+        elif k in own:
+            mismatched.append(f"{k} {tuple(v.shape)} -> {tuple(own[k].shape)}")
+    model.load_state_dict(own)
+    missing = [k for k in own if k not in state_dict]
+    return {"loaded": loaded, "shape_mismatch": mismatched, "missing": missing}

@@ -1,0 +1,207 @@
+"""The one trainer: artefacts, exact resume, limits, schedules, param groups, EMA, AMP, NaN, signals."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny_task  # noqa: F401  (registers the "tiny" task)
+from tiny_task import tiny_config
+from posekit.config import config_from_dict
+from posekit.engine.checkpoint import load_checkpoint
+from posekit.engine.trainer import NonFiniteLossError, build_optimizer, lr_factor, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_run_dir_artefacts(tmp_path):
+    run = train(tiny_config(tmp_path, max_steps=6, val_every=3))
+    for name in ("config.yaml", "metrics.csv", "curves.png", "last.pt", "best.pt"):
+        assert (run / name).is_file(), name
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["step"] == 6
+    assert set(ckpt) >= {"model", "optimizer", "scheduler", "scaler", "ema", "rng", "step", "config"}
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss,lr,samples_per_s")
+    assert sum(1 for r in rows if ",,," in r) == 2  # two validation rows (steps 3 and 6)
+
+
+@pytest.mark.parametrize("first", [4, 6])  # 6 steps = one epoch boundary exactly; 4 = mid-epoch
+def test_resume_is_exact(tmp_path, first):
+    straight = train(tiny_config(tmp_path / "a", max_steps=2 * first, val_every=3))
+    part = train(tiny_config(tmp_path / "b", max_steps=first, val_every=3))
+    resumed = train(tiny_config(tmp_path / "b", max_steps=2 * first, val_every=3, resume=str(part)))
+    a, b = _weights(straight / "last.pt"), _weights(resumed / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from an uninterrupted run"
+    assert load_checkpoint(resumed / "last.pt")["step"] == 2 * first
+
+
+def test_limits_epochs_and_time(tmp_path):
+    run = train(tiny_config(tmp_path / "e", max_steps=None, max_epochs=2))
+    assert load_checkpoint(run / "last.pt")["step"] == 12  # 48 samples / batch 8 = 6 steps per epoch
+    t0 = time.time()
+    run = train(tiny_config(tmp_path / "t", max_steps=None, max_time=1.0, val_every=10_000))
+    assert time.time() - t0 < 30
+    assert load_checkpoint(run / "last.pt")["step"] > 0
+
+
+def test_needs_a_limit(tmp_path):
+    with pytest.raises(ValueError, match="set a limit"):
+        train(tiny_config(tmp_path, max_steps=None))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    run = train(tiny_config(tmp_path, max_steps=4, val_every=2))
+    good = _weights(run / "last.pt")
+    cfg = tiny_config(tmp_path, max_steps=20, val_every=2, resume=str(run))
+    cfg.data.nan_at_step = 1
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        train(cfg)
+    after = _weights(run / "last.pt")
+    assert all(torch.equal(good[k], after[k]) for k in good)
+
+
+def test_schedules():
+    cfg = config_from_dict({"task": "tiny", "train": {"schedule": "exp", "gamma": 0.96, "decay_steps": 2000}})
+    assert lr_factor(1999, cfg, None) == 1.0 and lr_factor(2000, cfg, None) == pytest.approx(0.96)
+    cfg.train.staircase = False
+    assert lr_factor(1000, cfg, None) == pytest.approx(0.96 ** 0.5)
+    cfg.train.schedule, cfg.train.milestones, cfg.train.gamma = "step", [10, 20], 0.1
+    assert [lr_factor(s, cfg, None) for s in (9, 10, 25)] == pytest.approx([1, 0.1, 0.01])
+    cfg.train.schedule, cfg.train.warmup_steps = "cosine", 10
+    assert lr_factor(0, cfg, 110) == pytest.approx(0.1)
+    assert lr_factor(60, cfg, 110) == pytest.approx(0.5)
+    assert lr_factor(110, cfg, 110) == pytest.approx(0.0)
+    cfg.train.schedule = "linear"
+    with pytest.raises(ValueError, match="valid: constant, step, exp, cosine"):
+        lr_factor(0, cfg, 10)
+
+
+def test_param_group_learning_rates_and_freezing(tmp_path):
+    cfg = tiny_config(tmp_path, lr=0.1, lr_mult={"0.": 0.0, "3.": 0.25}, weight_decay=1e-4)
+    from posekit.tasks import get_task
+    model = get_task("tiny").build_model(cfg)
+    opt = build_optimizer(model, cfg)
+    assert not model[0].weight.requires_grad  # frozen by multiplier 0
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert id(model[0].weight) not in lrs
+    assert lrs[id(model[3].weight)] == pytest.approx(0.025) and lrs[id(model[5].weight)] == pytest.approx(0.1)
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decay[id(model[5].bias)] == 0.0 and decay[id(model[5].weight)] == 1e-4
+
+
+def test_ema_and_bf16_autocast_and_grad_clip(tmp_path):
+    run = train(tiny_config(tmp_path, max_steps=6, val_every=3, ema_decay=0.9, amp="bf16", grad_clip=0.5))
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["ema"] is not None
+    from posekit.engine.checkpoint import inference_state_dict
+    ema = inference_state_dict(ckpt)
+    assert set(ema) == set(ckpt["model"])
+    assert any(not torch.equal(ema[k], ckpt["model"][k]) for k in ema)  # EMA lags the raw weights
+    assert "grad_norm" in (run / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        train(tiny_config(tmp_path, amp="fp16"))
+
+
+def test_performance_mode_prints_samples_per_second(tmp_path, capsys):
+    train(tiny_config(tmp_path, performance=5))
+    out = capsys.readouterr().out
+    assert '"samples_per_s"' in out and '"performance_steps": 3' in out
+    assert not (tmp_path / "tiny" / "last.pt").exists()  # saves nothing
+
+
+def test_init_from_keeps_matching_tensors_and_fresh_head(tmp_path):
+    source = train(tiny_config(tmp_path / "src", max_steps=3))
+    cfg = tiny_config(tmp_path / "dst", max_steps=1, lr=0.0)
+    cfg.model.args = {"out": 6}  # a different "skeleton": the last layer changes shape
+    cfg.model.init_from = str(source / "last.pt")
+    run = train(cfg)
+    src, dst = _weights(source / "last.pt"), _weights(run / "last.pt")
+    assert torch.equal(src["0.weight"], dst["0.weight"])
+    assert dst["5.weight"].shape == (6, 32)
+
+
+_SIGNAL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import tiny_task
+from posekit.engine.trainer import train
+cfg = tiny_task.tiny_config({out!r}, max_steps=10_000_000, val_every=10_000_000)
+orig = tiny_task.TinyTask.training_step
+def slow(self, model, batch):
+    time.sleep(0.01)
+    if getattr(self, "_steps", 0) == 5:
+        print("READY", flush=True)
+    return orig(self, model, batch)
+tiny_task.TinyTask.training_step = slow
+train(cfg)
+print("CLEAN EXIT", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_and_exits_cleanly(tmp_path, sig):
+    script = _SIGNAL_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=REPO)
+    for line in proc.stdout:
+        if "READY" in line:
+            break
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "CLEAN EXIT" in out and "resume with" in out
+    assert load_checkpoint(tmp_path / "tiny" / "last.pt")["step"] >= 5
+
+
+_KILL_SCRIPT = """
+import sys, torch
+from posekit.engine.checkpoint import save_checkpoint
+big = {{"w": torch.randn(4_000_000)}}
+i = 0
+while True:
+    i += 1
+    big["step"] = i
+    save_checkpoint(big, {path!r})
+    print(i, flush=True)
+"""
+
+
+def test_sigkill_while_writing_leaves_previous_checkpoint_loadable(tmp_path):
+    path = tmp_path / "last.pt"
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT.format(path=str(path))],
+                                stdout=subprocess.PIPE, text=True)
+        first = proc.stdout.readline()  # at least one complete checkpoint exists
+        assert first.strip()
+        time.sleep(0.05 + 0.07 * attempt)  # land inside a later write
+        proc.kill()
+        proc.wait()
+        ckpt = load_checkpoint(path)
+        assert ckpt["w"].shape == (4_000_000,) and ckpt["step"] >= 1
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "last.pt"]
+    # a killed writer may leave its temporary file behind, never a half-written last.pt
+    assert all(p.name.startswith(".last.pt.") for p in leftovers)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot load checkpoint .*bad.pt"):
+        load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
