@@ -8,6 +8,7 @@ Every default lives in these dataclasses, nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ class EvalConfig:
 @dataclass
 class Config:
     task: str = ""
+    # modules to import before the task is looked up: how a user's own Task/dataset plugs in
+    imports: list[str] = field(default_factory=list)
     name: str = "run"
     out_dir: str = "runs"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -242,6 +245,12 @@ def config_from_dict(raw: dict, *, source: str = "<dict>") -> Config:
 
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a recipe must be a mapping")
+    imports = _coerce(raw.get("imports") or [], list[str], "imports")
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"{source}: imports: cannot import {module!r}: {e}") from None
     task_name = raw.get("task")
     if not task_name:
         raise ConfigError(f"{source}: the recipe needs a top-level 'task' (e.g. task: hourglass)")
@@ -254,7 +263,7 @@ def config_from_dict(raw: dict, *, source: str = "<dict>") -> Config:
     if unknown:
         raise ConfigError(f"{source}: unknown config key '{unknown[0]}' at the top level; valid keys: {sorted(allowed)}")
     try:
-        return Config(task=str(task_name), name=_coerce(raw.get("name", "run"), str, "name"),
+        return Config(task=str(task_name), imports=imports, name=_coerce(raw.get("name", "run"), str, "name"),
                       out_dir=_coerce(raw.get("out_dir", "runs"), str, "out_dir"),
                       model=build_dataclass(ModelConfig, raw.get("model"), "model"),
                       data=build_dataclass(task.DataConfig, raw.get("data"), "data"),

@@ -108,7 +108,7 @@ def look_at(position: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def generate(num_samples: int, *, seed: int = 0, num_actions: int = 15, noise_px: float = 5.0,
-             spread: float = 0.2, action_seed: int = 1234) -> dict[str, np.ndarray]:
+             spread: float = 0.15, action_seed: int = 1234) -> dict[str, np.ndarray]:
     """Raw synthetic arrays: 3-D camera-frame (N, 17, 3) mm, 2-D (N, 17, 2) px, action index (N,).
 
     `action_seed` fixes the action prototypes (shared by train/val/test splits made with different
@@ -146,7 +146,7 @@ def generate(num_samples: int, *, seed: int = 0, num_actions: int = 15, noise_px
 
 
 def synthetic_h36m(num_samples: int, *, seed: int = 0, num_actions: int = 15, noise_px: float = 5.0,
-                   spread: float = 0.2, miss_num: int = 0, miss_prob: float = 1.0) -> LiftingDataset:
+                   spread: float = 0.15, miss_num: int = 0, miss_prob: float = 1.0) -> LiftingDataset:
     """A named dataset ("synthetic" in the recipe) in the real loader's layout."""
     raw = generate(num_samples, seed=seed, num_actions=num_actions, noise_px=noise_px, spread=spread)
     p3d, p2d = raw["poses_3d"], raw["poses_2d"]

@@ -142,6 +142,21 @@ class DogsTask(Task):
                             batch["target_weight"].to(pred.device))
         return loss, {"labelled_frac": float(batch["target_weight"].float().mean())}
 
+    def prepare(self, model, train_set, cfg):
+        """A planned fine-tune phase needs the backbone in the optimiser from the start (the trainer
+        builds it once, from parameters that require gradients): mark the still-frozen backbone
+        trainable; it receives no gradients until `on_step` unfreezes it."""
+        m = _unwrap(model)
+        if getattr(m, "unfreeze_at_step", None) is None or not getattr(m, "backbone_frozen", False):
+            return
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            raise ValueError("model.args.unfreeze_at_step (a mid-run fine-tune phase) is not supported with "
+                             "several processes (DDP fixes the trained parameters when it wraps the model). "
+                             "Run the two phases as two trainings: phase 1 frozen, then phase 2 with "
+                             "model.init_from=<phase-1 best.pt>, freeze_backbone=false and a lower train.lr.")
+        m.defer_unfreeze()
+
     def on_step(self, model, step, cfg):
         """Fine-tune phase: unfreeze the backbone once `step` reaches the model's `unfreeze_at_step`
         (its lower learning rate comes from `train.lr_mult: {backbone: ...}`)."""

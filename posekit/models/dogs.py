@@ -43,7 +43,7 @@ class SeparableConv2d(nn.Sequential):
 class DogKeypointRegressor(nn.Module):
     """Backbone features -> separable-conv head -> (B, K, 2) normalised coordinates in [0, 1].
 
-    Transfer learning: with `backbone_frozen` the backbone parameters get no gradients and its
+    Transfer learning: with `backbone_frozen` the backbone runs without gradients and its
     BatchNorm layers stay in inference mode even under `model.train()` (as a frozen Keras
     model does); `unfreeze_backbone()` starts the fine-tune phase. `unfreeze_at_step` records
     when the task's `on_step` hook should call it.
@@ -88,6 +88,15 @@ class DogKeypointRegressor(nn.Module):
             p.requires_grad_(False)
         self.train(self.training)
 
+    def defer_unfreeze(self) -> None:
+        """Keep the backbone frozen (run under no_grad, BatchNorm in eval) but mark its parameters
+        trainable, so an optimiser built now already holds them (at their lr_mult) and starts
+        updating them as soon as `unfreeze_backbone()` lets gradients through."""
+        if not self.backbone_frozen:
+            return
+        for p in self.backbone.parameters():
+            p.requires_grad_(True)
+
     def unfreeze_backbone(self) -> None:
         """Fine-tune phase: backbone weights train; BatchNorm statistics stay frozen when
         `finetune_bn_eval` (the usual advice for small fine-tuning batches)."""
@@ -110,7 +119,11 @@ class DogKeypointRegressor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, H, W) RGB in [0, 1] -> (B, K, 2) (x, y) as fractions of W and H."""
         x = (images - self.pixel_mean) / self.pixel_std
-        x = self.backbone(x)
+        if self.backbone_frozen:
+            with torch.no_grad():  # no gradients, hence no updates, whatever the optimiser holds
+                x = self.backbone(x)
+        else:
+            x = self.backbone(x)
         if x.shape[-2:] != (HEAD_GRID, HEAD_GRID):
             x = F.interpolate(x, size=(HEAD_GRID, HEAD_GRID), mode="bilinear", align_corners=False)
         x = self.head(x)  # (B, 2K, 1, 1), channels ordered x0, y0, x1, y1, ...
@@ -199,7 +212,11 @@ def load_backbone_weights(model: DogKeypointRegressor, *, pretrained: bool = Fal
 
 
 def _load_features(model: DogKeypointRegressor, state: dict, source: str) -> None:
-    result = model.backbone.load_state_dict(state, strict=False)
+    try:
+        result = model.backbone.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        first = str(e).strip().splitlines()[1:2] or [str(e)[:200]]
+        raise ValueError(f"backbone weights {source} do not match this MobileNetV2 (width_mult?): {first[0].strip()}") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"backbone weights {source} do not match this MobileNetV2 (width_mult?): "
                          f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")

@@ -1,0 +1,34 @@
+# Two set-up commands on a fresh machine: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch with a working torchvision: the pairs that install here from the local package cache
+ifeq ($(shell uname -m),aarch64)
+TORCH_PINS := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: demo test test-all bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[onnx,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/posekit demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)  # includes the slow tests
+	$(PY) -m pytest -q -m ''
+
+bench: $(STAMP)
+	$(VENV)/bin/posekit bench trainer_overhead
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,140 @@
+"""Trainer overhead: posekit's trainer step time vs a bare PyTorch loop, same model and data.
+
+Both loops run in this one process, alternately (bare, trainer, bare, trainer, ...), and we
+compare the median per-step time over the steady-state steps. Everything the trainer does
+between steps (finiteness check, schedule, logging every 10 steps, metrics.csv, progress bar)
+is included; validation and checkpoints are not (they happen once per epoch/run).
+
+    python benchmarks/bench_trainer_overhead.py [--steps 60] [--repeats 3]
+Goal: ratio <= 1.05.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from posekit.config import DataConfig, config_from_dict
+from posekit.engine.trainer import train
+from posekit.tasks import Task, register_task
+
+OUT = Path(__file__).parent / "results" / "trainer_overhead.md"
+
+
+def make_model() -> nn.Module:
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+    return nn.Sequential(block(3, 32), nn.MaxPool2d(2), block(32, 64), nn.MaxPool2d(2), block(64, 64),
+                         nn.Conv2d(64, 16, 1))
+
+
+class HeatmapData(torch.utils.data.Dataset):
+    def __init__(self, n=512):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 64, 64, generator=g)
+        self.y = torch.rand(n, 16, 16, 16, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"image": self.x[i], "target": self.y[i]}
+
+
+STAMPS: list[float] = []
+
+
+@dataclass
+class BenchData(DataConfig):
+    n: int = 512
+
+
+@register_task
+class OverheadTask(Task):
+    name = "bench_overhead"
+    DataConfig = BenchData
+
+    def build_model(self, cfg):
+        return make_model()
+
+    def build_datasets(self, cfg):
+        return HeatmapData(cfg.data.n), None
+
+    def training_step(self, model, batch):
+        STAMPS.append(time.perf_counter())
+        loss = ((model(batch["image"]) - batch["target"]) ** 2).mean()
+        return loss, {}
+
+
+def bare_loop(steps: int, batch_size: int) -> list[float]:
+    torch.manual_seed(0)
+    model = make_model().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(HeatmapData(), batch_size=batch_size, shuffle=True, drop_last=True)
+    stamps, done = [], 0
+    while done < steps:
+        for batch in loader:
+            stamps.append(time.perf_counter())
+            loss = ((model(batch["image"]) - batch["target"]) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done >= steps:
+                break
+    stamps.append(time.perf_counter())
+    return stamps
+
+
+def trainer_loop(steps: int, batch_size: int, out_dir: str) -> list[float]:
+    STAMPS.clear()
+    cfg = config_from_dict({"task": "bench_overhead", "name": "overhead", "out_dir": out_dir,
+                            "train": {"batch_size": batch_size, "max_steps": steps, "lr": 1.0e-3,
+                                      "log_every": 10, "val_every": 10_000_000, "tensorboard": False}})
+    train(cfg)
+    return STAMPS[:] + [STAMPS[-1] + statistics.median(np.diff(STAMPS))]  # last step's end is not stamped
+
+
+def per_step(stamps: list[float], warmup: int) -> float:
+    """Mean step time after warm-up: periodic work (logging every 10 steps) counts in full."""
+    return float(np.mean(np.diff(stamps)[warmup:]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    warmup = 5
+    bare, ours = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            bare.append(per_step(bare_loop(args.steps, args.batch_size), warmup))
+            ours.append(per_step(trainer_loop(args.steps, args.batch_size, tmp), warmup))
+            print(f"repeat {r}: bare {bare[-1] * 1e3:.1f} ms/step, trainer {ours[-1] * 1e3:.1f} ms/step", flush=True)
+    b, t = statistics.median(bare), statistics.median(ours)
+    ratio = t / b
+    command = "python benchmarks/bench_trainer_overhead.py " + " ".join(sys.argv[1:])
+    text = (f"## Trainer overhead\n\n`{command.strip()}` ({torch.get_num_threads()} CPU threads, torch "
+            f"{torch.__version__})\n\n| loop | mean ms/step (median of repeats) |\n|---|---|\n| bare PyTorch | {b * 1e3:.2f} |\n"
+            f"| posekit trainer | {t * 1e3:.2f} |\n\n**ratio trainer / bare = {ratio:.3f}** (goal <= 1.05); "
+            f"{args.repeats} alternating repeats of {args.steps} steps, batch {args.batch_size}, 64x64 conv net, "
+            f"first {warmup} steps of each run excluded.\n")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

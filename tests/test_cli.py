@@ -1,0 +1,78 @@
+"""The command line as a user runs it: help, models, train/eval/resume, errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+HERE = Path(__file__).parent
+ENV = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "2"}
+
+
+def posekit(*args, cwd=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "posekit", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"posekit {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.parametrize("verb", ["train", "eval", "predict", "export", "models", "demo", "bench"])
+def test_every_verb_has_help_with_examples(verb, capsys):
+    from posekit.cli import main
+    with pytest.raises(SystemExit) as e:
+        main([verb, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: posekit " + verb in out and "examples:" in out
+
+
+def test_models_json():
+    rows = json.loads(posekit("models", "--json").stdout)
+    assert rows, "no models registered"
+    for row in rows:
+        assert {"name", "family", "params", "trainable_params", "skeleton"} <= set(row)
+        assert row["params"] >= row["trainable_params"] > 0
+    table = posekit("models").stdout
+    assert all(r["name"] in table for r in rows)
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"imports": ["tiny_task"], "task": "tiny", "name": "cli", "out_dir": str(tmp_path),
+                                    "train": {"batch_size": 8, "max_steps": 4, "val_every": 2, "progress": False}}))
+    return path
+
+
+def test_train_eval_resume_via_cli(tiny_recipe, tmp_path):
+    posekit("train", tiny_recipe, "train.lr=0.01")
+    run = tmp_path / "cli"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["lr"] == 0.01 and saved["imports"] == ["tiny_task"]
+    out = posekit("eval", tiny_recipe, f"checkpoint={run / 'best.pt'}", "--json", tmp_path / "m.json").stdout
+    assert "mse" in out and json.loads((tmp_path / "m.json").read_text())["mse"] > 0
+    posekit("train", tiny_recipe, "train.max_steps=8", f"train.resume={run}")
+    import torch
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 8
+
+
+def test_cli_errors_are_one_clear_line(tiny_recipe):
+    proc = posekit("train", tiny_recipe, "train.lrr=1", check=False)
+    assert proc.returncode == 2
+    assert "unknown config key 'train.lrr'" in proc.stderr and "valid keys" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = posekit("train", tiny_recipe, "train.max_steps=many", check=False)
+    assert proc.returncode == 2 and "'train.max_steps' expects int" in proc.stderr
+    proc = posekit("eval", tiny_recipe, "checkpoint=/nonexistent/best.pt", check=False)
+    assert proc.returncode == 2 and "checkpoint not found: /nonexistent/best.pt" in proc.stderr
+    proc = posekit("predict", "/nonexistent.pt", "x.jpg", "--out", "o", check=False)
+    assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_bench_lists_benchmarks():
+    out = posekit("bench", cwd=HERE.parent).stdout
+    assert "trainer_overhead" in out

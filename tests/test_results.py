@@ -1,0 +1,56 @@
+"""The one Results type: validation, plot, COCO dicts, save."""
+import json
+
+import numpy as np
+import pytest
+
+from posekit.results import Results
+
+
+def _two_people():
+    kp = np.zeros((2, 17, 2))
+    kp[0, :, 0], kp[0, :, 1] = np.linspace(10, 90, 17), 40
+    kp[1] = kp[0] + [0, 30]
+    scores = np.ones((2, 17))
+    scores[1, 3] = 0.0
+    return Results(kp, scores, "coco17", image=np.zeros((100, 100, 3), np.uint8))
+
+
+def test_plot_draws_on_a_copy():
+    r = _two_people()
+    overlay = r.plot(score_threshold=0.1)
+    assert overlay.shape == (100, 100, 3) and overlay.any()
+    assert not r.image.any()  # source untouched
+    assert tuple(overlay[40, 10]) != (0, 0, 0)  # a joint was drawn where it should be
+
+
+def test_to_coco_and_save(tmp_path):
+    r = _two_people()
+    dets = r.to_coco(image_id=7)
+    assert len(dets) == 2 and dets[0]["image_id"] == 7 and len(dets[0]["keypoints"]) == 51
+    assert dets[0]["keypoints"][:3] == [10.0, 40.0, 1.0]
+    assert dets[1]["score"] == pytest.approx(16 / 17)
+    r.save(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["skeleton"] == "coco17" and np.array(data["keypoints"]).shape == (2, 17, 2)
+    r.save(tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="unsupported extension"):
+        r.save(tmp_path / "r.txt")
+
+
+def test_bad_shapes_are_clear():
+    with pytest.raises(ValueError, match="has 16 joints, skeleton 'coco17' has 17"):
+        Results(np.zeros((1, 16, 2)), np.ones((1, 16)), "coco17")
+    with pytest.raises(ValueError, match="needs an image"):
+        Results(np.zeros((1, 17, 2)), np.ones((1, 17)), "coco17").plot()
+
+
+def test_3d_hypotheses_plot():
+    hyp = np.random.default_rng(0).normal(size=(1, 5, 17, 3)) * 100
+    r = Results(hyp[:, 0], np.ones((1, 17)), "h36m17", hypotheses=hyp, hypothesis_weights=np.full((1, 5), 0.2),
+                keypoints_2d=np.random.rand(1, 17, 2) * 100)
+    img = r.plot()
+    assert img.ndim == 3 and img.shape[2] == 3
+    with pytest.raises(ValueError, match="2-D"):
+        r.to_coco()
