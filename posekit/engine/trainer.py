@@ -246,6 +246,8 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
         set_rng_state(ckpt["rng"])
         _log_lines(f"resumed from {t.resume} at step {step} (epoch {epoch})", info)
 
+    if info.enabled and device.type == "cuda":  # SyncBatchNorm works on GPU modules only
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if info.enabled else model
 
@@ -298,7 +300,6 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
 
     # --- the loop --------------------------------------------------------------------------
     model.train()
-    loader_rng = torch.Generator().manual_seed(t.seed + info.rank)  # keeps DataLoader seeding off the global RNG
     start_time, last_log_time, seen_since_log = time.time(), time.time(), 0
     val_every = t.val_every or steps_per_epoch
     save_every = t.save_every
@@ -312,6 +313,8 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
     try:
         while not done:
             sampler.set_epoch(epoch)
+            # worker seeds depend on (seed, rank, epoch) only, never on the global RNG's position
+            loader_rng = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch * 1009 + info.rank)
             loader = DataLoader(train_set, batch_size=per_rank, sampler=_Resumable(sampler, skip * per_rank),
                                 drop_last=True, num_workers=t.num_workers, collate_fn=task.collate,
                                 worker_init_fn=seed_worker, generator=loader_rng,

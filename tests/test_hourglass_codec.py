@@ -1,0 +1,196 @@
+"""Heatmap codec, flip test, heatmap loss and the MPII PCKh metric on hand-computed cases."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from posekit.codecs.heatmap import HeatmapCodec, decode_heatmaps, flip_back_heatmaps
+from posekit.families.hourglass import predict_heatmaps
+from posekit.losses.heatmap import HeatmapLoss, heatmap_loss
+from posekit.metrics.mpii import mpii_pckh, pckh_table, torso_pck
+from posekit.models import create_model
+from posekit.skeletons import get_skeleton
+
+SK = get_skeleton("mpii16")
+
+
+# --- codec -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("refine, bound", [("shift", 0.36), ("dark", 0.01)])
+def test_round_trip_error_below_half_cell(refine, bound):
+    codec = HeatmapCodec((256, 256), (64, 64), 1.0, refine=refine)
+    rng = np.random.default_rng(0)
+    kp = rng.uniform(6, 249, size=(32, 16, 2))
+    maps, weights = codec.encode(kp, np.ones((32, 16)))
+    assert maps.shape == (32, 16, 64, 64) and maps.dtype == np.float32 and weights.all()
+    dec, scores = codec.decode(maps)
+    err_cells = np.linalg.norm(dec - kp, axis=-1) / 4.0
+    assert err_cells.max() < bound < 0.5
+    assert np.all(scores > 0.6)
+
+
+def test_encode_masks_invisible_and_outside_joints():
+    codec = HeatmapCodec((128, 128), (32, 32), 1.0)
+    kp = np.array([[10.0, 10.0], [50.0, 60.0], [-20.0, 5.0], [64.0, 200.0]])
+    maps, weights = codec.encode(kp, np.array([1, 0, 1, 1]))
+    assert weights.tolist() == [1, 0, 0, 0]
+    assert maps[0].max() > 0.9 and not maps[1:].any()
+
+
+def test_gaussian_peak_and_sigma():
+    codec = HeatmapCodec((64, 64), (16, 16), sigma=1.5)
+    # input pixel u maps to cell (u + 0.5) / 4 - 0.5: u = 21.5 -> cell 5 exactly
+    maps, _ = codec.encode(np.array([[21.5, 21.5]]), np.array([1]))
+    assert maps[0, 5, 5] == pytest.approx(1.0)
+    assert maps[0, 5, 6] == pytest.approx(math.exp(-1 / (2 * 1.5 ** 2)), rel=1e-5)
+    assert maps[0, 7, 5] == pytest.approx(math.exp(-4 / (2 * 1.5 ** 2)), rel=1e-5)
+
+
+def test_quarter_shift_toward_higher_neighbour():
+    heat = torch.zeros(1, 2, 8, 8)
+    heat[0, 0, 3, 4] = 1.0
+    heat[0, 0, 3, 5] = 0.5  # right neighbour higher -> +0.25 in x
+    heat[0, 0, 2, 4] = 0.3  # upper neighbour higher -> -0.25 in y
+    heat[0, 1, 0, 7] = 1.0  # corner: no neighbour on one side -> no shift
+    heat[0, 1, 1, 7] = 0.9
+    kp, scores = decode_heatmaps(heat, refine="shift")
+    assert kp[0, 0].tolist() == [4.25, 2.75]
+    assert kp[0, 1].tolist() == [7.0, 0.0]
+    assert scores[0].tolist() == [1.0, 1.0]
+    none, _ = decode_heatmaps(heat, refine="none")
+    assert none[0, 0].tolist() == [4.0, 3.0]
+    with pytest.raises(ValueError, match="refinement"):
+        decode_heatmaps(heat, refine="softargmax")
+
+
+def test_numpy_and_torch_decode_agree_and_single_sample():
+    codec = HeatmapCodec((128, 128), (32, 32), 1.0, refine="dark")
+    rng = np.random.default_rng(1)
+    kp = rng.uniform(5, 120, size=(3, 16, 2))
+    maps, _ = codec.encode(kp, np.ones((3, 16)))
+    a, sa = codec.decode(maps)
+    b, sb = codec.decode(torch.from_numpy(maps))
+    assert isinstance(b, torch.Tensor)
+    np.testing.assert_allclose(a, b.numpy(), atol=1e-4)
+    single, ss = codec.decode(maps[1])
+    assert single.shape == (16, 2) and ss.shape == (16,)
+    np.testing.assert_allclose(single, a[1], atol=1e-5)
+
+
+def test_heatmap_flip_matches_mirrored_keypoints_exactly():
+    """Pixel-centre alignment: mirroring the input is exactly mirroring the heatmap (no 1-cell shift)."""
+    codec = HeatmapCodec((128, 128), (32, 32), 1.0)
+    rng = np.random.default_rng(2)
+    kp = rng.uniform(4, 123, size=(2, 16, 2))
+    mirrored = kp.copy()
+    mirrored[..., 0] = 127 - kp[..., 0]  # x' = W - 1 - x on a flipped pixel array
+    mirrored = mirrored[:, SK.flip_index]  # left/right labels swap
+    maps, _ = codec.encode(kp, np.ones((2, 16)))
+    maps_m, _ = codec.encode(mirrored, np.ones((2, 16)))
+    back = flip_back_heatmaps(torch.from_numpy(maps_m), SK.flip_index).numpy()
+    np.testing.assert_allclose(back, maps, atol=1e-6)
+
+
+def test_flip_test_prediction_is_exactly_mirror_equivariant():
+    torch.manual_seed(0)
+    model = create_model("hourglass2_small").eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        p = predict_heatmaps(model, x, flip_test=True)
+        p_flipped = predict_heatmaps(model, x.flip(-1), flip_test=True)
+        plain = predict_heatmaps(model, x, flip_test=False)
+    np.testing.assert_allclose(p_flipped.numpy(), flip_back_heatmaps(p, SK.flip_index).numpy(), atol=1e-5)
+    assert not torch.allclose(p, plain)  # the flipped pass really contributes
+
+
+# --- loss --------------------------------------------------------------------------------------
+def test_mse_loss_hand_computed_and_masked():
+    target = torch.zeros(2, 3, 4, 4)
+    target[:, :, 1, 1] = 1.0
+    out = torch.zeros(2, 2, 3, 4, 4)  # zero predictions: per-joint MSE = 1/16
+    weights = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    total, per_stack = heatmap_loss(out, target, weights)
+    assert per_stack.tolist() == pytest.approx([3 / 16 / 6, 3 / 16 / 6])  # 3 weighted joints of 6
+    assert float(total) == pytest.approx(2 * 3 / 16 / 6)
+    # a masked joint may be anything
+    out2 = out.clone()
+    out2[0, :, 2] = 5.0
+    assert float(heatmap_loss(out2, target, weights)[0]) == pytest.approx(float(total))
+    # stacks averaged instead of summed
+    assert float(HeatmapLoss(stack_reduction="mean")(out, target, weights)[0]) == pytest.approx(3 / 16 / 6)
+    perfect = target.unsqueeze(1).repeat(1, 2, 1, 1, 1)
+    assert float(heatmap_loss(perfect, target, weights)[0]) == 0.0
+
+
+def test_bce_loss_masked_and_errors():
+    target = torch.rand(1, 2, 4, 4)
+    out = torch.randn(1, 3, 2, 4, 4)
+    w = torch.tensor([[1.0, 0.0]])
+    total, _ = heatmap_loss(out, target, w, kind="bce")
+    out2 = out.clone()
+    out2[:, :, 1] = 100.0
+    assert float(heatmap_loss(out2, target, w, kind="bce")[0]) == pytest.approx(float(total))
+    with pytest.raises(ValueError, match="mse"):
+        heatmap_loss(out, target, w, kind="l1")
+    with pytest.raises(ValueError, match="target shape"):
+        heatmap_loss(out, target[:, :1], w)
+
+
+# --- metrics -----------------------------------------------------------------------------------
+def _case():
+    """Two people, head sizes 10 and 20: errors chosen against the 0.5 / 0.1 thresholds."""
+    gt = np.zeros((2, 16, 2))
+    pred = np.zeros((2, 16, 2))
+    ann = np.ones((2, 16), bool)
+    head = np.array([10.0, 20.0])
+    pred[0, :, 0] = 4.0  # person 0: every joint off by 4 (< 5 = 0.5 x 10) -> correct @0.5, wrong @0.1
+    pred[1, :, 0] = 12.0  # person 1: off by 12 (> 10 = 0.5 x 20) -> wrong ...
+    pred[1, 9, 0] = 10.0  # ... except head_top exactly on the threshold (<= counts)
+    pred[1, 12, 0] = 1.0  # ... and r_shoulder off by 1 (<= 2 = 0.1 x 20: correct @0.1 too)
+    ann[1, 15] = False  # l_wrist of person 1 not annotated: excluded
+    pred[1, 15, 0] = 1000.0
+    return pred, gt, ann, head
+
+
+def test_pckh_hand_computed():
+    pred, gt, ann, head = _case()
+    res = mpii_pckh(pred, gt, ann, head, 0.5)
+    assert res["per_joint"][0] == 50.0  # r_ankle: person 0 right, person 1 wrong
+    assert res["per_joint"][9] == 100.0 and res["per_joint"][12] == 100.0
+    assert res["per_joint"][15] == 100.0 and res["counts"][15] == 1
+    # Mean over the 14 joints without pelvis (6) and thorax (7): counts 2 each except l_wrist (1) = 27;
+    # correct = 14 (person 0) + head_top + r_shoulder (person 1) = 16
+    assert res["mean"] == pytest.approx(100 * 16 / 27)
+    table = pckh_table(pred, gt, ann, head)
+    assert table["Head"] == 100.0  # head_top only
+    assert table["Shoulder"] == pytest.approx((50.0 + 100.0) / 2)
+    assert table["Wrist"] == pytest.approx((50.0 + 100.0) / 2)  # r_wrist 1/2, l_wrist 1/1
+    assert table["Mean"] == pytest.approx(100 * 16 / 27)
+    assert table["Mean@0.1"] == pytest.approx(100 * 1 / 27)  # only person 1's r_shoulder
+    # pelvis and thorax errors do not move the Mean
+    pred2 = pred.copy()
+    pred2[0, [6, 7], 0] = 999.0
+    assert pckh_table(pred2, gt, ann, head)["Mean"] == table["Mean"]
+
+
+def test_pckh_needs_head_sizes_and_shapes():
+    pred, gt, ann, head = _case()
+    with pytest.raises(ValueError, match="head size"):
+        mpii_pckh(pred, gt, ann, np.array([10.0, np.nan]))
+    with pytest.raises(ValueError, match="16, 2"):
+        mpii_pckh(pred[:, :14], gt[:, :14], ann[:, :14], head)
+    nan_pred = pred.copy()
+    nan_pred[0, 0] = np.nan  # a non-finite prediction is just wrong
+    assert mpii_pckh(nan_pred, gt, ann, head)["per_joint"][0] == 0.0
+
+
+def test_torso_pck_hand_computed():
+    gt = np.zeros((1, 16, 2))
+    gt[0, 13] = (0.0, 0.0)  # l_shoulder
+    gt[0, 2] = (30.0, 40.0)  # r_hip: torso diagonal 50 -> threshold 10 at 0.2
+    pred = gt.copy()
+    pred[0, :8, 0] += 9.0
+    pred[0, 8:, 0] += 11.0
+    res = torso_pck(pred, gt, np.ones((1, 16), bool), 0.2)
+    assert res["mean"] == pytest.approx(50.0)
+    assert res["samples"] == 1
