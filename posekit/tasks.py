@@ -38,6 +38,10 @@ class Task:
         """(train, val). Items are dicts of tensors/arrays; the default collate stacks them."""
         raise NotImplementedError
 
+    def build_eval_dataset(self, cfg: "Config") -> torch.utils.data.Dataset | None:
+        """The data `posekit eval` scores; override to skip building a large training set."""
+        return self.build_datasets(cfg)[1]
+
     def collate(self, items: list[dict]) -> dict:
         return torch.utils.data.default_collate(items)
 

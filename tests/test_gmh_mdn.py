@@ -136,6 +136,9 @@ def test_decode_puts_root_back_and_picks_largest_weight():
     best = weights.argmax(1)
     torch.testing.assert_close(dec["keypoints"], dec["hypotheses"][torch.arange(2), best])
     torch.testing.assert_close(dec["hypotheses"][:, :, 1:].reshape(2, 5, 48), codec.denormalize_3d(means))
+    t16 = np.ones((3, 16, 3))
+    assert to_root_relative_17(t16).shape == (3, 17, 3) and np.all(to_root_relative_17(t16)[:, 0] == 0)
+    assert torch.equal(to_root_relative_17(torch.ones(3, 16, 3))[:, 1:], torch.ones(3, 16, 3))
 
 
 def test_reference_packing_round_trip():
@@ -403,40 +406,3 @@ def test_bad_data_config_is_a_clear_error():
         task.build_datasets(tiny_cfg("data.dataset=h36m"))
     with pytest.raises(ValueError, match="eval_split"):
         task.build_datasets(tiny_cfg("data.eval_split=train"))
-
-
-# --- trainer integration and the `posekit lift` verb ----------------------------------------------
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    pytest.importorskip("posekit.engine.trainer")
-    from posekit.engine.trainer import train
-    out = tmp_path_factory.mktemp("runs")
-    cfg = tiny_cfg(f"out_dir={out}", "name=t", "train.max_steps=6", "train.val_every=3", "train.batch_size=32",
-                   "train.progress=false", "train.tensorboard=false")
-    run_dir = train(cfg)
-    assert (run_dir / "best.pt").is_file()
-    return run_dir / "best.pt"
-
-
-def test_trainer_checkpoint_carries_statistics(checkpoint):
-    from posekit.engine.trainer import load_for_inference
-    task, model, cfg = load_for_inference(checkpoint)
-    assert task.name == "gmh_mdn" and model.codec.is_fitted
-    assert model.codec.std_2d.min() > 1.0  # pixels, not the default ones
-
-
-def test_lift_cli_from_json(checkpoint, tmp_path):
-    from posekit.cli import main
-    from posekit.data.synthetic_h36m import synthetic_h36m
-    pose = synthetic_h36m(2, seed=9).meta["poses_2d_17"].astype(float)
-    (tmp_path / "poses.json").write_text(json.dumps({"skeleton": "h36m17", "poses": pose.tolist()}))
-    (tmp_path / "one.json").write_text(json.dumps(pose[0].tolist()))
-    out = tmp_path / "out"
-    assert main(["lift", str(checkpoint), "--json", str(tmp_path / "poses.json"), str(tmp_path / "one.json"),
-                 "--out", str(out)]) == 0
-    res = json.loads((out / "poses.json").read_text())
-    assert np.asarray(res["hypotheses"]).shape == (2, 5, 17, 3)
-    assert (out / "poses.png").is_file() and (out / "one.png").is_file()
-    (tmp_path / "bad.json").write_text(json.dumps({"poses": [[1, 2, 3, 4]]}))
-    assert main(["lift", str(checkpoint), "--json", str(tmp_path / "bad.json"), "--out", str(out)]) == 2
-    assert main(["lift", str(checkpoint), "--image", str(tmp_path / "x.png"), "--out", str(out)]) == 2

@@ -181,6 +181,14 @@ def test_videopose3d_npz_layout_matches_baseline(tmp_path):
         np.testing.assert_allclose(a.poses_2d[:, keep], b.poses_2d[:, keep])
     with pytest.raises(H36MFormatError, match="no subject S9"):
         load_videopose3d(tmp_path / "data_3d_h36m.npz", BASE / "cameras.h5", ["S9"], allow_pickle=True)
+    # through the task, selected by the recipe
+    from posekit.config import load_config
+    from posekit.tasks import get_task
+    cfg = load_config("configs/h36m_gmh_mdn.yaml", ["data.dataset=videopose3d", f"data.root={tmp_path}",
+                                                    f"data.cameras={BASE / 'cameras.h5'}", "data.allow_pickle=true",
+                                                    "data.npz_2d=data_2d_h36m_sh.npz", "data.train_subjects=[S1]"])
+    train, val = get_task("gmh_mdn").build_datasets(cfg)
+    assert len(train) + len(val) == 4 * (1383 - 25) and set(train.meta["camera"]) == set(CAMERA_IDS)
 
 
 def test_task_builds_real_splits_without_touching_test_for_selection():

@@ -53,7 +53,7 @@ def test_tiny_variant_fewer_layers_more_parameters():
 
 
 def test_depth_option_and_input_size_check():
-    model = StackedHourglass(n_stacks=1, n_feats=32, n_low=5)  # the TF reference's off-by-one depth
+    model = StackedHourglass(n_stacks=1, n_feats=32, n_low=5).eval()  # the TF reference's off-by-one depth
     assert model(torch.rand(1, 3, 128, 128)).shape == (1, 1, 16, 32, 32)
     with pytest.raises(ValueError, match="divisible by 128"):
         model(torch.rand(1, 3, 96, 96))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -278,9 +278,9 @@ def load_videopose3d(npz_3d: str | Path, cameras: str | Path, subjects, *, actio
         det = _npz_dict(data2, "positions_2d", npz_2d)
         if "metadata" in data2.files:
             meta = _npz_dict(data2, "metadata", npz_2d)
-            if meta.get("num_joints", 17) != 17:
-                raise H36MFormatError(f"{npz_2d}: metadata num_joints={meta.get('num_joints')}, expected 17 "
-                                      "(the Human3.6M layout)")
+            if meta.get("num_joints", 17) != 17 or meta.get("layout_name", "h36m") != "h36m":
+                raise H36MFormatError(f"{npz_2d}: metadata layout {meta.get('layout_name')!r} with "
+                                      f"{meta.get('num_joints')} joints; expected the 17-joint 'h36m' layout")
     wanted = None if not actions else {action_of(a) for a in actions}
     out: list[Sequence] = []
     for subject in (subject_name(s) for s in subjects):

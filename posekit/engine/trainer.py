@@ -447,7 +447,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint_path: str | Path) -> dict:
     model.load_state_dict(inference_state_dict(ckpt))
     device = distributed.pick_device(cfg.train.device)
     model.to(device).eval()
-    _, val_set = task.build_datasets(cfg)
+    val_set = task.build_eval_dataset(cfg)
     if val_set is None:
         raise ValueError(f"recipe {cfg.name!r} defines no validation data to evaluate on")
     with torch.no_grad():

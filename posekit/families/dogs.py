@@ -215,8 +215,10 @@ class DogsTask(Task):
 
     def _input_matrix(self, image: np.ndarray, box, cfg) -> np.ndarray:
         crop = "resize" if cfg.data.faithful else cfg.data.crop
-        if crop == "bbox" and box is None:
-            crop = "image"  # no box given: use the whole image, aspect kept
+        if box is not None and crop != "resize":
+            crop = "bbox"  # a given box always wins
+        elif crop == "bbox" and box is None:
+            crop = "image"  # no box: the whole image, aspect kept
         center, size = base_geometry(image.shape, box, crop, cfg.data.bbox_margin)
         s = cfg.data.input_size
         return crop_affine(center, size, (s, s))
@@ -224,7 +226,8 @@ class DogsTask(Task):
     @torch.no_grad()
     def predict(self, model, inputs, cfg, *, boxes=None, paths=None, **kwargs):
         """RGB uint8 images (or paths) -> one Results per image, keypoints in the image's own pixels.
-        `boxes` (one [x, y, w, h] or None per image) crops around each dog when data.crop='bbox'."""
+        `boxes` (one [x, y, w, h] or None per image) crops a square around each dog (data.bbox_margin);
+        without a box the whole image is letterboxed (or stretched, for the faithful recipe)."""
         from posekit.data.io import read_image
         from posekit.results import Results
 

@@ -31,8 +31,8 @@ import torch.nn as nn
 
 from posekit.codecs.mdn import INPUT_JOINTS, NUM_JOINTS, to_root_relative_17
 from posekit.config import DataConfig, EvalConfig
-from posekit.data.h36m import (TEST_SUBJECTS, TRAIN_SUBJECTS, LiftingDataset, load_baseline, load_videopose3d,
-                               split_tail)
+from posekit.data.h36m import (TEST_SUBJECTS, TRAIN_SUBJECTS, LiftingDataset, find_cameras_file, load_baseline,
+                               load_videopose3d, split_tail)
 from posekit.losses.mdn import MDNLoss
 from posekit.metrics.mpjpe import best_of_m, hypothesis_errors, per_action_mean, select_hypothesis
 from posekit.tasks import Task, register_task
@@ -139,13 +139,21 @@ class GMHMDNTask(Task):
         val = LiftingDataset.from_sequences(val_seqs) if val_seqs else None
         return train, val
 
+    def build_eval_dataset(self, cfg) -> LiftingDataset | None:
+        """`posekit eval` on the test subjects loads only those, not the whole training set."""
+        d: GMHDataConfig = cfg.data
+        if d.dataset != "synthetic" and d.eval_split == "test" and d.root:
+            warnings.warn("data.eval_split=test: evaluating on the test subjects; use this for the final "
+                          "evaluation only, never for model selection", stacklevel=2)
+            return LiftingDataset.from_sequences(self._loader(d)(d.test_subjects))
+        return self.build_datasets(cfg)[1]
+
     def _loader(self, d: GMHDataConfig):
         root = Path(d.root)
         if d.dataset == "h36m":
             return lambda subjects: load_baseline(root, subjects, actions=d.actions or None, input_2d=d.input_2d,
                                                   detections=d.detections, cameras=d.cameras)
-        cameras = Path(d.cameras) if d.cameras else (root / "cameras.h5" if (root / "cameras.h5").is_file()
-                                                    else root / "cameras.json")
+        cameras = find_cameras_file(root, d.cameras)
         npz_2d = (root / d.npz_2d) if (d.npz_2d and d.input_2d == "detections") else None
         return lambda subjects: load_videopose3d(root / d.npz_3d, cameras, subjects, actions=d.actions or None,
                                                  npz_2d=npz_2d, allow_pickle=d.allow_pickle)
@@ -452,6 +460,7 @@ def _lift_arguments(p) -> None:
                    "{'skeleton': ..., 'poses': [...]} or a list of [x, y(, score)] poses)")
     p.add_argument("--image", nargs="*", default=[], help="images: 2-D poses come from --hourglass first")
     p.add_argument("--hourglass", help="posekit Hourglass checkpoint used for --image (MPII-16 -> H36M)")
+    p.add_argument("--box", help="person box x,y,w,h for --image (default: the whole image)")
     p.add_argument("--skeleton", default="h36m17", choices=["h36m17", "h36m16", "mpii16"],
                    help="joint order of JSON poses that do not name their skeleton")
     p.add_argument("--rescale", default=None, action=argparse.BooleanOptionalAction, help="fit each 2-D pose to the "
@@ -489,9 +498,17 @@ def _lift_run(args) -> int:
         if hg_task.name != "hourglass":
             raise ValueError(f"{args.hourglass}: a {hg_task.name!r} checkpoint; --hourglass needs a hourglass one")
         rescale = True if args.rescale is None else bool(args.rescale)
+        box = None
+        if args.box:
+            try:
+                box = [float(v) for v in args.box.split(",")]
+            except ValueError:
+                raise ValueError(f"--box must be x,y,w,h numbers, got {args.box!r}") from None
+            if len(box) != 4:
+                raise ValueError(f"--box must be x,y,w,h, got {args.box!r}")
         for path in args.image:
             image = read_image(path)
-            (det,) = hg_task.predict(hg_model, [image], hg_cfg)
+            (det,) = hg_task.predict(hg_model, [image], hg_cfg, **({"boxes": [box]} if box else {}))
             if det.skeleton.name != "mpii16":
                 raise ValueError(f"{args.hourglass}: predicts {det.skeleton.name!r} keypoints; lifting from an image "
                                  "needs an MPII-16 Hourglass")

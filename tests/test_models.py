@@ -1,0 +1,43 @@
+"""Every registered model: builds with defaults, runs forward at its declared input size, and its
+parameter counts match what `posekit models` reports; builders are keyword-only."""
+import pytest
+import torch
+
+from posekit.models import count_parameters, create_model, get_entry, list_models
+from posekit.models.registry import register_model
+
+SMALL = 6_000_000  # forward+backward only for models this size or less (CPU time)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_build_and_forward(name):
+    entry = get_entry(name)
+    torch.manual_seed(0)
+    model = create_model(name)
+    total, trainable = count_parameters(model)
+    assert total > 0 and 0 < trainable <= total
+    if total > SMALL:
+        pytest.skip("large model: covered by its family's parameter-count test")
+    x = torch.randn(2, *entry.input_size)
+    model.train()
+    out = model(x)
+    tensors = [t for t in (out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out])
+               if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    assert tensors and all(torch.isfinite(t).all() for t in tensors)
+    sum(t.float().mean() for t in tensors).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_unknown_model_and_argument_errors():
+    with pytest.raises(KeyError, match="unknown model 'hourglas4'.*Did you mean"):
+        create_model("hourglas4")
+    name = list_models()[0]
+    with pytest.raises(TypeError, match="unknown argument"):
+        create_model(name, definitely_not_an_argument=1)
+
+
+def test_builders_must_be_keyword_only():
+    with pytest.raises(TypeError, match="keyword-only"):
+        @register_model(family="x", skeleton="coco17", input_size=(3, 8, 8))
+        def positional_builder(width=1):  # pragma: no cover
+            return torch.nn.Identity()
