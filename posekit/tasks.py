@@ -28,6 +28,9 @@ class Task:
     EvalConfig: type = EvalConfig  # the family's `eval:` section
     primary_metric: str = "loss"  # key of evaluate()'s dict used to pick best.pt
     higher_is_better: bool = False
+    # set in prepare() when some parameters get no gradient for a while (e.g. a backbone frozen
+    # until a fine-tune step): DDP then looks for unused parameters every step
+    find_unused_parameters: bool = False
 
     # --- building -----------------------------------------------------------------------
     def build_model(self, cfg: "Config") -> nn.Module:

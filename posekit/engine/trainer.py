@@ -248,8 +248,8 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
 
     if info.enabled and device.type == "cuda":  # SyncBatchNorm works on GPU modules only
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if info.enabled else model
+    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                      find_unused_parameters=task.find_unused_parameters) if info.enabled else model
 
     performance = t.performance > 0
     log = None
@@ -282,8 +282,9 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
                 best = score
             log.add({"step": step, "epoch": epoch, **{f"val/{k}": float(v) for k, v in metrics.items()
                                                         if isinstance(v, (int, float))}})
+            # the headline numbers; per-joint ones ("name/joint") are in metrics.csv
             print(f"step {step}: " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                                               if isinstance(v, (int, float))), flush=True)
+                                               if isinstance(v, (int, float)) and "/" not in k), flush=True)
             checkpoint("last.pt", resume_at)
             if improved:
                 checkpoint("best.pt", resume_at)

@@ -149,12 +149,8 @@ class DogsTask(Task):
         m = _unwrap(model)
         if getattr(m, "unfreeze_at_step", None) is None or not getattr(m, "backbone_frozen", False):
             return
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            raise ValueError("model.args.unfreeze_at_step (a mid-run fine-tune phase) is not supported with "
-                             "several processes (DDP fixes the trained parameters when it wraps the model). "
-                             "Run the two phases as two trainings: phase 1 frozen, then phase 2 with "
-                             "model.init_from=<phase-1 best.pt>, freeze_backbone=false and a lower train.lr.")
+        # under DDP the backbone's parameters get no gradients until the unfreeze step
+        self.find_unused_parameters = True
         m.defer_unfreeze()
 
     def on_step(self, model, step, cfg):
