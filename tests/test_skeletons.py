@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from posekit.skeletons import Skeleton, get_skeleton, list_skeletons, load_skeleton_yaml, map_keypoints
+from posekit.skeletons import get_skeleton, list_skeletons, load_skeleton_yaml, map_keypoints
 
 
 def test_builtins():

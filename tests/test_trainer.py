@@ -1,6 +1,4 @@
 """The one trainer: artefacts, exact resume, limits, schedules, param groups, EMA, AMP, NaN, signals."""
-import math
-import os
 import signal
 import subprocess
 import sys

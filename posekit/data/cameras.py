@@ -12,7 +12,7 @@ Both are read into the same `Camera` record with the convention ``X_cam = R @ (X
 """
 from __future__ import annotations
 
-import json
+from posekit.data.io import read_json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,12 +131,7 @@ def load_cameras_json(path: str | Path) -> dict[tuple[str, str], Camera]:
     mmpose's convention is X_cam = R^T (X_world - T) with the raw matrix, so R is transposed here.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"camera file not found: {path}")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from None
+    raw = read_json(path, "camera file")
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of 'S<k>/<camera id>' to camera records")
     cams = {}

@@ -71,3 +71,15 @@ def iter_sources(sources: list[str | Path]):
                 raise ValueError(f"video {source} has no readable frames")
         else:
             yield str(source), read_image(source)
+
+
+def read_json(path: str | Path, what: str = "JSON file", error: type[Exception] = ValueError):
+    """Parsed JSON, with errors that name the file (and `what` it should be)."""
+    import json
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: invalid JSON: {e}") from None

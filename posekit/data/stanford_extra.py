@@ -15,7 +15,6 @@ regression targets. The matrix's inverse maps predictions back to the original i
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from posekit.codecs.regression import RegressionCodec
-from posekit.data.io import read_image
+from posekit.data.io import read_image, read_json
 from posekit.data.transforms import affine_points, color_jitter, crop_affine, invert_affine, swap_left_right, warp_image
 from posekit.skeletons import Skeleton, get_skeleton
 
@@ -110,12 +109,7 @@ def load_stanford_extra(json_path: str | Path, image_dir: str | Path | None = No
     """Read and validate a StanfordExtra v12 JSON list. With `check_images`, a record whose image
     is missing under `image_dir` is an error naming it (caught at load time, not mid-training)."""
     json_path = Path(json_path)
-    if not json_path.is_file():
-        raise FileNotFoundError(f"StanfordExtra annotation file not found: {json_path}")
-    try:
-        data = json.loads(json_path.read_text())
-    except json.JSONDecodeError as e:
-        raise StanfordExtraError(f"{json_path}: invalid JSON: {e}") from None
+    data = read_json(json_path, "StanfordExtra annotation file", StanfordExtraError)
     if not isinstance(data, list):
         raise StanfordExtraError(f"{json_path}: expected a JSON list of records, got {type(data).__name__}")
     records = [parse_record(raw, i, str(json_path)) for i, raw in enumerate(data)]

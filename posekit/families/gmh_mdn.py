@@ -19,7 +19,6 @@ Primary metric: `p1_best` in mm, lower is better.
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch.nn as nn
 
 from posekit.codecs.mdn import INPUT_JOINTS, NUM_JOINTS, to_root_relative_17
 from posekit.config import DataConfig, EvalConfig
+from posekit.data.io import read_json
 from posekit.data.h36m import (TEST_SUBJECTS, TRAIN_SUBJECTS, LiftingDataset, find_cameras_file, load_baseline,
                                load_videopose3d, split_tail)
 from posekit.losses.mdn import MDNLoss
@@ -417,12 +417,7 @@ def read_pose_json(path: str | Path) -> list[dict]:
     a list of poses, or one pose ([[x, y(, score)], ...]).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pose file not found: {path}")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from None
+    raw = read_json(path, "pose file")
 
     def entry(obj, name, skeleton=None, scores=None):
         try:
