@@ -103,8 +103,8 @@ def run_training(cfg, lines: list[str], label: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=320, help="synthetic training steps (batch 16)")
-    ap.add_argument("--overfit-steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=900, help="synthetic training steps (batch 8)")
+    ap.add_argument("--overfit-steps", type=int, default=400)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "hourglass.md"))
     args = ap.parse_args()

@@ -152,7 +152,7 @@ def test_bad_records_name_file_and_record(tmp_path, shared):
             load_mpii_json(path)
         assert str(path) in str(e.value) and message in str(e.value)
     path.write_text("{not json")
-    with pytest.raises(MPIIFormatError, match="not valid JSON"):
+    with pytest.raises(MPIIFormatError, match="invalid JSON"):
         load_mpii_json(path)
 
     h5_path = tmp_path / "bad.h5"

@@ -24,13 +24,12 @@ A malformed record raises `MPIIFormatError` naming the file, the record and the 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from posekit.data.io import read_image
+from posekit.data.io import read_image, read_json
 from posekit.data.transforms import affine_points, color_jitter, crop_affine, warp_image
 from posekit.skeletons import get_skeleton
 
@@ -102,12 +101,7 @@ def load_mpii_json(path: str | Path) -> list[MPIIRecord]:
     Test-split files without `joints` give records with no annotated joint.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"MPII annotation file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise MPIIFormatError(f"{path}: not valid JSON: {e}") from None
+    data = read_json(path, "MPII annotation file", MPIIFormatError)
     if not isinstance(data, list):
         raise MPIIFormatError(f"{path}: expected a JSON list of person records, got {type(data).__name__}")
     records = []
