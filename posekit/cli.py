@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "train briefly, evaluate, predict and plot every family on synthetic data", cmd_demo)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--families", nargs="*", help="subset of families (default: all)")
-    p.add_argument("--budget", type=float, default=480.0, help="total training seconds across families")
+    p.add_argument("--budget", type=float, default=420.0, help="total training seconds across families")
 
     p = add("bench", "list or run the benchmarks in benchmarks/", cmd_bench)
     p.add_argument("name", nargs="?", help="benchmark to run (omit to list them)")

@@ -21,7 +21,7 @@ from posekit.tasks import get_task, list_tasks
 DEMO_RECIPES: dict[str, tuple[str, float]] = {
     "dogs": ("dogs_synthetic", 1.0),
     "hourglass": ("mpii_synthetic", 1.2),
-    "gmh_mdn": ("h36m_synthetic", 0.6),
+    "gmh_mdn": ("h36m_synthetic", 0.5),
     "openpose": ("coco_openpose_synthetic", 1.2),
     "fse": ("celeba_fse_synthetic", 1.0),
 }
@@ -81,7 +81,7 @@ def run_family(family: str, out_dir: Path, budget_s: float) -> dict:
 
 
 def run_demo(*, out_dir: Path = Path("runs/demo"), families: list[str] | None = None,
-             budget_s: float = 480.0) -> list[dict]:
+             budget_s: float = 420.0) -> list[dict]:
     available = available_families()
     chosen = families or available
     unknown = [f for f in chosen if f not in available]

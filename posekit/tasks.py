@@ -104,6 +104,11 @@ def list_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
 def seed_worker(worker_id: int) -> None:
     """DataLoader worker init: distinct, reproducible numpy/random streams per worker."""
     import random

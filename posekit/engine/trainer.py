@@ -289,7 +289,7 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
             if improved:
                 checkpoint("best.pt", resume_at)
             from posekit.viz import plot_training_curves
-            plot_training_curves(log.rows, run_dir / "curves.png")
+            plot_training_curves(log.rows, run_dir / "curves.png", metric_keys=[f"val/{task.primary_metric}"])
         else:
             checkpoint("last.pt", resume_at)
         if info.enabled:
@@ -417,7 +417,7 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
                                "processes": info.world_size, "device": str(device), "amp": t.amp}), info)
     elif info.is_main and log is not None:
         from posekit.viz import plot_training_curves
-        plot_training_curves(log.rows, run_dir / "curves.png")
+        plot_training_curves(log.rows, run_dir / "curves.png", metric_keys=[f"val/{task.primary_metric}"])
     return run_dir
 
 

@@ -24,7 +24,7 @@ from posekit.losses.dogs import keypoint_mse
 from posekit.metrics.pck import keypoint_distances, pck
 from posekit.skeletons import get_skeleton
 from posekit.skeletons.builtin import STANFORD_EXTRA_LABELLED
-from posekit.tasks import Task, register_task
+from posekit.tasks import Task, register_task, unwrap
 
 SKELETON = get_skeleton("stanford_extra24")
 
@@ -63,10 +63,6 @@ class DogsDataConfig(BaseDataConfig):
 class DogsEvalConfig(BaseEvalConfig):
     flip_test: bool = False
     pck_threshold: float = 0.1
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
 
 
 def _images_to_float(images: torch.Tensor) -> torch.Tensor:
@@ -146,7 +142,7 @@ class DogsTask(Task):
         """A planned fine-tune phase needs the backbone in the optimiser from the start (the trainer
         builds it once, from parameters that require gradients): mark the still-frozen backbone
         trainable; it receives no gradients until `on_step` unfreezes it."""
-        m = _unwrap(model)
+        m = unwrap(model)
         if getattr(m, "unfreeze_at_step", None) is None or not getattr(m, "backbone_frozen", False):
             return
         # under DDP the backbone's parameters get no gradients until the unfreeze step
@@ -156,7 +152,7 @@ class DogsTask(Task):
     def on_step(self, model, step, cfg):
         """Fine-tune phase: unfreeze the backbone once `step` reaches the model's `unfreeze_at_step`
         (its lower learning rate comes from `train.lr_mult: {backbone: ...}`)."""
-        m = _unwrap(model)
+        m = unwrap(model)
         at = getattr(m, "unfreeze_at_step", None)
         if at is not None and step >= at and getattr(m, "backbone_frozen", False):
             m.unfreeze_backbone()
@@ -259,7 +255,7 @@ class DogsTask(Task):
 
     def export_module(self, model, cfg):
         s = cfg.data.input_size
-        wrapper = DecodedRegressor(_unwrap(model), s).eval()
+        wrapper = DecodedRegressor(unwrap(model), s).eval()
         image = torch.rand(2, 3, s, s)
         # example: a 640x480 photo letterboxed into the input
         m = invert_affine(crop_affine((320, 240), (640, 640), (s, s)))

@@ -35,7 +35,7 @@ from posekit.data.h36m import (TEST_SUBJECTS, TRAIN_SUBJECTS, LiftingDataset, fi
                                load_videopose3d, split_tail)
 from posekit.losses.mdn import MDNLoss
 from posekit.metrics.mpjpe import best_of_m, hypothesis_errors, per_action_mean, select_hypothesis
-from posekit.tasks import Task, register_task
+from posekit.tasks import Task, register_task, unwrap
 
 SKELETON = "h36m17"
 _NECK, _THORAX, _HEAD = 9, 8, 10
@@ -70,10 +70,6 @@ class GMHEvalConfig(EvalConfig):
     batch_size: int = 1024
     table: bool = True  # return a per-action table (printed by `posekit eval`)
     per_action: bool = False  # also return per-action numbers as metric keys
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -160,7 +156,7 @@ class GMHMDNTask(Task):
 
     def prepare(self, model: nn.Module, train_set, cfg) -> None:
         """z-score statistics of the training set (2-D in, 3-D out) into the model's buffers."""
-        _unwrap(model).codec.fit(train_set.inputs, train_set.targets)
+        unwrap(model).codec.fit(train_set.inputs, train_set.targets)
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -178,7 +174,7 @@ class GMHMDNTask(Task):
     def lift_dataset(self, model: nn.Module, dataset: LiftingDataset, *, batch_size: int = 1024,
                      indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Hypotheses (N, M, 17, 3) mm, weights (N, M), sigmas (N, M) for every sample."""
-        net = _unwrap(model)
+        net = unwrap(model)
         if not net.codec.is_fitted:
             raise RuntimeError("the lifter has no normalisation statistics: train it (prepare() fits them) "
                                "or load a trained checkpoint")
@@ -199,7 +195,7 @@ class GMHMDNTask(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, dataset: LiftingDataset, cfg) -> dict[str, Any]:
         e: GMHEvalConfig = cfg.eval
-        net = _unwrap(model)
+        net = unwrap(model)
         was_training = net.training
         net.eval()
         n = len(dataset)
@@ -265,7 +261,7 @@ class GMHMDNTask(Task):
         """
         from posekit.results import Results
 
-        net = _unwrap(model)
+        net = unwrap(model)
         if not net.codec.is_fitted:
             raise RuntimeError("the lifter has no normalisation statistics: load a trained checkpoint")
         net.eval()
@@ -357,8 +353,8 @@ class GMHMDNTask(Task):
 
     # --- export -------------------------------------------------------------------------------
     def export_module(self, model: nn.Module, cfg):
-        module = LiftExport(_unwrap(model)).eval()
-        example = (torch.as_tensor(_unwrap(model).codec.mean_2d.detach().cpu().reshape(1, -1, 2)).repeat(2, 1, 1)
+        module = LiftExport(unwrap(model)).eval()
+        example = (torch.as_tensor(unwrap(model).codec.mean_2d.detach().cpu().reshape(1, -1, 2)).repeat(2, 1, 1)
                    + torch.randn(2, len(INPUT_JOINTS), 2) * 20.0,)
         return (module, example, ["keypoints_2d"], ["means", "sigmas", "weights"],
                 {"keypoints_2d": {0: "batch"}, "means": {0: "batch"}, "sigmas": {0: "batch"}, "weights": {0: "batch"}})

@@ -24,7 +24,7 @@ from posekit.data.transforms import affine_points, crop_affine, warp_image
 from posekit.losses.heatmap import heatmap_loss
 from posekit.metrics.mpii import PCKH_PARTS, pckh_table, torso_pck
 from posekit.skeletons import get_skeleton
-from posekit.tasks import Task, register_task
+from posekit.tasks import Task, register_task, unwrap
 
 SKELETON = get_skeleton("mpii16")
 BOX_PAD = 1.25  # a person box (x, y, w, h) is enlarged like MPII's scale before cropping
@@ -62,10 +62,6 @@ class HourglassDataConfig(BaseDataConfig):
 class HourglassEvalConfig(BaseEvalConfig):
     flip_test: bool = True
     refine: str = "shift"  # none | shift (Newell's quarter pixel) | dark
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
 
 
 class _Repeat(torch.utils.data.Dataset):
@@ -229,7 +225,7 @@ class HourglassTask(Task):
     @torch.no_grad()
     def evaluate(self, model, dataset, cfg):
         self._check(cfg)
-        model = _unwrap(model)
+        model = unwrap(model)
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
@@ -282,7 +278,7 @@ class HourglassTask(Task):
     # --- use ----------------------------------------------------------------------------
     def _predict_crops(self, model, images: list[np.ndarray], matrices: list[np.ndarray], cfg):
         """Crops through the model (batched): keypoints in original pixels (N, K, 2), scores (N, K)."""
-        model = _unwrap(model)
+        model = unwrap(model)
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
@@ -347,7 +343,7 @@ class HourglassTask(Task):
     def export_module(self, model, cfg):
         self._check(cfg)
         s = cfg.data.input_size
-        wrapper = DecodedHourglass(_unwrap(model), stride=s / cfg.data.heatmap_size, flip_test=cfg.eval.flip_test,
+        wrapper = DecodedHourglass(unwrap(model), stride=s / cfg.data.heatmap_size, flip_test=cfg.eval.flip_test,
                                    refine=cfg.eval.refine, sigma=cfg.data.sigma, sigmoid=cfg.data.loss == "bce").eval()
         example = (torch.rand(2, 3, s, s),)
         dyn = {"images": {0: "batch"}, "keypoints": {0: "batch"}, "scores": {0: "batch"}}
