@@ -100,7 +100,8 @@ def cmd_predict(args) -> int:
         kwargs = {"boxes": [box]} if box else {}
         (result,) = task.predict(model, [image], cfg, **kwargs)
         result.path = name
-        stem = Path(name.replace("#", "_")).stem if "#" not in name else Path(name).stem + "_" + name.split("#")[1]
+        source, _, frame = name.partition("#")  # video frames are named "<file>#<frame>"
+        stem = Path(source).stem + (f"_{frame}" if frame else "")
         result.save(out / f"{stem}.png")
         result.save(out / f"{stem}.json")
         n += 1

@@ -76,3 +76,36 @@ def test_cli_errors_are_one_clear_line(tiny_recipe):
 def test_bench_lists_benchmarks():
     out = posekit("bench", cwd=HERE.parent).stdout
     assert "trainer_overhead" in out
+
+
+def test_predict_folder_and_video_and_export_with_a_real_family(tmp_path):
+    """A real checkpoint (a 2-step hourglass) through `predict` on a folder and a video, then `export`."""
+    import cv2
+    import numpy as np
+    from posekit.config import load_config
+    from posekit.engine.trainer import train
+    cfg = load_config(HERE.parent / "configs" / "mpii_synthetic.yaml",
+                      [f"out_dir={tmp_path}", "name=hg", "train.max_steps=2", "train.progress=false",
+                       "data.synthetic_train_size=16", "data.synthetic_val_size=4", "data.synthetic_image_size=160"])
+    ckpt = train(cfg) / "last.pt"
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"im{i}.jpg"), rng.integers(0, 255, (120, 90, 3), dtype=np.uint8))
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for _ in range(3):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    out = tmp_path / "preds"
+    printed = posekit("predict", ckpt, folder, video, "--out", out, "--box", "10,10,60,90").stdout
+    assert "5 prediction(s)" in printed
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["clip_000000.png", "clip_000001.png", "clip_000002.png", "im0.png", "im1.png"]
+    data = json.loads((out / "im0.json").read_text())
+    assert np.array(data["keypoints"]).shape == (1, 16, 2) and data["skeleton"] == "mpii16"
+    printed = posekit("export", ckpt, "--format", "onnx", "--out", tmp_path / "hg.onnx").stdout
+    assert (tmp_path / "hg.onnx").is_file() and "max abs difference" in printed
+    diff = float(printed.rsplit("max abs difference", 1)[1].split()[0])
+    assert diff < 1e-3
