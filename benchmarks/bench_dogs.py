@@ -9,7 +9,7 @@ B. Overfit the 18 real StanfordExtra samples (train = eval, no augmentation): PC
     .venv/bin/python benchmarks/bench_dogs.py [--budget-a 420] [--budget-b 150] [--threads 1]
 
 Writes benchmarks/results/dogs.md. The model is the full-width MobileNetV2 (2.32 M parameters)
-at a 96x96 input to fit the budget on a shared 2-core machine.
+at a 96x96 input to fit the budget on a 2-core machine.
 """
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def main() -> None:
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_dogs.py " + " ".join(sys.argv[1:])
     lines += ["# dogs_mobilenetv2 learning benchmark", "",
               f"Command: `{cmd.strip()}`", "",
-              f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s) on a shared 2-core CPU; "
+              f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s) on a 2-core CPU; "
               f"torch {torch.__version__}. Model: dogs_mobilenetv2, width 1.0, {total:,} parameters, random init "
               f"(no ImageNet weights offline), input {args.input_size}x{args.input_size} (letterboxed whole image). "
               "PCK@0.1 = fraction of labelled joints within 0.1 x max(bbox w, h) of the truth, measured in "

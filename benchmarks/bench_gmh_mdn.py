@@ -100,7 +100,7 @@ def main() -> int:
                 print(results[f"real_{source}"]["table"], flush=True)
 
     lines = ["# GMH-MDN benchmark", "", "Command (from the repository root, CPU, "
-             f"torch.set_num_threads({args.threads}), a 2-core machine shared with other jobs):", "", command, "",
+             f"torch.set_num_threads({args.threads}), 2-core x86_64 machine):", "", command, "",
              "All errors in mm, 17-joint convention (root included, the paper's), unweighted mean over actions.",
              "best = best of the M=5 hypotheses (oracle), ML = hypothesis with the largest mixing weight.", "",
              "| run | train data | eval data | steps | train s | when | P1 best | P1 ML | P2 best | P2 ML |",

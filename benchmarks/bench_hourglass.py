@@ -1,4 +1,4 @@
-"""Stacked Hourglass learning benchmark (CPU, <= 10 minutes wall on a shared 2-core machine).
+"""Stacked Hourglass learning benchmark (CPU, <= 10 minutes wall on a 2-core machine).
 
 1. Real-data codec round trip: the 5 shared MPII people (HRNet JSON, head sizes from valid.h5):
    GT -> 256 crop -> 64x64 heatmaps -> decode -> inverse affine -> PCKh with the real head sizes.
@@ -112,7 +112,7 @@ def main() -> None:
     start = time.time()
     cmd = "  ".join(["", ".venv/bin/python benchmarks/bench_hourglass.py"] + sys.argv[1:]).strip()
     lines = ["# Stacked Hourglass benchmark (CPU)", "",
-             f"Command: `{cmd}`  ", f"torch {torch.__version__}, {args.threads} thread(s), shared 2-core CPU; "
+             f"Command: `{cmd}`  ", f"torch {torch.__version__}, {args.threads} thread(s), 2-core CPU; "
              f"budget <= 10 min wall.", ""]
 
     lines += ["## 1. Real MPII codec round trip (5 shared people, real head sizes)", ""]

@@ -22,8 +22,6 @@ DEMO_RECIPES: dict[str, tuple[str, float]] = {
     "dogs": ("dogs_synthetic", 1.0),
     "hourglass": ("mpii_synthetic", 1.2),
     "gmh_mdn": ("h36m_synthetic", 0.5),
-    "openpose": ("coco_openpose_synthetic", 1.2),
-    "fse": ("celeba_fse_synthetic", 1.0),
 }
 
 
