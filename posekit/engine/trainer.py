@@ -142,7 +142,10 @@ class _Resumable(torch.utils.data.Sampler):
 
 
 class MetricsLog:
-    """metrics.csv (rewritten on every write so new columns simply appear) and TensorBoard."""
+    """metrics.csv (one row per log step and per validation) and TensorBoard when installed.
+
+    Rows are appended; the file is rewritten only when a row brings a new column (the first
+    validation), so logging stays O(1) per row however long the run."""
 
     def __init__(self, run_dir: Path, tensorboard: bool):
         self.path = run_dir / "metrics.csv"
@@ -150,6 +153,7 @@ class MetricsLog:
         if self.path.is_file():  # resuming: keep the history
             with self.path.open() as f:
                 self.rows = list(csv.DictReader(f))
+        self.keys: list[str] = list(self.rows[0]) if self.rows else []
         self.writer = None
         if tensorboard:
             try:
@@ -160,15 +164,18 @@ class MetricsLog:
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
-        keys: list[str] = []
-        for r in self.rows:
-            keys += [k for k in r if k not in keys]
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.rows)
-        tmp.replace(self.path)
+        new = [k for k in row if k not in self.keys]
+        if new or not self.path.is_file():
+            self.keys += new
+            tmp = self.path.with_suffix(".csv.tmp")
+            with tmp.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.keys)
+                w.writeheader()
+                w.writerows(self.rows)
+            tmp.replace(self.path)
+        else:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.keys).writerow(row)
         if self.writer is not None:
             for k, v in row.items():
                 if k not in ("step", "epoch") and isinstance(v, (int, float)):
