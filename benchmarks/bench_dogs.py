@@ -137,7 +137,7 @@ def main() -> None:
         print(f"B. skipped: {e}")
 
     # --- report ---------------------------------------------------------------------------------
-    cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_dogs.py " + " ".join(sys.argv[1:])
+    cmd = (".venv/bin/python benchmarks/bench_dogs.py " + " ".join(sys.argv[1:])).strip()
     lines += ["# dogs_mobilenetv2 learning benchmark", "",
               f"Command: `{cmd.strip()}`", "",
               f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s) on a 2-core CPU; "
