@@ -120,7 +120,7 @@ def plot_training_curves(rows: list[dict], path: str | Path, *, metric_keys: lis
         if pts:
             axes[1].plot(*zip(*pts), marker="o", label=k)
     axes[1].set_xlabel("step")
-    if keys:
+    if axes[1].lines:
         axes[1].legend(fontsize=7)
     axes[0].set_title("training")
     axes[1].set_title("validation")
