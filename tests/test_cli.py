@@ -105,6 +105,10 @@ def test_predict_folder_and_video_and_export_with_a_real_family(tmp_path):
     assert pngs == ["clip_000000.png", "clip_000001.png", "clip_000002.png", "im0.png", "im1.png"]
     data = json.loads((out / "im0.json").read_text())
     assert np.array(data["keypoints"]).shape == (1, 16, 2) and data["skeleton"] == "mpii16"
+    import posekit as api  # the same checkpoint through the Python API
+    result = api.Predictor(ckpt)(np.zeros((120, 90, 3), np.uint8), boxes=[[10, 10, 60, 90]])
+    assert isinstance(result, api.Results) and result.keypoints.shape == (1, 16, 2)
+    assert result.plot().shape == (120, 90, 3)
     printed = posekit("export", ckpt, "--format", "onnx", "--out", tmp_path / "hg.onnx").stdout
     assert (tmp_path / "hg.onnx").is_file() and "max abs difference" in printed
     diff = float(printed.rsplit("max abs difference", 1)[1].split()[0])

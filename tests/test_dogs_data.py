@@ -3,22 +3,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from posekit.data.stanford_extra import (StanfordExtraError, StanfordExtraSource, decode_seg, load_keypoint_definitions,
                                          load_split, load_stanford_extra, mask_bbox, parse_record,
                                          resolve_stanford_extra_paths, seeded_split)
 from posekit.skeletons import get_skeleton
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads are up to ~80x slower
-    for these tiny convolutions (oversubscription)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,6 @@ from posekit.models import count_parameters, create_model
 from posekit.models import dogs as dogs_models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads are up to ~80x slower
-    for these tiny convolutions (oversubscription)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_parameter_counts_match_the_spec():
     model = create_model("dogs_mobilenetv2")
     assert count_parameters(model) == (2_320_144, 2_320_144)

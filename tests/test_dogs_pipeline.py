@@ -12,15 +12,6 @@ from posekit.losses.dogs import KeypointMSELoss, keypoint_mse
 from posekit.skeletons import get_skeleton
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads are up to ~80x slower
-    for these tiny convolutions (oversubscription)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 SK = get_skeleton("stanford_extra24")
 
 

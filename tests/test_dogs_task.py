@@ -12,15 +12,6 @@ from posekit.skeletons import get_skeleton
 from posekit.tasks import get_task
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads are up to ~80x slower
-    for these tiny convolutions (oversubscription)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 ROOT = Path(__file__).resolve().parents[1]
 SK = get_skeleton("stanford_extra24")
 

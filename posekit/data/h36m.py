@@ -33,6 +33,7 @@ import torch
 
 from posekit.codecs.mdn import INPUT_JOINTS, OUTPUT_JOINTS
 from posekit.data.cameras import CAMERA_IDS, Camera, load_cameras
+from posekit.data.io import open_h5
 from posekit.skeletons.builtin import H36M32_TO_17
 from posekit.skeletons.mappings import map_keypoints
 
@@ -100,15 +101,7 @@ class Sequence:
 # ------------------------------------------------------------------------------------------------
 # low-level readers with clear errors
 def _read_h5(path: Path, key: str) -> np.ndarray:
-    import h5py
-
-    if not path.is_file():
-        raise H36MFormatError(f"file not found: {path}")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as e:
-        raise H36MFormatError(f"{path}: not a readable HDF5 file ({e})") from None
-    with handle as f:
+    with open_h5(path, "file", H36MFormatError, missing=H36MFormatError) as f:
         if key not in f:
             raise H36MFormatError(f"{path}: missing dataset '{key}' (found {sorted(f.keys())})")
         try:

@@ -83,3 +83,16 @@ def read_json(path: str | Path, what: str = "JSON file", error: type[Exception] 
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path}: invalid JSON: {e}") from None
+
+
+def open_h5(path: str | Path, what: str = "HDF5 file", error: type[Exception] = ValueError,
+            missing: type[Exception] = FileNotFoundError):
+    """An open h5py.File (use it in a `with`), with errors that name the file."""
+    import h5py
+    path = Path(path)
+    if not path.is_file():
+        raise missing(f"{what} not found: {path}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise error(f"{path}: not a readable HDF5 file ({e})") from None

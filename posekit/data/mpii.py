@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posekit.data.io import read_image, read_json
+from posekit.data.io import open_h5, read_image, read_json
 from posekit.data.transforms import affine_points, color_jitter, crop_affine, warp_image
 from posekit.skeletons import get_skeleton
 
@@ -150,16 +150,8 @@ _H5_REQUIRED = ("imgname", "center", "scale", "part")
 def load_mpii_h5(path: str | Path) -> list[MPIIRecord]:
     """pose-hg-train `annot/{train,valid,test}.h5`: centre/scale already adjusted, (0, 0) = missing,
     `visible` is MPII's occlusion flag, `normalize` is the PCKh head size."""
-    import h5py
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MPII annotation file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise MPIIFormatError(f"{path}: not a readable HDF5 file: {e}") from None
-    with f:
+    with open_h5(path, "MPII annotation file", MPIIFormatError) as f:
         missing = [k for k in _H5_REQUIRED if k not in f]
         if missing:
             raise MPIIFormatError(f"{path}: missing dataset(s) {missing}; found {sorted(f.keys())}")
