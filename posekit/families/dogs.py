@@ -220,24 +220,15 @@ class DogsTask(Task):
         """RGB uint8 images (or paths) -> one Results per image, keypoints in the image's own pixels.
         `boxes` (one [x, y, w, h] or None per image) crops a square around each dog (data.bbox_margin);
         without a box the whole image is letterboxed (or stretched, for the faithful recipe)."""
-        from posekit.data.io import read_image
+        from posekit.data.io import load_inputs
         from posekit.results import Results
 
         model.eval()
         device = next(model.parameters()).device
         s = cfg.data.input_size
         pad = (0, 0, 0) if cfg.data.faithful else (124, 116, 104)
-        images, names, mats = [], [], []
-        for i, item in enumerate(inputs):
-            if isinstance(item, (str, Path)):
-                names.append(str(item))
-                item = read_image(item)
-            else:
-                names.append(paths[i] if paths else None)
-            box = None if boxes is None else boxes[i]
-            m = self._input_matrix(item, box, cfg)
-            images.append(item)
-            mats.append(m)
+        images, names = load_inputs(inputs, paths)
+        mats = [self._input_matrix(item, None if boxes is None else boxes[i], cfg) for i, item in enumerate(images)]
         results = []
         for start in range(0, len(images), max(1, cfg.eval.batch_size)):
             chunk = range(start, min(len(images), start + max(1, cfg.eval.batch_size)))

@@ -306,19 +306,15 @@ class HourglassTask(Task):
 
         boxes: one person box [x, y, w, h] (or None = the whole image) per image; the crop is the
         box's longer side x 1.25 (MPII's padding), centred on the box."""
-        from posekit.data.io import read_image
+        from posekit.data.io import load_inputs
         from posekit.results import Results
 
         if boxes is not None and len(boxes) != len(inputs):
             raise ValueError(f"predict got {len(boxes)} boxes for {len(inputs)} images (one box or None per image)")
-        images, names, matrices, used_boxes = [], [], [], []
+        images, names = load_inputs(inputs, paths)
+        matrices, used_boxes = [], []
         s = cfg.data.input_size
-        for i, item in enumerate(inputs):
-            if isinstance(item, (str, Path)):
-                names.append(str(item))
-                item = read_image(item)
-            else:
-                names.append(paths[i] if paths else None)
+        for i, item in enumerate(images):
             h, w = item.shape[:2]
             box = None if boxes is None else boxes[i]
             if box is None:
@@ -330,7 +326,6 @@ class HourglassTask(Task):
                     raise ValueError(f"person box must be [x, y, w, h] with positive w, h; got {boxes[i]!r}")
                 side = max(box[2], box[3]) * BOX_PAD
             center = (box[0] + box[2] / 2.0 - 0.5, box[1] + box[3] / 2.0 - 0.5)
-            images.append(item)
             matrices.append(crop_affine(center, side, (s, s)))
             used_boxes.append(box)
         if not images:
