@@ -51,7 +51,7 @@ def cmd_train(args) -> int:
     from posekit.engine.trainer import train
     cfg = load_config(args.config, args.overrides)
     run_dir = train(cfg)
-    if not cfg.train.performance:
+    if not cfg.train.performance and os.environ.get("RANK", "0") == "0":
         print(f"run saved in {run_dir}")
     return 0
 

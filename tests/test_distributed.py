@@ -42,3 +42,20 @@ def test_torchrun_two_processes_match_single_process(tmp_path):
     rows = list(csv.DictReader((tmp_path / "ddp" / "tiny" / "metrics.csv").open()))
     val = [float(r["val/mse"]) for r in rows if r.get("val/mse")]
     assert len(val) == 2 and val[1] < val[0]  # it trains
+
+
+def test_torchrun_with_a_real_family_recipe(tmp_path):
+    """The GMH-MDN synthetic recipe (BatchNorm, dropout, dataset statistics in buffers) under 2 processes."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    recipe = HERE.parent / "configs" / "h36m_synthetic.yaml"
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "posekit", "train", str(recipe),
+                           f"out_dir={tmp_path}", "train.max_steps=20", "train.val_every=10", "model.args.width=64",
+                           "data.synthetic_train=512", "data.synthetic_val=64", "train.progress=false"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "max parameter difference across 2 processes = 0" in proc.stdout
+    assert proc.stdout.count("run saved in") == 1  # rank 0 speaks for the run
+    ckpt = load_checkpoint(tmp_path / "h36m_synthetic" / "last.pt")
+    assert ckpt["step"] == 20 and ckpt["config"]["train"]["batch_size"] == 64
