@@ -114,14 +114,13 @@ def _coerce(value, tp, key: str):
             return None
         if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(e)
+            except ConfigError:
+                pass
         raise ConfigError(f"config key '{key}' expects {' | '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin in (list, tuple):
         if isinstance(value, tuple):

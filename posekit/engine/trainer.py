@@ -315,8 +315,9 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
     if info.is_main and t.progress:
         from tqdm import tqdm
         progress = tqdm(total=t.performance or total_steps, initial=0 if performance else step,
-                        desc=cfg.name, dynamic_ncols=True, leave=False)
+                        desc=cfg.name, dynamic_ncols=True, leave=False, mininterval=1.0)
     perf_start, perf_steps = None, 0
+    perf_warmup = min(2, t.performance)  # the first steps warm up allocators and caches: not timed
     done = False
     try:
         while not done:
@@ -356,9 +357,8 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
 
                 if performance:
                     perf_steps += 1
-                    if perf_steps == min(2, t.performance):  # first steps warm up allocators and caches
+                    if perf_steps == perf_warmup:
                         perf_start = time.time()
-                        measured_from = perf_steps
                     if progress:
                         progress.update(1)
                     if perf_steps >= t.performance:
@@ -417,7 +417,7 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
                    f"{float((hi - lo).max()):.3g}", info)
     if performance:
         elapsed = time.time() - perf_start if perf_start else float("nan")
-        n = perf_steps - measured_from if perf_start else 0
+        n = perf_steps - perf_warmup if perf_start else 0
         rate = n * t.batch_size / elapsed if n else float("nan")
         _log_lines(json.dumps({"performance_steps": n, "seconds": round(elapsed, 3),
                                "samples_per_s": round(rate, 2), "global_batch": t.batch_size,
