@@ -33,6 +33,17 @@ def _rot(v: np.ndarray, deg: float) -> np.ndarray:
     return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
 
 
+def _limb(rng: np.random.Generator, root: np.ndarray, direction: np.ndarray, first_len: tuple[float, float],
+          max_bend: float, second_len: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A two-segment limb from `root` along the unit `direction`, bent either way at the middle
+    joint: (middle joint, end joint)."""
+    first = direction * rng.uniform(*first_len)
+    middle = root + first
+    bend = rng.uniform(0, max_bend) * (1 if rng.random() < 0.5 else -1)
+    second = _rot(first / np.linalg.norm(first), bend) * rng.uniform(*second_len)
+    return middle, middle + second
+
+
 def sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """(16, 2) joints of a unit-torso figure (pelvis at the origin, y down) and its head length."""
     j = np.zeros((NUM_JOINTS, 2))
@@ -55,20 +66,12 @@ def sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, float]:
     for side, sign in (("r", -1.0), ("l", 1.0)):
         # arm: abduct away from the body (0 = hanging, 180 = straight up), then bend the elbow
         abduct = rng.uniform(-25, 170) if rng.random() < 0.85 else rng.uniform(-60, -25)
-        upper = _rot(down, -sign * abduct) * rng.uniform(0.55, 0.65)
-        elbow = j[_J[f"{side}_shoulder"]] + upper
-        bend = rng.uniform(0, 140) * (1 if rng.random() < 0.5 else -1)
-        fore = _rot(upper / np.linalg.norm(upper), bend) * rng.uniform(0.5, 0.58)
-        j[_J[f"{side}_elbow"]] = elbow
-        j[_J[f"{side}_wrist"]] = elbow + fore
+        j[_J[f"{side}_elbow"]], j[_J[f"{side}_wrist"]] = _limb(
+            rng, j[_J[f"{side}_shoulder"]], _rot(down, -sign * abduct), (0.55, 0.65), 140, (0.5, 0.58))
         # leg: hip swing outward/inward, knee bend either way (squats, kicks, steps)
         swing = rng.uniform(-15, 50) if rng.random() < 0.85 else rng.uniform(50, 100)
-        thigh = _rot(down, -sign * swing) * rng.uniform(0.8, 0.95)
-        knee = j[_J[f"{side}_hip"]] + thigh
-        kbend = rng.uniform(0, 110) * (1 if rng.random() < 0.5 else -1)
-        shin = _rot(thigh / np.linalg.norm(thigh), kbend) * rng.uniform(0.8, 0.95)
-        j[_J[f"{side}_knee"]] = knee
-        j[_J[f"{side}_ankle"]] = knee + shin
+        j[_J[f"{side}_knee"]], j[_J[f"{side}_ankle"]] = _limb(
+            rng, j[_J[f"{side}_hip"]], _rot(down, -sign * swing), (0.8, 0.95), 110, (0.8, 0.95))
     # MPII's pelvis and thorax are the midpoints of the hips and shoulders
     j[_J["pelvis"]] = 0.5 * (j[_J["r_hip"]] + j[_J["l_hip"]])
     j[_J["thorax"]] = 0.5 * (j[_J["r_shoulder"]] + j[_J["l_shoulder"]])
