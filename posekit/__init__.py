@@ -2,13 +2,19 @@
 
     from posekit import load_config, train, Predictor
     run_dir = train(load_config("configs/mpii_synthetic.yaml", ["train.max_steps=200"]))
-    results = Predictor(run_dir / "best.pt")(image)      # list[Results]
+    results = Predictor(run_dir / "best.pt")(image)      # Results
 """
-from posekit.config import Config, load_config  # noqa: F401
+from posekit.config import Config  # noqa: F401
 from posekit.results import Results  # noqa: F401
 from posekit.skeletons import Skeleton, get_skeleton  # noqa: F401
 
 __version__ = "0.1.0"
+
+
+def load_config(path_or_name, overrides=None) -> Config:
+    """A recipe (YAML path or name in configs/) with `key=value` overrides -> a typed Config."""
+    from posekit.engine.recipes import load_config as _load
+    return _load(path_or_name, overrides)
 
 
 def train(cfg):
@@ -17,14 +23,7 @@ def train(cfg):
     return _train(cfg)
 
 
-class Predictor:
+def Predictor(checkpoint, **kwargs):  # noqa: N802  (reads like the class it returns)
     """Load a checkpoint once, then call it on RGB images (or a lifter's 2-D poses)."""
-
-    def __init__(self, checkpoint, *, device: str = "cpu", overrides: list[str] | None = None):
-        from posekit.engine.trainer import load_for_inference
-        self.task, self.model, self.cfg = load_for_inference(checkpoint, overrides, device=device)
-
-    def __call__(self, inputs, **kwargs):
-        single = not isinstance(inputs, list)
-        results = self.task.predict(self.model, [inputs] if single else inputs, self.cfg, **kwargs)
-        return results[0] if single else results
+    from posekit.engine.predictor import Predictor as _Predictor
+    return _Predictor(checkpoint, **kwargs)

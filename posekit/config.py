@@ -1,14 +1,16 @@
 """Typed recipes: YAML -> nested dataclasses, with `key=value` overrides checked against the types.
 
-A recipe has five sections: `model`, `data`, `train`, `eval` plus top-level `task`, `name`,
-`out_dir`. `data` and `eval` are dataclasses declared by the task (each family has its own
-options); `model.args` is checked against the model builder's signature when the model is built.
-Every default lives in these dataclasses, nowhere else.
+A recipe has the sections `model`, `data`, `train`, `eval`, `loss` plus top-level `task`,
+`name`, `out_dir`. `data`, `eval` and `loss` are dataclasses declared by the task (each family
+has its own options); `model.args` is checked against the model builder's signature when the
+model is built. Every default lives in these dataclasses, nowhere else.
+
+This module knows no task: `posekit.engine.recipes` reads a recipe, asks the task for its
+sections and builds the `Config` with `build_dataclass` below.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -82,6 +84,11 @@ class EvalConfig:
 
 
 @dataclass
+class LossConfig:
+    """Base of every task's loss section (a family adds its own options)."""
+
+
+@dataclass
 class Config:
     task: str = ""
     # modules to import before the task is looked up: how a user's own Task/dataset plugs in
@@ -92,6 +99,7 @@ class Config:
     data: Any = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: Any = field(default_factory=EvalConfig)
+    loss: Any = field(default_factory=LossConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -227,66 +235,5 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def resolve_config_path(path_or_name: str | Path) -> Path:
-    """A YAML path, or a recipe name found in ./configs or the repository's configs/."""
-    p = Path(path_or_name)
-    if p.is_file():
-        return p
-    candidates = [Path("configs") / f"{p.name}.yaml", Path(__file__).resolve().parent.parent / "configs" / f"{p.stem}.yaml"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(f"config not found: {path_or_name} (looked for a file and in {[str(c.parent) for c in candidates]})")
-
-
-def config_from_dict(raw: dict, *, source: str = "<dict>") -> Config:
-    from posekit.tasks import get_task
-
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a recipe must be a mapping")
-    imports = _coerce(raw.get("imports") or [], list[str], "imports")
-    for module in imports:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ConfigError(f"{source}: imports: cannot import {module!r}: {e}") from None
-    task_name = raw.get("task")
-    if not task_name:
-        raise ConfigError(f"{source}: the recipe needs a top-level 'task' (e.g. task: hourglass)")
-    try:
-        task = get_task(task_name)
-    except KeyError as e:
-        raise ConfigError(f"{source}: {e.args[0]}") from None
-    allowed = {f.name for f in dataclasses.fields(Config)}
-    unknown = [k for k in raw if k not in allowed]
-    if unknown:
-        raise ConfigError(f"{source}: unknown config key '{unknown[0]}' at the top level; valid keys: {sorted(allowed)}")
-    try:
-        return Config(task=str(task_name), imports=imports, name=_coerce(raw.get("name", "run"), str, "name"),
-                      out_dir=_coerce(raw.get("out_dir", "runs"), str, "out_dir"),
-                      model=build_dataclass(ModelConfig, raw.get("model"), "model"),
-                      data=build_dataclass(task.DataConfig, raw.get("data"), "data"),
-                      train=build_dataclass(TrainConfig, raw.get("train"), "train"),
-                      eval=build_dataclass(task.EvalConfig, raw.get("eval"), "eval"))
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-
-
-def load_config(path_or_name: str | Path, overrides: list[str] | None = None) -> Config:
-    path = resolve_config_path(path_or_name)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    if overrides:
-        raw = deep_merge(raw, parse_overrides(overrides))
-    return config_from_dict(raw, source=str(path))
-
-
 def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
-
-
-def save_config(cfg: Config, path: str | Path) -> None:
-    from posekit.engine.checkpoint import atomic_write_text
-    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

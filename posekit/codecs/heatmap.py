@@ -164,9 +164,15 @@ class HeatmapCodec:
         self.refine = refine
         self.stride = (self.input_size[0] / self.heatmap_size[0], self.input_size[1] / self.heatmap_size[1])
 
-    def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(…, K, 2) input-pixel keypoints + (…, K) visibility -> (heatmaps (…, K, h, w), weights (…, K))."""
-        return encode_heatmaps(keypoints, visible, self.heatmap_size, self.sigma, self.stride)
+    def encode(self, keypoints: np.ndarray, visible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(…, K, 3) input-pixel keypoints [x, y, v] (or (…, K, 2) plus `visible` (…, K)) ->
+        (heatmaps (…, K, h, w), weights (…, K))."""
+        keypoints = np.asarray(keypoints, dtype=np.float64)
+        if visible is None:
+            if keypoints.shape[-1] < 3:
+                raise ValueError("HeatmapCodec.encode: give (…, K, 3) keypoints or a `visible` array")
+            visible = keypoints[..., 2]
+        return encode_heatmaps(keypoints[..., :2], visible, self.heatmap_size, self.sigma, self.stride)
 
     def decode(self, heatmaps, *, refine: str | None = None):
         """(N, K, h, w) or (K, h, w) heatmaps (numpy or torch) -> (keypoints (…, K, 2) input px, scores (…, K)).

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-# positions in the h36m17 order
-INPUT_JOINTS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16)  # 16 2-D inputs (no neck_base)
-OUTPUT_JOINTS = tuple(range(1, 17))  # 16 3-D outputs (no root)
+from posekit.skeletons.builtin import H36M17_LIFT_INPUTS as INPUT_JOINTS  # 16 2-D inputs (no neck_base)
+from posekit.skeletons.builtin import H36M17_LIFT_OUTPUTS as OUTPUT_JOINTS  # 16 3-D outputs (no root)
+
 NUM_JOINTS = 17
 
 
@@ -99,13 +99,3 @@ def to_root_relative_17(targets_16: np.ndarray | torch.Tensor):
         return torch.cat([torch.zeros_like(targets_16[:, :1]), targets_16], dim=1)
     t = np.asarray(targets_16)
     return np.concatenate([np.zeros_like(t[:, :1]), t], axis=1)
-
-
-def pack_reference(means: torch.Tensor, sigmas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """(B, M, D), (B, M), (B, M) -> the reference's (B, D + 2, M) layout (kernel index fastest)."""
-    return torch.cat([means.transpose(1, 2), sigmas[:, None], weights[:, None]], dim=1)
-
-
-def unpack_reference(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inverse of `pack_reference`."""
-    return packed[:, :-2].transpose(1, 2), packed[:, -2], packed[:, -1]

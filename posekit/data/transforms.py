@@ -76,3 +76,18 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, *, brightness=0.2,
         grey = img.mean(axis=2, keepdims=True)
         img = (img - grey) * rng.uniform(1 - saturation, 1 + saturation) + grey
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def item_rng() -> np.random.Generator:
+    """The one RNG rule of every pipeline: a fresh numpy Generator per item, drawn from torch's
+    generator, which the trainer seeds and every DataLoader worker re-seeds distinctly. No
+    pipeline touches numpy's or Python's global RNG."""
+    import torch
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2x3 matrix of `outer` applied after `inner`."""
+    a = np.vstack([outer, [0, 0, 1]])
+    b = np.vstack([inner, [0, 0, 1]])
+    return (a @ b)[:2]

@@ -27,11 +27,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from posekit.config import Config, config_from_dict, config_to_dict, save_config
+from posekit.config import Config, config_to_dict
 from posekit.engine import distributed
 from posekit.engine.checkpoint import (inference_state_dict, load_checkpoint, load_matching, rng_state,
                                        save_checkpoint, set_rng_state)
-from posekit.tasks import Task, get_task, seed_worker
+from posekit.engine.evaluation import evaluate, to_device
+from posekit.engine.recipes import save_config
+from posekit.families import Task, build_task
 
 
 class NonFiniteLossError(RuntimeError):
@@ -102,14 +104,12 @@ def autocast(cfg: Config, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def to_device(batch, device: torch.device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker init: distinct, reproducible numpy/random streams per worker (for user
+    datasets that still draw from the global RNGs; posekit's pipelines use `item_rng`)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def seed_everything(seed: int) -> None:
@@ -204,19 +204,21 @@ def train(cfg: Config) -> Path:
 
 def _train(cfg: Config, info: distributed.DistInfo) -> Path:
     t = cfg.train
-    task: Task = get_task(cfg.task)
+    task: Task = build_task(cfg)
     run_dir = cfg.run_dir
     device = info.device
     seed_everything(t.seed)  # same seed on every rank: identical initial weights
 
     # --- model and data --------------------------------------------------------------------
-    model = task.build_model(cfg)
+    model = task.build_model()
     if cfg.model.init_from:
         report = load_matching(model, inference_state_dict(load_checkpoint(cfg.model.init_from)))
         _log_lines(f"init_from {cfg.model.init_from}: {len(report['loaded'])} tensors loaded, "
                    f"fresh: {report['shape_mismatch'] + report['missing'] or 'none'}", info)
-    train_set, val_set = task.build_datasets(cfg)
-    task.prepare(model, train_set, cfg)
+    datasets = task.build_datasets()
+    train_set = datasets["train"]
+    can_validate = all(datasets.get(s) is not None for s in task.eval_splits)
+    task.prepare(model, datasets)
     model.to(device)
     if t.batch_size % info.world_size:
         raise ValueError(f"train.batch_size={t.batch_size} (global) must be divisible by the "
@@ -277,11 +279,10 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
 
     def validate(resume_at: tuple[int, int]) -> None:
         nonlocal best
-        if val_set is not None and info.is_main:
+        if can_validate and info.is_main:
             eval_model = ema.module if ema is not None else model
-            eval_model.eval()
             with preserved_rng(), autocast(cfg, device):
-                metrics = task.evaluate(eval_model, val_set, cfg)
+                metrics = evaluate(task, eval_model, datasets)
             model.train()
             score = float(metrics[task.primary_metric])
             improved = best is None or (score > best if task.higher_is_better else score < best)
@@ -331,7 +332,7 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
             batch_in_epoch = skip
             skip = 0
             for batch in loader:
-                task.on_step(model, step, cfg)
+                task.on_step(model, step)
                 batch = to_device(batch, device)
                 with autocast(cfg, device):
                     loss, logs = task.training_step(train_model, batch)
@@ -426,37 +427,3 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
         from posekit.viz import plot_training_curves
         plot_training_curves(log.rows, run_dir / "curves.png", metric_keys=[f"val/{task.primary_metric}"])
     return run_dir
-
-
-# ----------------------------------------------------------------------------------------------
-def load_for_inference(checkpoint_path: str | Path, overrides: list[str] | None = None,
-                       device: str = "cpu") -> tuple[Task, nn.Module, Config]:
-    """(task, model in eval mode with the best available weights, config) from a checkpoint file."""
-    from posekit.config import deep_merge, parse_overrides
-    ckpt = load_checkpoint(checkpoint_path)
-    raw = ckpt.get("config")
-    if not isinstance(raw, dict):
-        raise ValueError(f"{checkpoint_path}: not a posekit checkpoint (no 'config' entry)")
-    if overrides:
-        raw = deep_merge(raw, parse_overrides(overrides))
-    raw = {**raw, "model": {**raw["model"], "init_from": None}}
-    cfg = config_from_dict(raw, source=str(checkpoint_path))
-    task = get_task(cfg.task)
-    model = task.build_model(cfg)
-    model.load_state_dict(inference_state_dict(ckpt))
-    return task, model.to(distributed.pick_device(device)).eval(), cfg
-
-
-def evaluate_checkpoint(cfg: Config, checkpoint_path: str | Path) -> dict:
-    """Evaluate a checkpoint on the validation set of `cfg` (the recipe decides the data)."""
-    task = get_task(cfg.task)
-    ckpt = load_checkpoint(checkpoint_path)
-    model = task.build_model(cfg)
-    model.load_state_dict(inference_state_dict(ckpt))
-    device = distributed.pick_device(cfg.train.device)
-    model.to(device).eval()
-    val_set = task.build_eval_dataset(cfg)
-    if val_set is None:
-        raise ValueError(f"recipe {cfg.name!r} defines no validation data to evaluate on")
-    with torch.no_grad():
-        return task.evaluate(model, val_set, cfg)

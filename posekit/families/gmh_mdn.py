@@ -1,24 +1,16 @@
-"""GMH-MDN family: multi-hypothesis 2-D -> 3-D lifting on Human3.6M (Li & Lee 2019).
+"""GMH-MDN: multi-hypothesis 2-D -> 3-D lifting on Human3.6M (Li & Lee 2019).
 
-Data flow: 2-D joints (pixels) -> model (z-scores them with its buffers) -> M Gaussian kernels in
-normalised 3-D space -> mixture NLL + Dirichlet prior (training), or un-normalised hypotheses in
-mm with their mixing weights (evaluation, prediction, export).
+    2-D joints (pixels) -> model (z-scores them with its codec's buffers) -> M Gaussian kernels
+    in normalised 3-D space -> mixture NLL + Dirichlet prior (losses.mdn). forward_decode:
+    codec.decode -> hypotheses in mm with their mixing weights -> Results -> MPJPE protocols.
 
-Evaluation follows the Human3.6M protocols: Protocol #1 (MPJPE) and #2 (P-MPJPE, similarity
-Procrustes with the reflection fix), each for the best of the M hypotheses (oracle, the paper's
-headline number) and for the hypothesis with the largest mixing weight, per action and as the
-unweighted mean over actions. Two joint conventions are reported:
-
-* 17-joint (the keys without suffix; the paper's and 3d-pose-baseline's convention): errors are
-  averaged over all 17 joints including the zero-error root, so P1 = 16/17 of the 16-joint value;
-  Procrustes aligns all 17 joints;
-* 16-joint (suffix `_j16`): root excluded from both the alignment and the average.
-
-Primary metric: `p1_best` in mm, lower is better.
+Evaluation (metrics.mpjpe): Protocol #1 (MPJPE) and #2 (P-MPJPE, similarity Procrustes with
+the reflection fix), each for the best of the M hypotheses (the paper's headline) and for the
+most likely one, per action and as the unweighted mean over actions; 17-joint convention (root
+included, as the paper) and 16-joint (suffix `_j16`). Primary metric: `p1_best` (mm, lower).
 """
 from __future__ import annotations
 
-import argparse
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +18,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from posekit.codecs.mdn import INPUT_JOINTS, NUM_JOINTS, to_root_relative_17
-from posekit.config import DataConfig, EvalConfig
-from posekit.data.io import read_json
-from posekit.data.h36m import (TEST_SUBJECTS, TRAIN_SUBJECTS, LiftingDataset, find_cameras_file, load_baseline,
-                               load_videopose3d, split_tail)
+from posekit.codecs.mdn import INPUT_JOINTS, NUM_JOINTS, MDNCodec, to_root_relative_17
+from posekit.config import DataConfig, EvalConfig, LossConfig
+from posekit.data.formats.h36m import (TEST_SUBJECTS, TRAIN_SUBJECTS, find_cameras_file, load_baseline,
+                                       load_videopose3d, split_tail)
+from posekit.data.lifting import LiftingDataset, as_h36m17, rescale_to_reference
+from posekit.families.base import Evaluator, ExportSpec, Task, register_task
 from posekit.losses.mdn import MDNLoss
-from posekit.metrics.mpjpe import best_of_m, hypothesis_errors, per_action_mean, select_hypothesis
-from posekit.tasks import Task, register_task, unwrap
+from posekit.metrics.mpjpe import best_of_m, format_table, hypothesis_errors, per_action_mean, select_hypothesis
+from posekit.models import unwrap
+from posekit.results import Results
+from posekit.skeletons import get_skeleton
 
-SKELETON = "h36m17"
+SKELETON = get_skeleton("h36m17")
 _NECK, _THORAX, _HEAD = 9, 8, 10
 
 
@@ -66,14 +60,16 @@ class GMHDataConfig(DataConfig):
 
 
 @dataclass
+class GMHLossConfig(LossConfig):
+    concentration: float = 2.0  # Dirichlet prior on the mixing weights
+    prior_weight: float = 1.0
+
+
+@dataclass
 class GMHEvalConfig(EvalConfig):
     batch_size: int = 1024
     table: bool = True  # return a per-action table (printed by `posekit eval`)
     per_action: bool = False  # also return per-action numbers as metric keys
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _fill_neck(points_17: np.ndarray) -> np.ndarray:
@@ -84,17 +80,56 @@ def _fill_neck(points_17: np.ndarray) -> np.ndarray:
     return pts
 
 
-def format_table(per_action: dict[str, dict[str, float]], means: dict[str, float], *, title: str = "") -> str:
-    """Actions as rows, (P1, P2) x (best-of-M, most likely) as columns, mm, plus the unweighted mean."""
-    cols = ["p1_best", "p1_ml", "p2_best", "p2_ml"]
-    heads = ["P1 best", "P1 ML", "P2 best", "P2 ML"]
-    width = max([len(a) for a in per_action] + [len("Average")])
-    lines = [title] if title else []
-    lines.append(f"{'Action':<{width}}  " + "  ".join(f"{h:>8}" for h in heads))
-    for action, row in per_action.items():
-        lines.append(f"{action:<{width}}  " + "  ".join(f"{row[c]:8.1f}" for c in cols))
-    lines.append(f"{'Average':<{width}}  " + "  ".join(f"{means[c]:8.1f}" for c in cols))
-    return "\n".join(lines)
+class MPJPEEvaluator(Evaluator):
+    """Human3.6M protocols #1/#2, best-of-M and most likely, per action and averaged over actions."""
+
+    def __init__(self, dataset: LiftingDataset, cfg: GMHEvalConfig):
+        self.dataset, self.cfg = dataset, cfg
+        self.hyps, self.weights, self.gt, self.actions = [], [], [], []
+
+    def update(self, split, results, batch):
+        self.hyps += [r.hypotheses[0] for r in results]
+        self.weights += [r.hypothesis_weights[0] for r in results]
+        self.gt.append(to_root_relative_17(batch["target_3d"].double().cpu().numpy()))
+        self.actions.append(batch["action"].cpu().numpy())
+
+    def compute(self) -> dict[str, Any]:
+        hyps, weights = np.stack(self.hyps), np.stack(self.weights)
+        gt, actions = np.concatenate(self.gt), np.concatenate(self.actions)
+        ml = np.argmax(weights, axis=1)
+        chunks = {k: [] for k in ("p1", "p2", "p1_j16", "p2_j16")}
+        for s in range(0, len(gt), 4096):  # chunks keep the batched SVDs of Protocol #2 small
+            h, g = hyps[s:s + 4096], gt[s:s + 4096]
+            chunks["p1"].append(hypothesis_errors(h, g))
+            chunks["p2"].append(hypothesis_errors(h, g, procrustes=True))
+            chunks["p1_j16"].append(hypothesis_errors(h[:, :, 1:], g[:, 1:]))
+            chunks["p2_j16"].append(hypothesis_errors(h[:, :, 1:], g[:, 1:], procrustes=True))
+        frame_errors = {}
+        for key, parts in chunks.items():
+            errs = np.concatenate(parts)  # (N, M)
+            base, _, suffix = key.partition("_")
+            suffix = f"_{suffix}" if suffix else ""
+            frame_errors[f"{base}_best{suffix}"] = best_of_m(errs)
+            frame_errors[f"{base}_ml{suffix}"] = select_hypothesis(errs, ml)
+        metrics: dict[str, Any] = {}
+        per_action: dict[str, dict[str, float]] = {}
+        for key, errs in frame_errors.items():
+            by_action, mean = per_action_mean(errs, actions, self.dataset.action_names)
+            metrics[key] = mean
+            for action, value in by_action.items():
+                per_action.setdefault(action, {})[key] = value
+        metrics["p1_best_frames"] = float(frame_errors["p1_best"].mean())  # frame-weighted, for reference
+        metrics["mean_max_weight"] = float(weights.max(axis=1).mean())
+        metrics["num_frames"] = int(len(gt))
+        if self.cfg.per_action:
+            for action, row in per_action.items():
+                for key in ("p1_best", "p1_ml", "p2_best", "p2_ml"):
+                    metrics[f"{key}/{action}"] = row[key]
+        if self.cfg.table:
+            title = (f"GMH-MDN on {getattr(self.dataset, 'name', 'data')}: {len(gt)} frames, M={weights.shape[1]}; "
+                     "mm, 17-joint convention (root included); best = best of M, ML = largest mixing weight")
+            metrics["table"] = format_table(per_action, metrics, title=title)
+        return metrics
 
 
 @register_task
@@ -102,47 +137,50 @@ class GMHMDNTask(Task):
     name = "gmh_mdn"
     DataConfig = GMHDataConfig
     EvalConfig = GMHEvalConfig
+    LossConfig = GMHLossConfig
     primary_metric = "p1_best"
     higher_is_better = False
 
-    def __init__(self):
-        self.loss = MDNLoss(concentration=2.0, prior_weight=1.0)
-
-    # --- data ---------------------------------------------------------------------------------
-    def build_datasets(self, cfg) -> tuple[LiftingDataset, LiftingDataset | None]:
-        d: GMHDataConfig = cfg.data
+    def check_config(self):
+        d = self.cfg.data
         if d.eval_split not in ("val", "test"):
             raise ValueError(f"data.eval_split must be 'val' or 'test', got {d.eval_split!r}")
-        if d.eval_split == "test":
+        self.codec: MDNCodec | None = None  # the model's normalisation, linked by prepare()
+
+    @property
+    def skeleton(self):
+        return SKELETON
+
+    # --- data ---------------------------------------------------------------------------------
+    def build_datasets(self, splits=None):
+        d: GMHDataConfig = self.cfg.data
+        splits = splits or ("train", "val")
+        if d.eval_split == "test" and "val" in splits:
             warnings.warn("data.eval_split=test: evaluating on the test subjects; use this for the final "
                           "evaluation only, never for model selection", stacklevel=2)
         aug = {"miss_num": d.miss_num, "miss_prob": d.miss_prob}
         if d.dataset == "synthetic":
-            from posekit.data.synthetic_h36m import synthetic_h36m
-            train = synthetic_h36m(d.synthetic_train, seed=d.synthetic_seed, noise_px=d.synthetic_noise_px, **aug)
+            from posekit.data.synthetic.h36m import synthetic_h36m
             seed = d.synthetic_seed + (2 if d.eval_split == "test" else 1)
-            val = synthetic_h36m(d.synthetic_val, seed=seed, noise_px=d.synthetic_noise_px)
-            return train, val
+            out = {"val": synthetic_h36m(d.synthetic_val, seed=seed, noise_px=d.synthetic_noise_px)}
+            if "train" in splits:
+                out["train"] = synthetic_h36m(d.synthetic_train, seed=d.synthetic_seed,
+                                              noise_px=d.synthetic_noise_px, **aug)
+            return out
         if d.dataset not in ("h36m", "videopose3d"):
             raise ValueError(f"data.dataset={d.dataset!r}; valid: synthetic, h36m, videopose3d")
         if not d.root:
             raise ValueError(f"data.dataset={d.dataset} needs data.root (the Human3.6M folder)")
         load = self._loader(d)
+        if d.eval_split == "test" and "train" not in splits:  # `posekit eval` on the test subjects only
+            return {"val": LiftingDataset.from_sequences(load(d.test_subjects))}
         train_seqs, val_seqs = split_tail(load(d.train_subjects), d.val_fraction, gap=d.val_gap)
         if d.eval_split == "test":
             val_seqs = load(d.test_subjects)
-        train = LiftingDataset.from_sequences(train_seqs, **aug)
-        val = LiftingDataset.from_sequences(val_seqs) if val_seqs else None
-        return train, val
-
-    def build_eval_dataset(self, cfg) -> LiftingDataset | None:
-        """`posekit eval` on the test subjects loads only those, not the whole training set."""
-        d: GMHDataConfig = cfg.data
-        if d.dataset != "synthetic" and d.eval_split == "test" and d.root:
-            warnings.warn("data.eval_split=test: evaluating on the test subjects; use this for the final "
-                          "evaluation only, never for model selection", stacklevel=2)
-            return LiftingDataset.from_sequences(self._loader(d)(d.test_subjects))
-        return self.build_datasets(cfg)[1]
+        out = {"train": LiftingDataset.from_sequences(train_seqs, **aug)}
+        if val_seqs:
+            out["val"] = LiftingDataset.from_sequences(val_seqs)
+        return out
 
     def _loader(self, d: GMHDataConfig):
         root = Path(d.root)
@@ -154,361 +192,140 @@ class GMHMDNTask(Task):
         return lambda subjects: load_videopose3d(root / d.npz_3d, cameras, subjects, actions=d.actions or None,
                                                  npz_2d=npz_2d, allow_pickle=d.allow_pickle)
 
-    def prepare(self, model: nn.Module, train_set, cfg) -> None:
-        """z-score statistics of the training set (2-D in, 3-D out) into the model's buffers."""
-        unwrap(model).codec.fit(train_set.inputs, train_set.targets)
+    def prepare(self, model, datasets):
+        """Link the normalisation: fit it on the training set when there is one (training, the
+        oracle), keep the model's (a trained checkpoint) otherwise."""
+        codec = unwrap(model).codec if model is not None else MDNCodec()
+        if "train" in datasets:
+            codec.fit(datasets["train"].inputs, datasets["train"].targets)
+        self.codec = codec
 
     # --- training -----------------------------------------------------------------------------
-    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        dev = _device(model)
-        out = model(batch["input_2d"].to(dev), mask=batch["mask"].to(dev) if "mask" in batch else None,
-                    target=batch["target_3d"].to(dev))
-        loss, parts = self.loss(out["means"], out["sigmas"], out["weights"], out["target"])
-        logs = {"nll": float(parts["nll"]), "prior": float(parts["prior"]),
-                "sigma": float(out["sigmas"].detach().mean()),
-                "max_weight": float(out["weights"].detach().max(dim=1).values.mean())}
-        return loss, logs
+    def build_loss(self):
+        mdn = MDNLoss(concentration=self.cfg.loss.concentration, prior_weight=self.cfg.loss.prior_weight)
 
-    # --- evaluation ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def lift_dataset(self, model: nn.Module, dataset: LiftingDataset, *, batch_size: int = 1024,
-                     indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Hypotheses (N, M, 17, 3) mm, weights (N, M), sigmas (N, M) for every sample."""
-        net = unwrap(model)
-        if not net.codec.is_fitted:
-            raise RuntimeError("the lifter has no normalisation statistics: train it (prepare() fits them) "
-                               "or load a trained checkpoint")
-        idx = np.arange(len(dataset)) if indices is None else np.asarray(indices)
-        dev = _device(net)
-        hyps, weights, sigmas = [], [], []
-        for start in range(0, len(idx), batch_size):
-            sel = idx[start:start + batch_size]
-            x = torch.from_numpy(dataset.inputs[sel]).to(dev)
-            out = net(x)
-            dec = net.codec.decode(out["means"].float(), out["sigmas"].float(), out["weights"].float())
-            hyps.append(dec["hypotheses"].cpu().numpy())
-            weights.append(dec["weights"].cpu().numpy())
-            sigmas.append(dec["sigmas"].cpu().numpy())
-        return {"hypotheses": np.concatenate(hyps), "weights": np.concatenate(weights),
-                "sigmas": np.concatenate(sigmas), "indices": idx}
+        def loss(out, batch):
+            target = out["target"] if "target" in out else self._codec().normalize_3d(batch["target_3d"].float())
+            value, parts = mdn(out["means"], out["sigmas"], out["weights"], target)
+            return value, {"nll": float(parts["nll"]), "prior": float(parts["prior"]),
+                           "sigma": float(out["sigmas"].detach().mean()),
+                           "max_weight": float(out["weights"].detach().max(dim=1).values.mean())}
+        return loss
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, dataset: LiftingDataset, cfg) -> dict[str, Any]:
-        e: GMHEvalConfig = cfg.eval
-        net = unwrap(model)
-        was_training = net.training
-        net.eval()
-        n = len(dataset)
-        indices = None
-        if e.max_samples and e.max_samples < n:
-            indices = np.linspace(0, n - 1, e.max_samples).round().astype(np.int64)
-        lifted = self.lift_dataset(net, dataset, batch_size=e.batch_size, indices=indices)
-        net.train(was_training)
-        idx = lifted["indices"]
-        gt = to_root_relative_17(dataset.targets[idx].astype(np.float64))
-        hyps = lifted["hypotheses"].astype(np.float64)
-        ml = np.argmax(lifted["weights"], axis=1)
-        actions = dataset.action_index[idx]
-        frame_errors = {}
-        # chunks keep the batched SVDs of Protocol #2 small in memory
-        chunks = {k: [] for k in ("p1", "p2", "p1_j16", "p2_j16")}
-        for s in range(0, len(idx), 4096):
-            h, g = hyps[s:s + 4096], gt[s:s + 4096]
-            chunks["p1"].append(hypothesis_errors(h, g))
-            chunks["p2"].append(hypothesis_errors(h, g, procrustes=True))
-            chunks["p1_j16"].append(hypothesis_errors(h[:, :, 1:], g[:, 1:]))
-            chunks["p2_j16"].append(hypothesis_errors(h[:, :, 1:], g[:, 1:], procrustes=True))
-        for key, parts in chunks.items():
-            errs = np.concatenate(parts)  # (N, M)
-            base, _, suffix = key.partition("_")
-            suffix = f"_{suffix}" if suffix else ""
-            frame_errors[f"{base}_best{suffix}"] = best_of_m(errs)
-            frame_errors[f"{base}_ml{suffix}"] = select_hypothesis(errs, ml)
-        metrics: dict[str, Any] = {}
-        per_action: dict[str, dict[str, float]] = {}
-        for key, errs in frame_errors.items():
-            by_action, mean = per_action_mean(errs, actions, dataset.action_names)
-            metrics[key] = mean
-            for action, value in by_action.items():
-                per_action.setdefault(action, {})[key] = value
-        metrics["p1_best_frames"] = float(frame_errors["p1_best"].mean())  # frame-weighted, for reference
-        metrics["mean_max_weight"] = float(lifted["weights"].max(axis=1).mean())
-        metrics["num_frames"] = int(len(idx))
-        if e.per_action:
-            for action, row in per_action.items():
-                for key in ("p1_best", "p1_ml", "p2_best", "p2_ml"):
-                    metrics[f"{key}/{action}"] = row[key]
-        if e.table:
-            m = len(lifted["weights"][0])
-            title = (f"GMH-MDN on {getattr(dataset, 'name', 'data')}: {len(idx)} frames, M={m}; mm, 17-joint "
-                     "convention (root included); best = best of M, ML = largest mixing weight")
-            metrics["table"] = format_table(per_action, metrics, title=title)
-        return metrics
+    def model_inputs(self, batch):
+        return batch["input_2d"].float()
 
-    # --- prediction ---------------------------------------------------------------------------
-    def predict(self, model: nn.Module, inputs: list[Any], cfg, *, skeleton: str = "h36m17", rescale: bool = False,
-                images: list[np.ndarray] | None = None, **kwargs) -> list:
-        """Lift 2-D poses to 3-D hypotheses.
+    def training_step(self, model, batch):
+        out = model(batch["input_2d"], mask=batch.get("mask"), target=batch["target_3d"])
+        return self.loss(out, batch)
 
-        inputs: one entry per image/frame, each (K, 2|3) or (P, K, 2|3) pixels (a third channel is a
-        score; <= 0 marks a missing joint), a posekit 2-D `Results`, or a dict with "keypoints" (and
-        optionally "skeleton", "scores"). skeleton: joint order of array inputs: "h36m17", "h36m16"
-        (the 16 model inputs, no neck_base) or "mpii16" (e.g. Stacked Hourglass output).
-        rescale: move and scale each pose so its size matches the training set's mean 2-D pose;
-        use it for poses from cameras unlike the training data (any image that is not Human3.6M).
-        Returns one `Results` per input: keypoints (P, 17, 3) = the most likely hypothesis,
-        hypotheses (P, M, 17, 3) and hypothesis_weights (P, M), all root-relative mm in the camera frame.
-        """
-        from posekit.results import Results
+    # --- the decode seam ----------------------------------------------------------------------
+    def _codec(self) -> MDNCodec:
+        if self.codec is None or not self.codec.is_fitted:
+            raise RuntimeError("the lifter has no normalisation statistics: train it or load a trained checkpoint")
+        return self.codec
 
-        net = unwrap(model)
-        if not net.codec.is_fitted:
-            raise RuntimeError("the lifter has no normalisation statistics: load a trained checkpoint")
-        net.eval()
+    def forward_decode(self, model, x, *, outputs=None):
+        """(B, 16, 2) pixels -> hypotheses (B, M, 17, 3) mm (zero root), weights (B, M), sigmas (B, M)."""
+        out = model(x) if outputs is None else outputs
+        dec = unwrap(model).codec.decode(out["means"].float(), out["sigmas"].float(), out["weights"].float())
+        return {"hypotheses": dec["hypotheses"], "weights": dec["weights"], "sigmas": dec["sigmas"]}
+
+    def decode_targets(self, batch):
+        """The codec round trip: targets normalised and decoded again, as one certain hypothesis."""
+        codec = self._codec()
+        t = batch["target_3d"].float()
+        z = codec.normalize_3d(t.reshape(len(t), -1))[:, None]
+        ones = torch.ones(len(t), 1, device=t.device)
+        dec = codec.decode(z, ones, ones)
+        return {"hypotheses": dec["hypotheses"], "weights": dec["weights"], "sigmas": dec["sigmas"]}
+
+    def postprocess(self, decoded, batch):
+        hyps = decoded["hypotheses"].detach().double().cpu().numpy()
+        weights = decoded["weights"].detach().double().cpu().numpy()
+        sigmas = decoded["sigmas"].detach().double().cpu().numpy()
+        best = weights.argmax(axis=1)
+        groups = batch.get("groups") or [[i] for i in range(len(hyps))]  # samples of one input (people)
+        shown = batch.get("keypoints_2d_17")
+        images, paths, extra = batch.get("images"), batch.get("paths"), batch.get("meta")
         out = []
-        for i, item in enumerate(inputs):
-            points, image, path = self._as_h36m17(item, skeleton)
-            x = points[:, list(INPUT_JOINTS)]  # (P, 16, 2), NaN = missing
-            transform = None
-            if rescale:
-                x, transform = self._rescale_to_training(net, x)
-            dev = _device(net)
-            dec = net.lift(torch.as_tensor(x, dtype=torch.float32, device=dev))
-            hyps = dec["hypotheses"].cpu().numpy().astype(np.float64)
-            weights = dec["weights"].cpu().numpy().astype(np.float64)
-            best = dec["best"].cpu().numpy()
-            keypoints = hyps[np.arange(len(hyps)), best]
-            if images is not None and i < len(images):
-                image = images[i]
-            scores = np.repeat(weights.max(axis=1, keepdims=True), NUM_JOINTS, axis=1)
+        for g, rows in enumerate(groups):
+            rows = list(rows)
+            keypoints = hyps[rows, best[rows]]
+            scores = np.repeat(weights[rows].max(axis=1, keepdims=True), NUM_JOINTS, axis=1)
             meta = {"units": "mm, camera frame, root-relative", "keypoints": "hypothesis with the largest weight",
-                    "sigmas": dec["sigmas"].cpu().numpy().tolist(), "rescaled_2d": transform is not None}
-            out.append(Results(keypoints=keypoints, scores=scores, skeleton=SKELETON, person_scores=weights.max(axis=1),
-                               hypotheses=hyps, hypothesis_weights=weights, keypoints_2d=_fill_neck(points),
-                               image=image, path=path, meta=meta))
+                    "sigmas": sigmas[rows].tolist(), **(extra[g] if extra else {})}
+            out.append(Results(keypoints=keypoints, scores=scores, skeleton=SKELETON,
+                               person_scores=weights[rows].max(axis=1), hypotheses=hyps[rows],
+                               hypothesis_weights=weights[rows],
+                               keypoints_2d=_fill_neck(np.asarray(shown)[rows]) if shown is not None else None,
+                               image=images[g] if images else None, path=paths[g] if paths else None, meta=meta))
         return out
 
-    @staticmethod
-    def _as_h36m17(item, skeleton: str) -> tuple[np.ndarray, np.ndarray | None, str | None]:
-        """Any accepted input -> ((P, 17, 2) pixels with NaN for missing joints, image, path)."""
-        from posekit.results import Results
-        from posekit.skeletons.mappings import map_keypoints
+    def build_evaluator(self, datasets):
+        return MPJPEEvaluator(datasets["val"], self.cfg.eval)
 
-        image = path = None
-        scores = None
-        if isinstance(item, Results):
-            if item.is_3d:
-                raise ValueError("predict: got 3-D Results; the lifter needs 2-D keypoints")
-            pts, scores, skeleton, image, path = item.keypoints, item.scores, item.skeleton.name, item.image, item.path
-        elif isinstance(item, dict):
-            if "keypoints" not in item:
-                raise ValueError(f"predict: a dict input needs 'keypoints' (got keys {sorted(item)})")
-            pts = np.asarray(item["keypoints"], dtype=np.float64)
-            skeleton = item.get("skeleton", skeleton)
-            scores = np.asarray(item["scores"], dtype=np.float64) if item.get("scores") is not None else None
-        else:
-            pts = np.asarray(item)
-            if pts.dtype == np.uint8 and pts.ndim == 3 and pts.shape[-1] == 3 and pts.shape[0] > 17:
-                raise ValueError("predict: the lifter takes 2-D keypoints, not images; use `posekit lift --image` "
-                                 "with a Hourglass checkpoint to go from an image to 3-D")
-            pts = pts.astype(np.float64)
-        if pts.ndim == 2:
-            pts = pts[None]
-        if pts.ndim != 3 or pts.shape[-1] not in (2, 3):
-            raise ValueError(f"predict: keypoints must be (K, 2|3) or (P, K, 2|3), got {pts.shape}")
-        if pts.shape[-1] == 3:
-            scores = pts[..., 2] if scores is None else scores
-            pts = pts[..., :2]
-        if scores is not None:
-            scores = np.asarray(scores, dtype=np.float64).reshape(pts.shape[:2])
-            pts = np.where((scores > 0)[..., None], pts, np.nan)
-        k = pts.shape[1]
-        if skeleton == "h36m17" and k == 17:
-            return pts, image, path
-        if skeleton in ("h36m16", "h36m17") and k == 16:
-            full = np.full((len(pts), 17, 2), np.nan)
-            full[:, list(INPUT_JOINTS)] = pts
-            return full, image, path
-        if skeleton == "mpii16" and k == 16:
-            return map_keypoints(pts, "mpii16", "h36m17", has_visibility=False), image, path
-        raise ValueError(f"predict: {k} joints do not match skeleton {skeleton!r}; use h36m17 (17 joints), "
-                         "h36m16 (16 joints, no neck_base) or mpii16")
+    # --- use ----------------------------------------------------------------------------
+    def prepare_inputs(self, inputs, *, boxes=None, skeleton: str = "h36m17", rescale: bool = False):
+        """2-D poses -> a lifting batch. Each input is (K, 2|3) or (P, K, 2|3) pixels (a third
+        channel is a score; <= 0 marks a missing joint), a 2-D `Results`, or a dict with
+        "keypoints" (and "skeleton", "scores"). skeleton: the joint order of array inputs
+        (h36m17, h36m16 = the 16 model inputs, mpii16 = Stacked Hourglass output). rescale: fit
+        each pose to the training set's mean 2-D pose (any camera unlike Human3.6M's)."""
+        poses, groups, images, paths, meta = [], [], [], [], []
+        for item in inputs:
+            image = path = scores = None
+            kind = skeleton
+            if isinstance(item, Results):
+                if item.is_3d:
+                    raise ValueError("predict: got 3-D Results; the lifter needs 2-D keypoints")
+                pts, scores, kind, image, path = item.keypoints, item.scores, item.skeleton.name, item.image, item.path
+            elif isinstance(item, dict):
+                if "keypoints" not in item:
+                    raise ValueError(f"predict: a dict input needs 'keypoints' (got keys {sorted(item)})")
+                pts, kind = item["keypoints"], item.get("skeleton") or skeleton
+                scores = item.get("scores")
+            else:
+                pts = np.asarray(item)
+                if pts.dtype == np.uint8 and pts.ndim == 3 and pts.shape[-1] == 3 and pts.shape[0] > 17:
+                    raise ValueError("predict: the lifter takes 2-D keypoints, not images; use `posekit lift --image` "
+                                     "with a Hourglass checkpoint to go from an image to 3-D")
+            points = as_h36m17(pts, scores, kind)
+            groups.append(range(len(poses), len(poses) + len(points)))
+            poses += list(points)
+            images.append(image)
+            paths.append(path)
+            meta.append({"rescaled_2d": bool(rescale)})
+        points = np.stack(poses) if poses else np.zeros((0, 17, 2))
+        x = points[:, list(INPUT_JOINTS)]
+        if rescale:
+            x, _ = rescale_to_reference(x, self._codec().mean_2d.detach().cpu().numpy())
+        return {"input_2d": torch.as_tensor(x, dtype=torch.float32), "keypoints_2d_17": points, "groups": groups,
+                "images": images, "paths": paths, "meta": meta}
 
-    @staticmethod
-    def _rescale_to_training(net, x: np.ndarray) -> tuple[np.ndarray, list]:
-        """Similarity-normalise each (16, 2) pose to the training mean pose's centre and RMS size."""
-        mean_pose = net.codec.mean_2d.detach().cpu().numpy().astype(np.float64).reshape(-1, 2)
-        out, transforms = np.array(x, copy=True), []
-        for p in range(len(x)):
-            ok = np.isfinite(x[p]).all(axis=1)
-            if ok.sum() < 2:
-                raise ValueError("predict(rescale=True): a pose needs at least 2 visible joints")
-            c_in, c_ref = x[p, ok].mean(0), mean_pose[ok].mean(0)
-            s_in = np.sqrt(((x[p, ok] - c_in) ** 2).sum(1).mean())
-            s_ref = np.sqrt(((mean_pose[ok] - c_ref) ** 2).sum(1).mean())
-            scale = s_ref / max(s_in, 1e-9)
-            out[p] = (x[p] - c_in) * scale + c_ref
-            transforms.append({"scale": float(scale), "center_in": c_in.tolist(), "center_ref": c_ref.tolist()})
-        return out, transforms
-
-    # --- export -------------------------------------------------------------------------------
-    def export_module(self, model: nn.Module, cfg):
-        module = LiftExport(unwrap(model)).eval()
-        example = (torch.as_tensor(unwrap(model).codec.mean_2d.detach().cpu().reshape(1, -1, 2)).repeat(2, 1, 1)
-                   + torch.randn(2, len(INPUT_JOINTS), 2) * 20.0,)
-        return (module, example, ["keypoints_2d"], ["means", "sigmas", "weights"],
-                {"keypoints_2d": {0: "batch"}, "means": {0: "batch"}, "sigmas": {0: "batch"}, "weights": {0: "batch"}})
+    def export_spec(self):
+        example = self._codec().mean_2d.detach().cpu().reshape(1, -1, 2).repeat(2, 1, 1) \
+            + torch.randn(2, len(INPUT_JOINTS), 2) * 20.0
+        dyn = {n: {0: "batch"} for n in ("keypoints_2d", "hypotheses", "weights", "sigmas")}
+        return ExportSpec((example,), ["keypoints_2d"], ["hypotheses", "weights", "sigmas"], dyn)
 
     # --- demo ---------------------------------------------------------------------------------
-    def demo(self, model: nn.Module, dataset: LiftingDataset, cfg, out_dir: Path, *, count: int = 4) -> list[Path]:
-        """3-D plots of all hypotheses beside the 2-D input for a few samples spread over the dataset."""
+    def demo(self, predict, datasets, out_dir, *, count: int = 4):
+        """3-D plots of all hypotheses beside the 2-D input for a few samples spread over the set."""
+        dataset: LiftingDataset = datasets["val"]
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
         poses = dataset.meta.get("poses_2d_17")
         paths = []
         for n, i in enumerate(picks):
             if poses is not None:
-                item = np.asarray(poses[i], dtype=np.float64)
+                (res,) = predict([np.asarray(poses[i], dtype=np.float64)], skeleton="h36m17")
             else:
-                item = np.asarray(dataset.inputs[i], dtype=np.float64)
-            (res,) = self.predict(model, [item], cfg, skeleton="h36m17" if poses is not None else "h36m16")
+                (res,) = predict([np.asarray(dataset.inputs[i], dtype=np.float64)], skeleton="h36m16")
             gt = to_root_relative_17(dataset.targets[i:i + 1].astype(np.float64))[0]
-            err = np.linalg.norm(res.hypotheses[0] - gt, axis=-1).mean(-1)
-            res.meta["mpjpe_per_hypothesis_mm"] = err.tolist()
+            res.meta["mpjpe_per_hypothesis_mm"] = np.linalg.norm(res.hypotheses[0] - gt, axis=-1).mean(-1).tolist()
             action = dataset.action_names[dataset.action_index[i]] if dataset.action_index[i] >= 0 else "?"
             res.path = f"{getattr(dataset, 'name', 'data')}[{i}] {action}"
             paths.append(res.save(out_dir / f"gmh_mdn_{n}.png"))
             res.save(out_dir / f"gmh_mdn_{n}.json")
         return paths
-
-    # --- extra CLI verb -----------------------------------------------------------------------
-    def cli_commands(self):
-        return [("lift", "lift 2-D poses (a JSON file, or an image through a Hourglass checkpoint) to 3-D "
-                 "hypotheses with a GMH-MDN checkpoint", _lift_arguments, _lift_run)]
-
-
-class LiftExport(nn.Module):
-    """ONNX wrapper: (B, 16, 2) pixels -> means (B, M, 17, 3) mm (zero root), sigmas (B, M) in
-    normalised units, mixing weights (B, M)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, keypoints_2d: torch.Tensor):
-        out = self.model(keypoints_2d)
-        b, m = out["means"].shape[:2]
-        mm = self.model.codec.denormalize_3d(out["means"]).reshape(b, m, -1, 3)
-        means = torch.cat([torch.zeros_like(mm[:, :, :1]), mm], dim=2)
-        return means, out["sigmas"], out["weights"]
-
-
-# ------------------------------------------------------------------------------------------------
-# `posekit lift`
-def read_pose_json(path: str | Path) -> list[dict]:
-    """2-D poses from JSON -> [{"keypoints": (P, K, 2|3), "skeleton": str|None, "name": str}].
-
-    Accepted: a posekit Results JSON (or a list of them), {"skeleton": ..., "poses": [...]},
-    a list of poses, or one pose ([[x, y(, score)], ...]).
-    """
-    path = Path(path)
-    raw = read_json(path, "pose file")
-
-    def entry(obj, name, skeleton=None, scores=None):
-        try:
-            pts = np.asarray(obj, dtype=np.float64)
-            if scores is not None and pts.shape[-1] == 2:
-                pts = np.concatenate([pts, np.asarray(scores, dtype=np.float64)[..., None]], axis=-1)
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: {name}: keypoints/scores are not matching numeric arrays") from None
-        if pts.ndim == 2:
-            pts = pts[None]
-        if pts.ndim != 3 or pts.shape[-1] not in (2, 3):
-            raise ValueError(f"{path}: {name}: keypoints must be (K, 2|3) or (P, K, 2|3), got {pts.shape}")
-        return {"keypoints": pts, "skeleton": skeleton, "name": name}
-
-    if isinstance(raw, dict) and "keypoints" in raw:
-        return [entry(raw["keypoints"], path.stem, raw.get("skeleton"), raw.get("scores"))]
-    if isinstance(raw, dict) and "poses" in raw:
-        return [entry(raw["poses"], path.stem, raw.get("skeleton"))]
-    if isinstance(raw, list) and raw and isinstance(raw[0], dict):
-        out = []
-        for i, rec in enumerate(raw):
-            if not isinstance(rec, dict) or "keypoints" not in rec:
-                raise ValueError(f"{path}: record {i} has no 'keypoints'")
-            out.append({**entry(rec["keypoints"], f"record {i}", rec.get("skeleton"), rec.get("scores")),
-                        "name": f"{path.stem}_{i}"})
-        return out
-    if isinstance(raw, list):
-        return [entry(raw, path.stem)]
-    raise ValueError(f"{path}: expected a Results JSON, {{'poses': [...]}} or a list of poses")
-
-
-def _lift_arguments(p) -> None:
-    p.add_argument("checkpoint", help="a trained gmh_mdn checkpoint (best.pt / last.pt)")
-    p.add_argument("--json", nargs="*", default=[], help="JSON files of 2-D poses (Results JSON, "
-                   "{'skeleton': ..., 'poses': [...]} or a list of [x, y(, score)] poses)")
-    p.add_argument("--image", nargs="*", default=[], help="images: 2-D poses come from --hourglass first")
-    p.add_argument("--hourglass", help="posekit Hourglass checkpoint used for --image (MPII-16 -> H36M)")
-    p.add_argument("--box", help="person box x,y,w,h for --image (default: the whole image)")
-    p.add_argument("--skeleton", default="h36m17", choices=["h36m17", "h36m16", "mpii16"],
-                   help="joint order of JSON poses that do not name their skeleton")
-    p.add_argument("--rescale", default=None, action=argparse.BooleanOptionalAction, help="fit each 2-D pose to the "
-                   "training set's size and centre (default: on for --image, off for --json)")
-    p.add_argument("--out", required=True, help="folder for <name>.json and <name>.png")
-    p.add_argument("--device", default="cpu")
-
-
-def _lift_run(args) -> int:
-    from posekit.data.io import read_image
-    from posekit.engine.trainer import load_for_inference
-
-    if not args.json and not args.image:
-        raise ValueError("posekit lift: give --json FILE(S) or --image FILE(S)")
-    task, model, cfg = load_for_inference(args.checkpoint, device=args.device)
-    if task.name != "gmh_mdn":
-        raise ValueError(f"{args.checkpoint}: a {task.name!r} checkpoint; `posekit lift` needs a gmh_mdn one")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for path in args.json:
-        for rec in read_pose_json(path):
-            skeleton = rec["skeleton"] or args.skeleton
-            (res,) = task.predict(model, [rec["keypoints"]], cfg, skeleton=skeleton, rescale=bool(args.rescale))
-            res.path = str(path)
-            stem = rec["name"].replace(" ", "_")
-            res.save(out / f"{stem}.json")
-            res.save(out / f"{stem}.png")
-            written += 1
-    if args.image:
-        if not args.hourglass:
-            raise ValueError("posekit lift --image needs --hourglass CHECKPOINT (a posekit Hourglass model "
-                             "that finds the 2-D MPII joints first)")
-        hg_task, hg_model, hg_cfg = load_for_inference(args.hourglass, device=args.device)
-        if hg_task.name != "hourglass":
-            raise ValueError(f"{args.hourglass}: a {hg_task.name!r} checkpoint; --hourglass needs a hourglass one")
-        rescale = True if args.rescale is None else bool(args.rescale)
-        box = None
-        if args.box:
-            try:
-                box = [float(v) for v in args.box.split(",")]
-            except ValueError:
-                raise ValueError(f"--box must be x,y,w,h numbers, got {args.box!r}") from None
-            if len(box) != 4:
-                raise ValueError(f"--box must be x,y,w,h, got {args.box!r}")
-        for path in args.image:
-            image = read_image(path)
-            (det,) = hg_task.predict(hg_model, [image], hg_cfg, **({"boxes": [box]} if box else {}))
-            if det.skeleton.name != "mpii16":
-                raise ValueError(f"{args.hourglass}: predicts {det.skeleton.name!r} keypoints; lifting from an image "
-                                 "needs an MPII-16 Hourglass")
-            det.image = image
-            det.path = str(path)
-            (res,) = task.predict(model, [det], cfg, rescale=rescale)
-            stem = Path(path).stem
-            res.save(out / f"{stem}_3d.json")
-            res.save(out / f"{stem}_3d.png")
-            written += 1
-    print(f"{written} lifted pose set(s) written to {out}")
-    return 0

@@ -8,18 +8,18 @@ here; the reference multiplies an already-reduced scalar by the weights, which m
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["HeatmapLoss", "heatmap_loss"]
+__all__ = ["heatmap_loss"]
 
 
 def heatmap_loss(outputs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None, *,
                  kind: str = "mse", stack_reduction: str = "sum") -> tuple[torch.Tensor, torch.Tensor]:
-    """outputs (B, S, K, H, W) (or (B, K, H, W) for one stack), target (B, K, H, W), weights (B, K).
+    """outputs (B, S, K, H, W) (or (B, K, H, W) for one stack), target (B, K, H, W), weights either
+    per joint (B, K) or spatial (B, 1|K, H, W) (ignore masks: 0 where the loss must not look).
 
     Each stack's loss is the mean over batch, joints and pixels of the per-element loss times the
-    joint weight (the Torch MSECriterion normalisation). Returns (total over stacks, per-stack (S,)).
+    weight (the Torch MSECriterion normalisation). Returns (total over stacks, per-stack (S,)).
     """
     if outputs.dim() == 4:
         outputs = outputs.unsqueeze(1)
@@ -34,6 +34,12 @@ def heatmap_loss(outputs: torch.Tensor, target: torch.Tensor, weights: torch.Ten
         per_elem = F.binary_cross_entropy_with_logits(outputs, target, reduction="none")
     else:
         raise ValueError(f"unknown heatmap loss {kind!r}; choose 'mse' or 'bce'")
+    if weights is not None and weights.dim() == 4:  # spatial mask, broadcast over stacks (and joints)
+        b, _, k, h, w = outputs.shape
+        if weights.shape[0] != b or weights.shape[1] not in (1, k) or weights.shape[2:] != (h, w):
+            raise ValueError(f"spatial weights {tuple(weights.shape)} must be (B, 1|K, H, W) = ({b}, 1|{k}, {h}, {w})")
+        per_elem = per_elem * weights.unsqueeze(1).to(per_elem.dtype)
+        weights = None
     per_joint = per_elem.mean(dim=(-2, -1))  # (B, S, K)
     if weights is not None:
         if weights.shape != per_joint.shape[:1] + per_joint.shape[2:]:
@@ -48,18 +54,3 @@ def heatmap_loss(outputs: torch.Tensor, target: torch.Tensor, weights: torch.Ten
     else:
         raise ValueError(f"unknown stack reduction {stack_reduction!r}; choose 'sum' or 'mean'")
     return total, per_stack
-
-
-class HeatmapLoss(nn.Module):
-    """Module form of `heatmap_loss` (kind 'mse' or 'bce', stacks summed or averaged)."""
-
-    def __init__(self, kind: str = "mse", stack_reduction: str = "sum"):
-        super().__init__()
-        if kind not in ("mse", "bce"):
-            raise ValueError(f"unknown heatmap loss {kind!r}; choose 'mse' or 'bce'")
-        if stack_reduction not in ("sum", "mean"):
-            raise ValueError(f"unknown stack reduction {stack_reduction!r}; choose 'sum' or 'mean'")
-        self.kind, self.stack_reduction = kind, stack_reduction
-
-    def forward(self, outputs, target, weights=None):
-        return heatmap_loss(outputs, target, weights, kind=self.kind, stack_reduction=self.stack_reduction)

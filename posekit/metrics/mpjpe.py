@@ -88,3 +88,16 @@ def per_action_mean(errors: np.ndarray, action_index: np.ndarray, action_names: 
             per_action[name] = float(errors[sel].mean())
     mean = float(np.mean(list(per_action.values()))) if per_action else float("nan")
     return per_action, mean
+
+
+def format_table(per_action: dict[str, dict[str, float]], means: dict[str, float], *, title: str = "") -> str:
+    """Actions as rows, (P1, P2) x (best-of-M, most likely) as columns, mm, plus the unweighted mean."""
+    cols = ["p1_best", "p1_ml", "p2_best", "p2_ml"]
+    heads = ["P1 best", "P1 ML", "P2 best", "P2 ML"]
+    width = max([len(a) for a in per_action] + [len("Average")])
+    lines = [title] if title else []
+    lines.append(f"{'Action':<{width}}  " + "  ".join(f"{h:>8}" for h in heads))
+    for action, row in per_action.items():
+        lines.append(f"{action:<{width}}  " + "  ".join(f"{row[c]:8.1f}" for c in cols))
+    lines.append(f"{'Average':<{width}}  " + "  ".join(f"{means[c]:8.1f}" for c in cols))
+    return "\n".join(lines)

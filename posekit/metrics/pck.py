@@ -32,3 +32,9 @@ def pck(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, normalizer: np.nd
         per_joint = np.where(counts > 0, correct.sum(axis=0) / np.maximum(counts, 1), np.nan)
     mean = float(correct.sum() / counts.sum()) if counts.sum() else float("nan")
     return {"per_joint": per_joint, "counts": counts, "mean": mean, "correct": correct}
+
+
+def bbox_normalizer(bbox: np.ndarray) -> np.ndarray:
+    """PCK@bbox normaliser: max(w, h) of each [x, y, w, h] box."""
+    bbox = np.asarray(bbox, dtype=np.float64).reshape(-1, 4)
+    return np.maximum(bbox[:, 2], bbox[:, 3])

@@ -98,3 +98,8 @@ def model_table() -> list[dict]:
                      "skeleton": entry.skeleton, "input_size": list(entry.input_size),
                      "description": entry.description})
     return rows
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel (or torch.compile) wrapper, or the model itself."""
+    return getattr(model, "module", getattr(model, "_orig_mod", model))

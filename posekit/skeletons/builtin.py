@@ -74,6 +74,10 @@ H36M32 = register_skeleton(Skeleton(
 ))
 # the 17 joints of the 32 that move (3d-pose-baseline's "used" set)
 H36M32_TO_17 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
+# 2-D -> 3-D lifting in the h36m17 order (3d-pose-baseline, GMH-MDN): the 2-D input drops
+# neck_base (no Stacked Hourglass counterpart), the 3-D output drops the root
+H36M17_LIFT_INPUTS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16)
+H36M17_LIFT_OUTPUTS = tuple(range(1, 17))
 
 # --- StanfordExtra-24 dogs (keypoint_definitions.csv) ----------------------------------------
 _DOG = [("left_front_paw", "d82400"), ("left_front_middle", "d82400"), ("left_front_top", "d82400"),

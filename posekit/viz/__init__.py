@@ -39,6 +39,18 @@ def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray |
     return canvas
 
 
+def caption(image: np.ndarray, text: str, *, min_height: int = 320) -> np.ndarray:
+    """The image (upscaled to at least `min_height` px, so small crops stay readable) under a
+    white bar with `text`."""
+    img = np.ascontiguousarray(image)
+    if img.shape[0] < min_height:
+        f = min_height / img.shape[0]
+        img = cv2.resize(img, (int(round(img.shape[1] * f)), min_height), interpolation=cv2.INTER_NEAREST)
+    bar = np.full((28, img.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, img], axis=0)
+
+
 def _figure_to_rgb(fig) -> np.ndarray:
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

@@ -19,7 +19,8 @@ import math
 import cv2
 import numpy as np
 
-from posekit.data.mpii import NUM_JOINTS, SCALE_PAD, MPIIRecord
+from posekit.data.formats.mpii import NUM_JOINTS, SCALE_PAD, MPIIRecord, record_to_sample
+from posekit.data.sample import Sample
 from posekit.skeletons import get_skeleton
 
 __all__ = ["SyntheticMPII", "render_figure", "sample_pose"]
@@ -176,7 +177,7 @@ def render_figure(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray
 
 
 class SyntheticMPII:
-    """`n` rendered figures: `source[i] -> (MPIIRecord, RGB image)`, deterministic in (seed, i)."""
+    """`n` rendered figures: `source[i] -> Sample` (as an MPII record would give), deterministic in (seed, i)."""
 
     def __init__(self, n: int = 1000, *, seed: int = 0, image_size: int = 256):
         if n < 1:
@@ -186,7 +187,7 @@ class SyntheticMPII:
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Sample:
         if not 0 <= i < self.n:
             raise IndexError(f"synthetic MPII index {i} out of range [0, {self.n})")
         rng = np.random.default_rng([self.seed, int(i)])
@@ -197,4 +198,4 @@ class SyntheticMPII:
                          joints=np.where(ann["annotated"][:, None], ann["joints"], 0.0),
                          annotated=ann["annotated"].astype(bool), is_visible=ann["is_visible"],
                          head_size=float(ann["head_size"]), index=i, person=0, source=f"synthetic:{i}")
-        return rec, img
+        return record_to_sample(rec, image=img)

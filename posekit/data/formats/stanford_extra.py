@@ -1,4 +1,4 @@
-"""StanfordExtra (v12 JSON) dog keypoints, and the dataset pipeline shared with the synthetic dogs.
+"""StanfordExtra (v12 JSON) dog keypoints: the reader, split files and a lazy image source.
 
 File format (`StanfordExtra_v12.json`, and the 18-dog sample in the same schema): a JSON list,
 one dict per dog, with `img_path` (relative to the Stanford Dogs image folder), `img_width`,
@@ -7,28 +7,23 @@ labelled / 0 unlabelled (unlabelled joints are [0, 0, 0]; indices 20-23 are neve
 `is_multiple_dogs` and `seg`, a COCO compressed-RLE `counts` string of the dog's mask.
 The official train/val/test splits are `.npy` arrays of indices into that list.
 
-Pipeline: a *source* yields `DogSample`s (image + original-frame keypoints + box);
-`DogPoseDataset` builds ONE affine matrix per sample (letterbox / bbox crop / plain resize, plus
-augmentation), warps image and keypoints with it, swaps left/right on flips, and encodes
-regression targets. The matrix's inverse maps predictions back to the original image.
+The source yields `Sample`s (P = 1: original-frame keypoints + the annotated box); the top-down
+pipeline (posekit.data.topdown) crops, augments and encodes them.
 """
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from posekit.codecs.regression import RegressionCodec
 from posekit.data.io import read_image, read_json
-from posekit.data.transforms import affine_points, color_jitter, crop_affine, invert_affine, swap_left_right, warp_image
-from posekit.skeletons import Skeleton, get_skeleton
+from posekit.data.sample import Sample
 
 NUM_JOINTS = 24
 # border fill for letterboxing/augmentation: the ImageNet mean colour, i.e. ~0 after normalisation
-PAD_VALUE = (124, 116, 104)
+PAD_VALUE = (124, 116, 104)  # ImageNet mean RGB: letterbox borders look like average content
 
 
 class StanfordExtraError(ValueError):
@@ -45,16 +40,6 @@ class StanfordExtraRecord:
     height: int | None = None
     is_multiple_dogs: bool = False
     seg: str | None = None
-
-
-@dataclass
-class DogSample:
-    """One dog in its original image frame: what every dog source yields."""
-    image: np.ndarray  # RGB uint8 (H, W, 3)
-    keypoints: np.ndarray  # (K, 3) x, y, v (v > 0 = labelled)
-    bbox: np.ndarray  # (4,) x, y, w, h
-    name: str = ""
-    meta: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,7 +213,7 @@ def seeded_split(n: int, val_fraction: float = 0.15, seed: int = 0) -> tuple[np.
 # ----------------------------------------------------------------------------------------------
 # sources
 class StanfordExtraSource:
-    """Lazily reads the images of a list of records; yields `DogSample`s in the original frame."""
+    """Lazily reads the images of a list of records; yields `Sample`s in the original frame."""
 
     def __init__(self, records: list[StanfordExtraRecord], image_dir: str | Path, *, source: str = "StanfordExtra"):
         self.records = list(records)
@@ -238,7 +223,7 @@ class StanfordExtraSource:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> DogSample:
+    def __getitem__(self, i: int) -> Sample:
         r = self.records[i]
         path = self.image_dir / r.img_path
         try:
@@ -249,140 +234,8 @@ class StanfordExtraSource:
         if (r.width is not None and r.width != w) or (r.height is not None and r.height != h):
             raise StanfordExtraError(f"{self.source}: record {r.index} ({r.img_path}): image is {w}x{h} but "
                                      f"img_width x img_height say {r.width}x{r.height}")
-        return DogSample(image=image, keypoints=r.joints.copy(), bbox=r.bbox.copy(), name=r.img_path,
-                         meta={"index": r.index})
-
-
-# ----------------------------------------------------------------------------------------------
-# geometry + augmentation + encoding
-def base_geometry(image_shape, bbox, crop: str, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """(centre (x, y), size (w, h)) of the region that fills the network input.
-
-    image: the whole image letterboxed into a square (aspect kept); bbox: a square around
-    `bbox` enlarged by `margin` of its longer side on each side; resize: the whole image
-    stretched to the input (the reference: aspect ratio NOT kept).
-    """
-    h, w = image_shape[:2]
-    if crop == "image":
-        side = float(max(w, h))
-        return np.array([w / 2.0, h / 2.0]), np.array([side, side])
-    if crop == "bbox":
-        if bbox is None:
-            raise ValueError("crop='bbox' needs a box")
-        x, y, bw, bh = (float(v) for v in bbox)
-        side = max(bw, bh) * (1.0 + 2.0 * margin)
-        return np.array([x + bw / 2.0, y + bh / 2.0]), np.array([side, side])
-    if crop == "resize":
-        return np.array([w / 2.0, h / 2.0]), np.array([float(w), float(h)])
-    raise ValueError(f"crop must be 'image', 'bbox' or 'resize', got {crop!r}")
-
-
-def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """2x3 matrix of `outer` applied after `inner`."""
-    a = np.vstack([outer, [0, 0, 1]])
-    b = np.vstack([inner, [0, 0, 1]])
-    return (a @ b)[:2]
-
-
-@dataclass
-class Augmentation:
-    """Default recipe: exact geometry, flip WITH left/right swap, +-rotation, scale, shift, colour."""
-    flip_prob: float = 0.5
-    rotation: float = 30.0  # degrees, uniform in +-rotation
-    scale_range: tuple[float, float] = (0.75, 1.25)  # >1 zooms in
-    translate: float = 0.1  # fraction of the crop size, uniform in +-translate
-    color_jitter: float = 0.2
-
-
-class DogPoseDataset(torch.utils.data.Dataset):
-    """Top-down dog samples for the regressor: one affine matrix per sample.
-
-    Items: image (3, S, S) uint8, target (K, 2) in [0, 1], target_weight (K,), keypoints (K, 3)
-    original-frame ground truth, keypoints_input (K, 3) in the input frame (after any swap),
-    matrix / inv_matrix (2, 3) float64 between the original frame and the input, bbox (4,),
-    index. `faithful=True` reproduces the reference: stretch to S x S, Fliplr(0.3) without the
-    left/right swap, Sometimes(0.3, fixed +10 degree rotation with scale U(0.5, 0.7)), no colour
-    jitter, and an unmasked target weight.
-    """
-
-    def __init__(self, source, *, input_size: int = 224, crop: str = "image", bbox_margin: float = 0.1,
-                 augment: bool = False, augmentation: Augmentation | None = None, faithful: bool = False,
-                 skeleton: str | Skeleton = "stanford_extra24", mask_outside: bool = True):
-        self.source = source
-        self.input_size = int(input_size)
-        self.faithful = faithful
-        self.crop = "resize" if faithful else crop
-        base_geometry((2, 2), (0, 0, 1, 1), self.crop, 0.0)  # validates `crop` early
-        self.bbox_margin = bbox_margin
-        self.augment = augment
-        self.aug = augmentation or Augmentation()
-        self.skeleton = get_skeleton(skeleton)
-        self.codec = RegressionCodec((self.input_size, self.input_size), mask="none" if faithful else "visible",
-                                     mask_outside=mask_outside)
-        self.pad_value = (0, 0, 0) if faithful else PAD_VALUE
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def _rng(self) -> np.random.Generator:
-        # drawn from torch's generator: seeded by the trainer and distinct in every DataLoader worker
-        return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-
-    def sample_matrix(self, sample: DogSample, rng: np.random.Generator | None) -> tuple[np.ndarray, bool]:
-        """(forward 2x3 matrix original -> input, whether the keypoints must be left/right swapped)."""
-        s = self.input_size
-        center, size = base_geometry(sample.image.shape, sample.bbox, self.crop, self.bbox_margin)
-        if rng is None:
-            return crop_affine(center, size, (s, s)), False
-        if self.faithful:
-            m = crop_affine(center, size, (s, s))
-            if rng.random() < 0.3:  # imgaug Fliplr(0.3): mirror, labels NOT swapped
-                m = _compose(crop_affine((s / 2, s / 2), s, (s, s), flip=True), m)
-            if rng.random() < 0.3:  # Sometimes(0.3, Affine(rotate=10, scale=(0.5, 0.7)))
-                zoom = rng.uniform(0.5, 0.7)
-                m = _compose(crop_affine((s / 2, s / 2), s / zoom, (s, s), rotation=10.0), m)
-            return m, False
-        a = self.aug
-        zoom = rng.uniform(*a.scale_range)
-        rot = rng.uniform(-a.rotation, a.rotation) if a.rotation else 0.0
-        shift = rng.uniform(-a.translate, a.translate, size=2) * size if a.translate else np.zeros(2)
-        flip = bool(rng.random() < a.flip_prob)
-        return crop_affine(center + shift, size / zoom, (s, s), rotation=rot, flip=flip), flip
-
-    def __getitem__(self, i: int) -> dict:
-        sample = self.source[i]
-        rng = self._rng() if self.augment else None
-        matrix, swap = self.sample_matrix(sample, rng)
-        s = self.input_size
-        image = warp_image(sample.image, matrix, (s, s), border_value=self.pad_value)
-        if rng is not None and not self.faithful and self.aug.color_jitter:
-            c = self.aug.color_jitter
-            image = color_jitter(image, rng, brightness=c, contrast=c, saturation=c)
-        kp_in = affine_points(sample.keypoints, matrix)
-        if swap:
-            kp_in = swap_left_right(kp_in, self.skeleton)
-        target, weight = self.codec.encode(kp_in)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "target": torch.from_numpy(target),
-            "target_weight": torch.from_numpy(weight),
-            "keypoints": torch.from_numpy(sample.keypoints.astype(np.float64)),
-            "keypoints_input": torch.from_numpy(kp_in.astype(np.float64)),
-            "matrix": torch.from_numpy(matrix),
-            "inv_matrix": torch.from_numpy(invert_affine(matrix)),
-            "bbox": torch.from_numpy(np.asarray(sample.bbox, dtype=np.float64)),
-            "index": i,
-        }
-
-    def sample_name(self, i: int) -> str:
-        records = getattr(self.source, "records", None)
-        return records[i].img_path if records is not None else f"sample_{i:05d}"
-
-
-def bbox_normalizer(bbox: np.ndarray) -> np.ndarray:
-    """PCK@bbox normaliser: max(w, h) of each [x, y, w, h] box."""
-    bbox = np.asarray(bbox, dtype=np.float64).reshape(-1, 4)
-    return np.maximum(bbox[:, 2], bbox[:, 3])
+        return Sample(keypoints=r.joints[None].copy(), image=image, image_path=path, boxes=r.bbox[None].copy(),
+                      meta={"index": r.index, "name": r.img_path})
 
 
 def resolve_stanford_extra_paths(root: str | Path | None, json_path: str | None,

@@ -40,7 +40,7 @@ class SeparableConv2d(nn.Sequential):
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=True)
 
 
-class DogKeypointRegressor(nn.Module):
+class MobileNetV2KeypointRegressor(nn.Module):
     """Backbone features -> separable-conv head -> (B, K, 2) normalised coordinates in [0, 1].
 
     Transfer learning: with `backbone_frozen` the backbone runs without gradients and its
@@ -174,7 +174,7 @@ def _strip_to_features(state: dict, source: str) -> dict:
     return out
 
 
-def load_backbone_weights(model: DogKeypointRegressor, *, pretrained: bool = False,
+def load_backbone_weights(model: MobileNetV2KeypointRegressor, *, pretrained: bool = False,
                           backbone_weights: str | None = None) -> str:
     """Fill the backbone; returns where the weights came from ('file', 'cache', 'download', 'random').
 
@@ -211,7 +211,7 @@ def load_backbone_weights(model: DogKeypointRegressor, *, pretrained: bool = Fal
     return "random"
 
 
-def _load_features(model: DogKeypointRegressor, state: dict, source: str) -> None:
+def _load_features(model: MobileNetV2KeypointRegressor, state: dict, source: str) -> None:
     try:
         result = model.backbone.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -226,9 +226,9 @@ def _load_features(model: DogKeypointRegressor, state: dict, source: str) -> Non
 def dogs_mobilenetv2(*, num_keypoints: int = 24, width_mult: float = 1.0, dropout: float = 0.3,
                      pretrained: bool = False, backbone_weights: str | None = None,
                      normalization: str = "imagenet", freeze_backbone: bool = False,
-                     unfreeze_at_step: int | None = None, finetune_bn_eval: bool = True) -> DogKeypointRegressor:
+                     unfreeze_at_step: int | None = None, finetune_bn_eval: bool = True) -> MobileNetV2KeypointRegressor:
     """MobileNetV2 features + separable-conv head regressing dog keypoints (keras-io keypoint_detection)."""
-    model = DogKeypointRegressor(num_keypoints=num_keypoints, width_mult=width_mult, dropout=dropout,
+    model = MobileNetV2KeypointRegressor(num_keypoints=num_keypoints, width_mult=width_mult, dropout=dropout,
                                  normalization=normalization, freeze_backbone=freeze_backbone,
                                  unfreeze_at_step=unfreeze_at_step, finetune_bn_eval=finetune_bn_eval)
     model.weights_source = load_backbone_weights(model, pretrained=pretrained, backbone_weights=backbone_weights)

@@ -10,12 +10,15 @@ import shutil
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
-from posekit.config import load_config, resolve_config_path
 from posekit.engine.checkpoint import inference_state_dict, load_checkpoint
+from posekit.engine.evaluation import evaluate, predict, to_device
+from posekit.engine.recipes import load_config, resolve_config_path
 from posekit.engine.trainer import seed_everything, train
-from posekit.tasks import get_task, list_tasks
+from posekit.families import Task, build_task, list_tasks
 
 # family -> (synthetic recipe, share of the time budget)
 DEMO_RECIPES: dict[str, tuple[str, float]] = {
@@ -46,36 +49,73 @@ def run_family(family: str, out_dir: Path, budget_s: float) -> dict:
     recipe, _ = DEMO_RECIPES[family]
     cfg = load_config(recipe, [f"out_dir={out_dir}", f"name={family}", f"train.max_time={budget_s}",
                                "train.tensorboard=false"])
-    task = get_task(cfg.task)
+    task = build_task(cfg)
     run_dir = cfg.run_dir
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a demo always starts fresh
 
     seed_everything(cfg.train.seed)  # the same initial weights that train() will start from
-    model = task.build_model(cfg)
-    train_set, val_set = task.build_datasets(cfg)
-    task.prepare(model, train_set, cfg)
-    model.eval()
-    with torch.no_grad():
-        before = _scalars(task.evaluate(model, val_set, cfg))
+    model = task.build_model()
+    datasets = task.build_datasets()
+    task.prepare(model, datasets)
+    before = _scalars(evaluate(task, model, datasets))
 
     t0 = time.time()
     train(cfg)
     seconds = time.time() - t0
 
     ckpt = load_checkpoint(run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt")
-    model = task.build_model(cfg)
+    model = task.build_model()
     model.load_state_dict(inference_state_dict(ckpt))
     model.eval()
-    with torch.no_grad():
-        after = _scalars(task.evaluate(model, val_set, cfg))
-    images = task.demo(model, val_set, cfg, run_dir / "predictions")
+    task.prepare(model, {})
+    after = _scalars(evaluate(task, model, datasets))
+    images = demo_pictures(task, model, datasets, run_dir / "predictions")
     key = task.primary_metric
     return {"family": family, "recipe": str(resolve_config_path(recipe)), "model": cfg.model.name,
             "steps": int(load_checkpoint(run_dir / "last.pt")["step"]), "train_seconds": round(seconds, 1),
             "metric": key, "higher_is_better": task.higher_is_better, "before": before.get(key),
             "after": after.get(key), "all_before": before, "all_after": after,
             "curves": str(run_dir / "curves.png"), "images": [str(p) for p in images]}
+
+
+@torch.no_grad()
+def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int = 4) -> list[Path]:
+    """The family's own demo pictures, or "ground truth | prediction" for a few validation samples
+    spread over the set (evaluation geometry, every person of the image)."""
+    from posekit.data.io import write_image
+    from posekit.viz import caption, draw_skeleton
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    own = task.demo(lambda inputs, **options: predict(task, model, inputs, **options), datasets, out_dir)
+    if own:
+        return own
+    dataset = datasets[task.eval_splits[-1]]
+    source = getattr(dataset, "source", None)
+    if source is None:
+        return []
+    picks = sorted(set(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int).tolist()))
+    batch = to_device(task.collate([dataset[i] for i in picks]), next(model.parameters()).device)
+    results = task.postprocess(task.forward_decode(model.eval(), task.model_inputs(batch)), batch)
+    paths = []
+    for n, (i, res) in enumerate(zip(picks, results)):
+        sample = source[i].load()
+        # upscale small images before drawing, so the skeleton stays sharp and readable
+        f = max(1.0, 360.0 / sample.image.shape[0])
+        image = cv2.resize(sample.image, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR) if f > 1 else sample.image
+        gt = sample.keypoints
+
+        def up(points):
+            return (points[..., :2] + 0.5) * f - 0.5
+        left = caption(draw_skeleton(image, up(gt), (gt[..., 2] > 0).astype(float), task.skeleton,
+                                     score_threshold=0.5), "ground truth")
+        right = caption(draw_skeleton(image, up(res.keypoints), res.scores, task.skeleton, score_threshold=0.05),
+                        "prediction")
+        path = out_dir / f"{task.name}_demo_{n}.png"
+        write_image(path, np.concatenate([left, right], axis=1))
+        paths.append(path)
+    return paths
 
 
 def run_demo(*, out_dir: Path = Path("runs/demo"), families: list[str] | None = None,

@@ -17,7 +17,8 @@ EXAMPLES = {
   torchrun --nproc_per_node=4 -m posekit train configs/mpii_hourglass8.yaml       # DDP""",
     "eval": """examples:
   posekit eval configs/mpii_hourglass4.yaml checkpoint=runs/mpii_hourglass4/best.pt
-  posekit eval configs/h36m_gmh_mdn.yaml checkpoint=runs/h36m/best.pt data.root=/data/h36m""",
+  posekit eval configs/h36m_gmh_mdn.yaml checkpoint=runs/h36m/best.pt data.root=/data/h36m
+  posekit eval configs/mpii_hourglass4.yaml --oracle data.dataset=mpii   # the codec's ceiling on your labels""",
     "predict": """examples:
   posekit predict runs/dogs/best.pt dog.jpg more_dogs/ --out preds/
   posekit predict runs/mpii/best.pt clip.mp4 --out preds/ --box 100,50,200,400""",
@@ -47,7 +48,7 @@ def _split_overrides(items: list[str]) -> tuple[list[str], dict]:
 
 
 def cmd_train(args) -> int:
-    from posekit.config import load_config
+    from posekit.engine.recipes import load_config
     from posekit.engine.trainer import train
     cfg = load_config(args.config, args.overrides)
     run_dir = train(cfg)
@@ -57,14 +58,16 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from posekit.config import load_config
-    from posekit.engine.trainer import evaluate_checkpoint
+    from posekit.engine.evaluation import evaluate_checkpoint
+    from posekit.engine.recipes import load_config
     overrides, special = _split_overrides(args.overrides)
     checkpoint = args.checkpoint or special.get("checkpoint")
-    if not checkpoint:
-        raise SystemExit("posekit eval: give the weights as checkpoint=PATH")
+    if not checkpoint and not args.oracle:
+        raise SystemExit("posekit eval: give the weights as checkpoint=PATH (or --oracle to score the codec)")
     cfg = load_config(args.config, overrides)
-    metrics = evaluate_checkpoint(cfg, checkpoint)
+    metrics = evaluate_checkpoint(cfg, checkpoint, oracle=args.oracle)
+    if args.oracle:
+        print("oracle: ground truth -> targets -> decode, no network (the codec's ceiling on this data)")
     table = metrics.pop("table", None)
     if table:
         print(table)
@@ -90,15 +93,15 @@ def _parse_box(text: str | None):
 
 def cmd_predict(args) -> int:
     from posekit.data.io import iter_sources
-    from posekit.engine.trainer import load_for_inference
+    from posekit.engine.evaluation import predict
+    from posekit.engine.predictor import load_for_inference
     task, model, cfg = load_for_inference(args.checkpoint, args.overrides, device=args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     box = _parse_box(args.box)
     n = 0
     for name, image in iter_sources(args.sources):
-        kwargs = {"boxes": [box]} if box else {}
-        (result,) = task.predict(model, [image], cfg, **kwargs)
+        (result,) = predict(task, model, [image], boxes=[box] if box else None)
         result.path = name
         source, _, frame = name.partition("#")  # video frames are named "<file>#<frame>"
         stem = Path(source).stem + (f"_{frame}" if frame else "")
@@ -110,16 +113,14 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from posekit.engine.trainer import load_for_inference
-    from posekit.export.onnx import export_onnx
+    from posekit.engine.export import export_task
+    from posekit.engine.predictor import load_for_inference
     if args.format != "onnx":
         raise SystemExit(f"unsupported --format {args.format!r}; supported: onnx")
     task, model, cfg = load_for_inference(args.checkpoint, device="cpu")
-    module, inputs, input_names, output_names, dynamic_axes = task.export_module(model, cfg)
     path = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
-    report = export_onnx(module, inputs, path, input_names=input_names, output_names=output_names,
-                         dynamic_axes=dynamic_axes)
-    print(f"exported {report['path']} (outputs: {', '.join(output_names)}); "
+    report = export_task(task, model, path)
+    print(f"exported {report['path']} (outputs: {', '.join(report['outputs'])}); "
           f"onnxruntime parity: max abs difference {report['max_abs_diff']:.3g}")
     return 0
 
@@ -140,7 +141,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from posekit.demo import run_demo
+    from posekit.engine.demo import run_demo
     run_demo(out_dir=Path(args.out), families=args.families, budget_s=args.budget)
     return 0
 
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="checkpoint=PATH and key=value overrides")
     p.add_argument("--checkpoint", help="same as checkpoint=PATH")
     p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--oracle", action="store_true", help="score the ground truth encoded to targets and decoded "
+                   "again, with no model: the codec's ceiling, and the first check of your own annotations")
 
     p = add("predict", "run a checkpoint on images, folders or a video", cmd_predict)
     p.add_argument("checkpoint")
@@ -214,15 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="benchmark to run (omit to list them)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
 
-    # verbs a family adds (e.g. `posekit lift` from the 3-D lifter)
-    from posekit.tasks import get_task, list_tasks
-    for task_name in list_tasks():
-        task = get_task(task_name)
-        for name, help_text, add_arguments, run in getattr(task, "cli_commands", lambda: [])():
-            p = sub.add_parser(name, help=help_text, description=help_text,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-            add_arguments(p)
-            p.set_defaults(fn=run)
+    from posekit.cli import lift
+    p = add("lift", lift.HELP, lift.run)
+    lift.add_arguments(p)
     return parser
 
 

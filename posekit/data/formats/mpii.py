@@ -29,13 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from posekit.data.io import open_h5, read_image, read_json
-from posekit.data.transforms import affine_points, color_jitter, crop_affine, warp_image
-from posekit.skeletons import get_skeleton
+from posekit.data.io import open_h5, read_json
+from posekit.data.sample import Sample
 
 __all__ = ["MPIIRecord", "MPIIFormatError", "load_mpii_json", "load_mpii_h5", "load_mpii_mat", "load_mpii",
-           "attach_head_sizes", "MPIIImageSource", "TopDownHeatmapDataset", "NUM_JOINTS", "SCALE_PAD",
-           "CENTER_SHIFT"]
+           "attach_head_sizes", "MPIIImageSource", "record_to_sample", "NUM_JOINTS", "SCALE_PAD", "CENTER_SHIFT"]
 
 NUM_JOINTS = 16
 SCALE_PAD = 1.25  # box side = 200 * 1.25 * MPII scale
@@ -360,8 +358,20 @@ def attach_head_sizes(records: list[MPIIRecord], reference: list[MPIIRecord], *,
 
 
 # ---------------------------------------------------------------------------------------------
+def record_to_sample(rec: MPIIRecord, image_path: Path | None = None, image=None) -> Sample:
+    """One MPII person as a `Sample`: v = 2 visible, 1 annotated but occluded, 0 absent; the box is
+    the adjusted square crop box (side 200 x scale); head size and the record in `meta`."""
+    vis = np.where(rec.annotated, np.where(rec.is_visible == 0, 1.0, 2.0), 0.0)
+    keypoints = np.concatenate([np.where(rec.annotated[:, None], rec.joints, 0.0), vis[:, None]], axis=1)
+    side = 200.0 * rec.scale
+    # the crop rule centres on x + w/2 - 0.5 (pixel centres at integers)
+    box = [rec.center[0] + 0.5 - side / 2, rec.center[1] + 0.5 - side / 2, side, side]
+    return Sample(keypoints=keypoints[None], image=image, image_path=image_path, boxes=np.asarray([box]),
+                  meta={"head_size": rec.head_size, "record": rec})
+
+
 class MPIIImageSource:
-    """Records + an image folder: `source[i] -> (record, RGB image)`.
+    """Records + an image folder: `source[i] -> Sample` (image loaded by the pipeline).
 
     skip_missing_images drops records whose image is absent (e.g. the full valid.h5 next to the
     five shared images) instead of failing at the first read.
@@ -376,60 +386,6 @@ class MPIIImageSource:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Sample:
         rec = self.records[i]
-        return rec, read_image(self.image_dir / rec.image)
-
-
-class TopDownHeatmapDataset:
-    """Single-person top-down samples: one affine crop per sample, Gaussian heatmap targets.
-
-    Training augmentation (Newell): scale x U(1 - s, 1 + s), rotation U(-r, r) with probability
-    `rotation_prob`, horizontal flip with the skeleton's left/right swap, per-channel colour
-    x U(1 - c, 1 + c). The warp is one cv2.warpAffine; the same 2x3 matrix moves the joints and
-    is returned so predictions can go back to the original image.
-
-    Items: image (3, H, W) float32 in [0, 1], target (K, h, w), target_weight (K,), matrix (2, 3),
-    joints (K, 2) and annotated (K,) in the original frame, head_size, center, scale, index.
-    """
-
-    def __init__(self, source, codec, *, train: bool = False, skeleton: str = "mpii16", scale_factor: float = 0.25,
-                 rotation: float = 30.0, rotation_prob: float = 0.4, flip: bool = True, color_scale: float = 0.2):
-        self.source, self.codec, self.train = source, codec, train
-        self.skeleton = get_skeleton(skeleton)
-        self.scale_factor, self.rotation, self.rotation_prob = scale_factor, rotation, rotation_prob
-        self.flip, self.color_scale = flip, color_scale
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int) -> dict:
-        rec, image = self.source[i]
-        side = 200.0 * rec.scale
-        rotation, flip = 0.0, False
-        rng = None
-        if self.train:
-            rng = np.random.default_rng(np.random.randint(0, 2 ** 31 - 1))
-            side *= rng.uniform(1 - self.scale_factor, 1 + self.scale_factor)
-            if rng.random() < self.rotation_prob:
-                rotation = rng.uniform(-self.rotation, self.rotation)
-            flip = self.flip and rng.random() < 0.5
-        matrix = crop_affine(rec.center, side, self.codec.input_size, rotation=rotation, flip=flip)
-        crop = warp_image(image, matrix, self.codec.input_size)
-        joints = affine_points(rec.joints, matrix)
-        annotated = rec.annotated.copy()
-        if flip:
-            joints = joints[self.skeleton.flip_index]
-            annotated = annotated[self.skeleton.flip_index]
-        if self.train and self.color_scale:
-            crop = color_jitter(crop, rng, brightness=0.0, contrast=0.0, saturation=0.0,
-                                channel_scale=self.color_scale)
-        target, weight = self.codec.encode(joints, annotated)
-        return {
-            "image": np.ascontiguousarray(crop.transpose(2, 0, 1), dtype=np.float32) / 255.0,
-            "target": target, "target_weight": weight,
-            "matrix": matrix.astype(np.float64),
-            "joints": rec.joints.astype(np.float64), "annotated": rec.annotated.astype(np.bool_),
-            "head_size": np.float64(rec.head_size), "center": rec.center.astype(np.float64),
-            "scale": np.float64(rec.scale), "index": i,
-        }
+        return record_to_sample(rec, self.image_dir / rec.image)

@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from posekit.codecs.mdn import INPUT_JOINTS, OUTPUT_JOINTS
 from posekit.data.cameras import CAMERA_IDS, Camera, load_cameras
 from posekit.data.io import open_h5
+from posekit.skeletons.builtin import H36M17_LIFT_INPUTS as INPUT_JOINTS
 from posekit.skeletons.builtin import H36M32_TO_17
 from posekit.skeletons.mappings import map_keypoints
 
@@ -324,73 +323,3 @@ def split_tail(sequences: list[Sequence], fraction: float, *, gap: int = 0) -> t
         train.append(s.slice(0, max(cut - gap, 0)))
         val.append(s.slice(cut, len(s)))
     return train, val
-
-
-# ------------------------------------------------------------------------------------------------
-class LiftingDataset(torch.utils.data.Dataset):
-    """Root-relative (2-D input, 3-D target) pairs.
-
-    Items: {"input_2d": (16, 2) float32 px, "target_3d": (16, 3) float32 mm, "mask": (16,) bool
-    (True = joint missing), "action": int64}. `miss_num` > 0 enables the missing-joint augmentation
-    (off by default, as in the paper): with probability `miss_prob` a sample loses between 1 and
-    `miss_num` of its limb joints (knees, feet, elbows, wrists), which the model sees as a zero
-    normalised coordinate.
-    """
-
-    def __init__(self, inputs_2d: np.ndarray, targets_3d: np.ndarray, action_index: np.ndarray,
-                 action_names: list[str], *, meta: dict | None = None, miss_num: int = 0, miss_prob: float = 1.0,
-                 name: str = "h36m"):
-        self.inputs = np.ascontiguousarray(inputs_2d, dtype=np.float32)
-        self.targets = np.ascontiguousarray(targets_3d, dtype=np.float32)
-        self.action_index = np.asarray(action_index, dtype=np.int64)
-        self.action_names = list(action_names)
-        self.meta = meta or {}
-        if self.inputs.shape[1:] != (len(INPUT_JOINTS), 2) or self.targets.shape[1:] != (len(OUTPUT_JOINTS), 3):
-            raise ValueError(f"LiftingDataset: inputs {self.inputs.shape} / targets {self.targets.shape} must be "
-                             f"(N, {len(INPUT_JOINTS)}, 2) / (N, {len(OUTPUT_JOINTS)}, 3)")
-        if not (len(self.inputs) == len(self.targets) == len(self.action_index)):
-            raise ValueError("LiftingDataset: inputs, targets and action_index differ in length")
-        if miss_num < 0 or miss_num > len(LIMB_INPUT_JOINTS):
-            raise ValueError(f"miss_num must be in [0, {len(LIMB_INPUT_JOINTS)}], got {miss_num}")
-        self.miss_num = int(miss_num)
-        self.miss_prob = float(miss_prob)
-        self.name = name
-
-    @classmethod
-    def from_sequences(cls, sequences: list[Sequence], *, action_names: list[str] | None = None, **kw) -> "LiftingDataset":
-        if not sequences:
-            raise ValueError("LiftingDataset.from_sequences: no sequences")
-        names = list(action_names) if action_names else sorted({s.action for s in sequences},
-                                                                key=lambda a: (a not in ACTIONS, ACTIONS.index(a) if a in ACTIONS else 0, a))
-        p2d = np.concatenate([s.poses_2d for s in sequences])
-        p3d = np.concatenate([s.poses_3d for s in sequences])
-        targets = (p3d - p3d[:, :1])[:, list(OUTPUT_JOINTS)]
-        inputs = p2d[:, list(INPUT_JOINTS)]
-        if not np.all(np.isfinite(inputs)):
-            bad = next(s for s in sequences if not np.all(np.isfinite(s.poses_2d[:, list(INPUT_JOINTS)])))
-            raise H36MFormatError(f"{bad.subject} '{bad.name}' camera {bad.camera}: non-finite 2-D input values")
-        action_index = np.concatenate([np.full(len(s), names.index(s.action) if s.action in names else -1)
-                                       for s in sequences])
-        meta = {"subject": np.concatenate([[s.subject] * len(s) for s in sequences]),
-                "sequence": np.concatenate([[s.name] * len(s) for s in sequences]),
-                "camera": np.concatenate([[s.camera] * len(s) for s in sequences]),
-                "frame": np.concatenate([s.frames for s in sequences]),
-                "poses_2d_17": p2d.astype(np.float32)}
-        return cls(inputs, targets, action_index, names, meta=meta, **kw)
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def __getitem__(self, i: int) -> dict:
-        mask = np.zeros(len(INPUT_JOINTS), dtype=bool)
-        if self.miss_num > 0 and np.random.random() < self.miss_prob:
-            k = np.random.randint(1, self.miss_num + 1)
-            mask[np.random.choice(LIMB_INPUT_JOINTS, size=k, replace=False)] = True
-        return {"input_2d": torch.from_numpy(self.inputs[i]), "target_3d": torch.from_numpy(self.targets[i]),
-                "mask": torch.from_numpy(mask), "action": torch.tensor(self.action_index[i])}
-
-    def subset(self, indices: np.ndarray) -> "LiftingDataset":
-        indices = np.asarray(indices)
-        meta = {k: np.asarray(v)[indices] for k, v in self.meta.items()}
-        return LiftingDataset(self.inputs[indices], self.targets[indices], self.action_index[indices], self.action_names,
-                              meta=meta, miss_num=self.miss_num, miss_prob=self.miss_prob, name=self.name)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from posekit.codecs.mdn import INPUT_JOINTS, OUTPUT_JOINTS
 from posekit.data.cameras import project_points
-from posekit.data.h36m import LiftingDataset
+from posekit.data.lifting import LiftingDataset
+from posekit.skeletons.builtin import H36M17_LIFT_INPUTS as INPUT_JOINTS
+from posekit.skeletons.builtin import H36M17_LIFT_OUTPUTS as OUTPUT_JOINTS
 
 # h36m17: parent of each joint, and the rest offset (mm) from the parent in a body frame with
 # x = the subject's left, y = forward, z = up (standing, arms hanging down)

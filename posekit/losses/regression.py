@@ -1,10 +1,10 @@
-"""Coordinate-regression loss for the dog keypoint regressor."""
+"""Coordinate-regression loss (the dog keypoint regressor): a masked MSE over (x, y) coordinates."""
 from __future__ import annotations
 
 import torch
 
 
-def keypoint_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def masked_coordinate_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error over (B, K, 2) coordinates, each joint weighted by `weight` (B, K).
 
     With visibility weights, unlabelled joints (StanfordExtra stores them as [0, 0, 0]) never
@@ -22,14 +22,3 @@ def keypoint_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor 
     w = weight.to(sq.dtype).unsqueeze(-1).expand_as(sq)
     # an all-masked batch gives 0 with a graph attached, not NaN
     return (sq * w).sum() / w.sum().clamp_min(1.0)
-
-
-class KeypointMSELoss(torch.nn.Module):
-    """`masked=True`: visibility-masked MSE (default). `masked=False`: the reference's unmasked MSE."""
-
-    def __init__(self, masked: bool = True):
-        super().__init__()
-        self.masked = masked
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        return keypoint_mse(pred, target, weight if self.masked else None)

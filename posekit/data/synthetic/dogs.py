@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from posekit.data.stanford_extra import DogSample
+from posekit.data.sample import Sample
 from posekit.skeletons import get_skeleton
 
 SKELETON = get_skeleton("stanford_extra24")
@@ -146,7 +146,7 @@ def render_dog(image: np.ndarray, joints: np.ndarray, facing_right: bool, scale:
 
 
 class SyntheticDogs:
-    """`n` reproducible synthetic dogs; a source for `DogPoseDataset` (yields `DogSample`)."""
+    """`n` reproducible synthetic dogs; a source for the top-down pipeline (yields `Sample`)."""
 
     def __init__(self, n: int = 1000, *, seed: int = 0, image_size: tuple[int, int] = (160, 128),
                  occlusion_prob: float = 0.4, label_all: bool = False):
@@ -161,7 +161,7 @@ class SyntheticDogs:
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int) -> DogSample:
+    def __getitem__(self, i: int) -> Sample:
         if not 0 <= i < self.n:
             raise IndexError(f"synthetic dog {i} out of range (n={self.n})")
         rng = np.random.default_rng([self.seed, i])
@@ -211,5 +211,6 @@ class SyntheticDogs:
         x0, y0 = max(0.0, x0 - pad), max(0.0, y0 - pad)
         x1, y1 = min(w - 1.0, x1 + pad), min(h - 1.0, y1 + pad)
         bbox = np.array([x0, y0, max(x1 - x0, 1.0), max(y1 - y0, 1.0)])
-        return DogSample(image=image, keypoints=kps, bbox=bbox, name=f"synthetic_{self.seed}_{i:05d}",
-                         meta={"facing_right": facing_right, "occluded": occluded})
+        return Sample(keypoints=kps[None], image=image, boxes=bbox[None],
+                      meta={"name": f"synthetic_{self.seed}_{i:05d}", "facing_right": facing_right,
+                            "occluded": occluded})

@@ -1,0 +1,80 @@
+"""`posekit lift`: 2-D poses (JSON files, or images through a Hourglass checkpoint) -> 3-D
+hypotheses with a GMH-MDN checkpoint."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = ("lift 2-D poses (a JSON file, or an image through a Hourglass checkpoint) to 3-D hypotheses with a "
+        "GMH-MDN checkpoint")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("checkpoint", help="a trained gmh_mdn checkpoint (best.pt / last.pt)")
+    p.add_argument("--json", nargs="*", default=[], help="JSON files of 2-D poses (Results JSON, "
+                   "{'skeleton': ..., 'poses': [...]} or a list of [x, y(, score)] poses)")
+    p.add_argument("--image", nargs="*", default=[], help="images: 2-D poses come from --hourglass first")
+    p.add_argument("--hourglass", help="posekit Hourglass checkpoint used for --image (MPII-16 -> H36M)")
+    p.add_argument("--box", help="person box x,y,w,h for --image (default: the whole image)")
+    p.add_argument("--skeleton", default="h36m17", choices=["h36m17", "h36m16", "mpii16"],
+                   help="joint order of JSON poses that do not name their skeleton")
+    p.add_argument("--rescale", default=None, action=argparse.BooleanOptionalAction, help="fit each 2-D pose to the "
+                   "training set's size and centre (default: on for --image, off for --json)")
+    p.add_argument("--out", required=True, help="folder for <name>.json and <name>.png")
+    p.add_argument("--device", default="cpu")
+
+
+def run(args) -> int:
+    from posekit.data.formats.pose_json import read_pose_json
+    from posekit.data.io import read_image
+    from posekit.engine.evaluation import predict
+    from posekit.engine.predictor import load_for_inference
+
+    if not args.json and not args.image:
+        raise ValueError("posekit lift: give --json FILE(S) or --image FILE(S)")
+    task, model, cfg = load_for_inference(args.checkpoint, device=args.device)
+    if task.name != "gmh_mdn":
+        raise ValueError(f"{args.checkpoint}: a {task.name!r} checkpoint; `posekit lift` needs a gmh_mdn one")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for path in args.json:
+        for rec in read_pose_json(path):
+            skeleton = rec["skeleton"] or args.skeleton
+            (res,) = predict(task, model, [rec["keypoints"]], skeleton=skeleton, rescale=bool(args.rescale))
+            res.path = str(path)
+            stem = rec["name"].replace(" ", "_")
+            res.save(out / f"{stem}.json")
+            res.save(out / f"{stem}.png")
+            written += 1
+    if args.image:
+        if not args.hourglass:
+            raise ValueError("posekit lift --image needs --hourglass CHECKPOINT (a posekit Hourglass model "
+                             "that finds the 2-D MPII joints first)")
+        hg_task, hg_model, hg_cfg = load_for_inference(args.hourglass, device=args.device)
+        if hg_task.name != "hourglass":
+            raise ValueError(f"{args.hourglass}: a {hg_task.name!r} checkpoint; --hourglass needs a hourglass one")
+        rescale = True if args.rescale is None else bool(args.rescale)
+        box = None
+        if args.box:
+            try:
+                box = [float(v) for v in args.box.split(",")]
+            except ValueError:
+                raise ValueError(f"--box must be x,y,w,h numbers, got {args.box!r}") from None
+            if len(box) != 4:
+                raise ValueError(f"--box must be x,y,w,h, got {args.box!r}")
+        for path in args.image:
+            image = read_image(path)
+            (det,) = predict(hg_task, hg_model, [image], boxes=[box] if box else None)
+            if det.skeleton.name != "mpii16":
+                raise ValueError(f"{args.hourglass}: predicts {det.skeleton.name!r} keypoints; lifting from an image "
+                                 "needs an MPII-16 Hourglass")
+            det.image = image
+            det.path = str(path)
+            (res,) = predict(task, model, [det], rescale=rescale)
+            stem = Path(path).stem
+            res.save(out / f"{stem}_3d.json")
+            res.save(out / f"{stem}_3d.png")
+            written += 1
+    print(f"{written} lifted pose set(s) written to {out}")
+    return 0

@@ -1,0 +1,135 @@
+"""The lifting pipeline: root-relative (2-D input, 3-D target) pairs for 2-D -> 3-D lifters.
+
+Arrays in memory (Human3.6M is ~1.5 M frames of 16 joints): a sample is a row of each array.
+RNG: `item_rng()` (torch-seeded, per item), like every pipeline.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from posekit.data.formats.h36m import ACTIONS, LIMB_INPUT_JOINTS, H36MFormatError, Sequence
+from posekit.data.transforms import item_rng
+from posekit.skeletons.builtin import H36M17_LIFT_INPUTS as INPUT_JOINTS
+from posekit.skeletons.builtin import H36M17_LIFT_OUTPUTS as OUTPUT_JOINTS
+
+
+class LiftingDataset(torch.utils.data.Dataset):
+    """Root-relative (2-D input, 3-D target) pairs.
+
+    Items: {"input_2d": (16, 2) float32 px, "target_3d": (16, 3) float32 mm, "mask": (16,) bool
+    (True = joint missing), "action": int64}. `miss_num` > 0 enables the missing-joint augmentation
+    (off by default, as in the paper): with probability `miss_prob` a sample loses between 1 and
+    `miss_num` of its limb joints (knees, feet, elbows, wrists), which the model sees as a zero
+    normalised coordinate.
+    """
+
+    def __init__(self, inputs_2d: np.ndarray, targets_3d: np.ndarray, action_index: np.ndarray,
+                 action_names: list[str], *, meta: dict | None = None, miss_num: int = 0, miss_prob: float = 1.0,
+                 name: str = "h36m"):
+        self.inputs = np.ascontiguousarray(inputs_2d, dtype=np.float32)
+        self.targets = np.ascontiguousarray(targets_3d, dtype=np.float32)
+        self.action_index = np.asarray(action_index, dtype=np.int64)
+        self.action_names = list(action_names)
+        self.meta = meta or {}
+        if self.inputs.shape[1:] != (len(INPUT_JOINTS), 2) or self.targets.shape[1:] != (len(OUTPUT_JOINTS), 3):
+            raise ValueError(f"LiftingDataset: inputs {self.inputs.shape} / targets {self.targets.shape} must be "
+                             f"(N, {len(INPUT_JOINTS)}, 2) / (N, {len(OUTPUT_JOINTS)}, 3)")
+        if not (len(self.inputs) == len(self.targets) == len(self.action_index)):
+            raise ValueError("LiftingDataset: inputs, targets and action_index differ in length")
+        if miss_num < 0 or miss_num > len(LIMB_INPUT_JOINTS):
+            raise ValueError(f"miss_num must be in [0, {len(LIMB_INPUT_JOINTS)}], got {miss_num}")
+        self.miss_num = int(miss_num)
+        self.miss_prob = float(miss_prob)
+        self.name = name
+
+    @classmethod
+    def from_sequences(cls, sequences: list[Sequence], *, action_names: list[str] | None = None, **kw) -> "LiftingDataset":
+        if not sequences:
+            raise ValueError("LiftingDataset.from_sequences: no sequences")
+        names = list(action_names) if action_names else sorted({s.action for s in sequences},
+                                                                key=lambda a: (a not in ACTIONS, ACTIONS.index(a) if a in ACTIONS else 0, a))
+        p2d = np.concatenate([s.poses_2d for s in sequences])
+        p3d = np.concatenate([s.poses_3d for s in sequences])
+        targets = (p3d - p3d[:, :1])[:, list(OUTPUT_JOINTS)]
+        inputs = p2d[:, list(INPUT_JOINTS)]
+        if not np.all(np.isfinite(inputs)):
+            bad = next(s for s in sequences if not np.all(np.isfinite(s.poses_2d[:, list(INPUT_JOINTS)])))
+            raise H36MFormatError(f"{bad.subject} '{bad.name}' camera {bad.camera}: non-finite 2-D input values")
+        action_index = np.concatenate([np.full(len(s), names.index(s.action) if s.action in names else -1)
+                                       for s in sequences])
+        meta = {"subject": np.concatenate([[s.subject] * len(s) for s in sequences]),
+                "sequence": np.concatenate([[s.name] * len(s) for s in sequences]),
+                "camera": np.concatenate([[s.camera] * len(s) for s in sequences]),
+                "frame": np.concatenate([s.frames for s in sequences]),
+                "poses_2d_17": p2d.astype(np.float32)}
+        return cls(inputs, targets, action_index, names, meta=meta, **kw)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int) -> dict:
+        mask = np.zeros(len(INPUT_JOINTS), dtype=bool)
+        if self.miss_num > 0:
+            rng = item_rng()
+            if rng.random() < self.miss_prob:
+                k = rng.integers(1, self.miss_num + 1)
+                mask[rng.choice(LIMB_INPUT_JOINTS, size=k, replace=False)] = True
+        return {"input_2d": torch.from_numpy(self.inputs[i]), "target_3d": torch.from_numpy(self.targets[i]),
+                "mask": torch.from_numpy(mask), "action": torch.tensor(self.action_index[i])}
+
+    def subset(self, indices: np.ndarray) -> "LiftingDataset":
+        indices = np.asarray(indices)
+        meta = {k: np.asarray(v)[indices] for k, v in self.meta.items()}
+        return LiftingDataset(self.inputs[indices], self.targets[indices], self.action_index[indices], self.action_names,
+                              meta=meta, miss_num=self.miss_num, miss_prob=self.miss_prob, name=self.name)
+
+
+# ------------------------------------------------------------------------------------------------
+# user inputs: any 2-D pose layout -> the lifter's h36m17 order
+def as_h36m17(points: np.ndarray, scores: np.ndarray | None, skeleton: str) -> np.ndarray:
+    """(P, K, 2|3) pixels (a third channel, or `scores`, <= 0 marks a missing joint) in `skeleton`
+    order -> (P, 17, 2) in h36m17 order with NaN for missing joints. Accepted skeletons: h36m17
+    (17 joints), h36m16 (the 16 lifter inputs, no neck_base), mpii16 (Stacked Hourglass output)."""
+    from posekit.skeletons.mappings import map_keypoints
+
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim == 2:
+        pts = pts[None]
+    if pts.ndim != 3 or pts.shape[-1] not in (2, 3):
+        raise ValueError(f"2-D keypoints must be (K, 2|3) or (P, K, 2|3), got {pts.shape}")
+    if pts.shape[-1] == 3:
+        scores = pts[..., 2] if scores is None else scores
+        pts = pts[..., :2]
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64).reshape(pts.shape[:2])
+        pts = np.where((scores > 0)[..., None], pts, np.nan)
+    k = pts.shape[1]
+    if skeleton == "h36m17" and k == 17:
+        return pts
+    if skeleton in ("h36m16", "h36m17") and k == 16:
+        full = np.full((len(pts), 17, 2), np.nan)
+        full[:, list(INPUT_JOINTS)] = pts
+        return full
+    if skeleton == "mpii16" and k == 16:
+        return map_keypoints(pts, "mpii16", "h36m17", has_visibility=False)
+    raise ValueError(f"{k} joints do not match skeleton {skeleton!r}; use h36m17 (17 joints), "
+                     "h36m16 (16 joints, no neck_base) or mpii16")
+
+
+def rescale_to_reference(x: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Similarity-normalise each (16, 2) pose (NaN = missing) to the reference pose's centre and
+    RMS size over the joints it has: poses from cameras unlike the training data."""
+    reference = np.asarray(reference, dtype=np.float64).reshape(-1, 2)
+    out, transforms = np.array(x, dtype=np.float64, copy=True), []
+    for p in range(len(out)):
+        ok = np.isfinite(out[p]).all(axis=1)
+        if ok.sum() < 2:
+            raise ValueError("rescale: a pose needs at least 2 visible joints")
+        c_in, c_ref = out[p, ok].mean(0), reference[ok].mean(0)
+        s_in = np.sqrt(((out[p, ok] - c_in) ** 2).sum(1).mean())
+        s_ref = np.sqrt(((reference[ok] - c_ref) ** 2).sum(1).mean())
+        scale = s_ref / max(s_in, 1e-9)
+        out[p] = (out[p] - c_in) * scale + c_ref
+        transforms.append({"scale": float(scale), "center_in": c_in.tolist(), "center_ref": c_ref.tolist()})
+    return out, transforms
