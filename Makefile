@@ -10,7 +10,7 @@ else
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/posekit demo --out runs/demo
 
-test: $(STAMP)
+lint: $(STAMP)  # style and the layer contracts (pyproject.toml); part of `make test`
+	$(VENV)/bin/ruff check posekit tests benchmarks
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)  # includes the slow tests

@@ -82,7 +82,7 @@ def test_predict_folder_and_video_and_export_with_a_real_family(tmp_path):
     """A real checkpoint (a 2-step hourglass) through `predict` on a folder and a video, then `export`."""
     import cv2
     import numpy as np
-    from posekit.config import load_config
+    from posekit.engine.recipes import load_config
     from posekit.engine.trainer import train
     cfg = load_config(HERE.parent / "configs" / "mpii_synthetic.yaml",
                       [f"out_dir={tmp_path}", "name=hg", "train.max_steps=2", "train.progress=false",

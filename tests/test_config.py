@@ -3,7 +3,8 @@ import pytest
 import yaml
 
 import tiny_task  # noqa: F401
-from posekit.config import ConfigError, load_config, parse_overrides, save_config
+from posekit.config import ConfigError, parse_overrides
+from posekit.engine.recipes import load_config, save_config
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from posekit.data.stanford_extra import (StanfordExtraError, StanfordExtraSource, decode_seg, load_keypoint_definitions,
+from posekit.data.formats.stanford_extra import (StanfordExtraError, StanfordExtraSource, decode_seg, load_keypoint_definitions,
                                          load_split, load_stanford_extra, mask_bbox, parse_record,
                                          resolve_stanford_extra_paths, seeded_split)
 from posekit.skeletons import get_skeleton
@@ -68,7 +68,10 @@ def test_source_reads_images_in_original_frame(records, se_root):
     src = StanfordExtraSource(records[:2], se_root / "sample_imgs")
     s = src[1]
     assert s.image.dtype == np.uint8 and s.image.shape == (records[1].height, records[1].width, 3)
-    assert np.array_equal(s.keypoints, records[1].joints)
+    # a Sample with one person: keypoints (1, K, 3), boxes (1, 4), both in the original frame
+    assert s.keypoints.shape == (1, 24, 3) and s.num_people == 1
+    assert np.array_equal(s.keypoints[0], records[1].joints)
+    assert s.boxes.shape == (1, 4) and np.array_equal(s.boxes[0], records[1].bbox)
 
 
 def test_keypoint_definitions_agree_with_skeleton(se_root):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from posekit.models import count_parameters, create_model
-from posekit.models import dogs as dogs_models
+from posekit.models import mobilenetv2_regressor as dogs_models
 
 
 def test_parameter_counts_match_the_spec():
@@ -47,16 +47,19 @@ def test_frozen_backbone_keeps_bn_in_eval_and_gets_no_gradients():
 
 
 def test_fine_tune_phase_through_task_hooks():
-    from posekit.config import config_from_dict
+    from posekit.engine.recipes import config_from_dict
     from posekit.engine.trainer import build_optimizer
-    from posekit.tasks import get_task
+    from posekit.families import build_task
 
     cfg = config_from_dict({"task": "dogs", "model": {"name": "dogs_mobilenetv2", "args": {
         "width_mult": 0.35, "freeze_backbone": True, "unfreeze_at_step": 3}},
         "train": {"lr": 1e-3, "lr_mult": {"backbone": 0.1}}})
-    task = get_task("dogs")
-    model = task.build_model(cfg)
-    task.prepare(model, None, cfg)
+    task = build_task(cfg)
+    # the frozen-then-unfrozen backbone gets no gradients for a while: DDP must know
+    assert task.find_unused_parameters
+    model = task.build_model()
+    assert isinstance(model, dogs_models.MobileNetV2KeypointRegressor)
+    task.prepare(model, {})  # before the optimiser is built, as the trainer does (DogsTask.prepare needs no data)
     opt = build_optimizer(model, cfg)
     backbone_ids = {id(p) for p in model.backbone.parameters()}
     lrs = [g["lr"] for g in opt.param_groups if any(id(p) in backbone_ids for p in g["params"])]
@@ -66,7 +69,7 @@ def test_fine_tune_phase_through_task_hooks():
     w0 = model.backbone[0][0].weight.detach().clone()
     for step in range(5):
         model.train()
-        task.on_step(model, step, cfg)
+        task.on_step(model, step)
         opt.zero_grad()
         model(torch.rand(2, 3, 64, 64)).square().mean().backward()
         opt.step()

@@ -1,18 +1,46 @@
 """Dog pipeline geometry: codec round trip, masked loss, flip swap, augmentation keeps keypoints
-on the image content, decoding back to the original frame, PCK@bbox on hand-computed cases."""
+on the image content, decoding back to the original frame, PCK@bbox on hand-computed cases.
+
+The dog family's data path is the shared top-down pipeline (posekit.data.topdown) as the
+dogs Task configures it from `data:`; the tests build it through the Task where they exercise
+a recipe setting (crop, bbox_margin, faithful), so the config -> pipeline mapping is covered too.
+Pixel centres sit at integer coordinates: a box [x, y, w, h] is centred on (x + w/2 - 0.5, ...).
+"""
 import numpy as np
 import pytest
 import torch
 
 from posekit.codecs.regression import RegressionCodec
-from posekit.data.stanford_extra import Augmentation, DogPoseDataset, DogSample, StanfordExtraSource, load_stanford_extra
+from posekit.data.formats.stanford_extra import PAD_VALUE
+from posekit.data.sample import Sample
+from posekit.data.topdown import CropRule, TopDownAugment, TopDownDataset, to_original_frame
 from posekit.data.transforms import affine_points
-from posekit.families.dogs import DogsTask
-from posekit.losses.dogs import KeypointMSELoss, keypoint_mse
+from posekit.engine.recipes import config_from_dict
+from posekit.families import build_task
+from posekit.families.dogs import pck_box_metrics
+from posekit.losses.regression import masked_coordinate_mse
 from posekit.skeletons import get_skeleton
 
 
 SK = get_skeleton("stanford_extra24")
+
+
+def dogs_task(*, loss=None, **data):
+    return build_task(config_from_dict({"task": "dogs", "model": {"name": "dogs_mobilenetv2"},
+                                        "data": {"dataset": "synthetic", **data}, "loss": loss or {}}))
+
+
+def dot_pipeline(source, *, augment: bool, **data) -> TopDownDataset:
+    """The dogs Task's pipeline for `data:` settings, reading `source` (the train pipeline when
+    `augment`, else the evaluation one)."""
+    pipeline = dogs_task(augment=augment, train_on_all=True, synthetic_train_size=1, **data).build_datasets()
+    pipeline = pipeline["train" if augment else "val"]
+    pipeline.source = source
+    return pipeline
+
+
+def is_mirrored(matrix) -> bool:
+    return float(np.linalg.det(np.asarray(matrix)[:, :2])) < 0
 
 
 def test_codec_round_trip_and_weights():
@@ -39,13 +67,17 @@ def test_masked_loss_ignores_unlabelled_joints():
     target = torch.tensor([[[0.5, 0.5], [0.1, 0.2], [0.0, 0.0]]])
     weight = torch.tensor([[1.0, 1.0, 0.0]])
     # hand-computed: (0.25 + 0.25 + 0.01 + 0.04) / 4 coordinates
-    assert float(keypoint_mse(pred, target, weight)) == pytest.approx(0.55 / 4)
+    assert float(masked_coordinate_mse(pred, target, weight)) == pytest.approx(0.55 / 4)
     moved = pred.clone()
     moved[0, 2] = 0.9  # an unlabelled joint: no effect on the masked loss
-    assert float(keypoint_mse(moved, target, weight)) == pytest.approx(0.55 / 4)
+    assert float(masked_coordinate_mse(moved, target, weight)) == pytest.approx(0.55 / 4)
     # the faithful (unmasked) loss is the plain mean over every coordinate
-    assert float(KeypointMSELoss(masked=False)(moved, target, weight)) == pytest.approx((0.55 + 0.81 * 2) / 6)
-    zero = keypoint_mse(pred.requires_grad_(), target, torch.zeros(1, 3))
+    assert float(masked_coordinate_mse(moved, target, None)) == pytest.approx((0.55 + 0.81 * 2) / 6)
+    # ... and the dogs Task's `loss:` section picks between the two (loss.masked)
+    batch = {"target": target, "target_weight": weight}
+    assert float(dogs_task(loss={"masked": False}).loss(moved, batch)[0]) == pytest.approx((0.55 + 0.81 * 2) / 6)
+    assert float(dogs_task().loss(moved, batch)[0]) == pytest.approx(0.55 / 4)
+    zero = masked_coordinate_mse(pred.requires_grad_(), target, torch.zeros(1, 3))
     assert float(zero.detach()) == 0 and zero.requires_grad
 
 
@@ -64,7 +96,8 @@ class DotSource:
         return 1
 
     def __getitem__(self, i):
-        return DogSample(self.image.copy(), self.kp.copy(), np.array([30.0, 20.0, 80.0, 60.0]))
+        return Sample(keypoints=self.kp[None].copy(), image=self.image.copy(),
+                      boxes=np.array([[30.0, 20.0, 80.0, 60.0]]))
 
 
 def _bright_centroid(image_chw):
@@ -75,88 +108,135 @@ def _bright_centroid(image_chw):
     return np.array([(xs * w).sum() / w.sum(), (ys * w).sum() / w.sum()])
 
 
+def _input_keypoints(ds, item):
+    """The item's keypoints in the input frame, decoded from its regression target (after any
+    left/right swap), and the same keypoints moved by its matrix in float64 (before the swap)."""
+    return ds.codec.decode(item["target"].numpy()), affine_points(item["keypoints"].numpy(), item["matrix"].numpy())
+
+
 @pytest.mark.parametrize("crop", ["image", "bbox", "resize"])
 def test_augmentation_keeps_keypoints_on_the_image_content(crop):
-    ds = DogPoseDataset(DotSource(), input_size=64, crop=crop, augment=True,
-                        augmentation=Augmentation(flip_prob=0.5, rotation=40, scale_range=(0.7, 1.3),
-                                                  translate=0.1, color_jitter=0.0))
+    # data.scale_range is a crop-side multiplier: the old zoom range (0.7, 1.3) is side (1/1.3, 1/0.7)
+    ds = dot_pipeline(DotSource(), augment=True, input_size=64, crop=crop, flip_prob=0.5, rotation=40,
+                      scale_range=[1 / 1.3, 1 / 0.7], translate=0.1, color_jitter=0.0)
+    assert ds.crop.mode == {"bbox": "box"}.get(crop, crop)
+    if crop == "bbox":
+        assert ds.crop.padding == pytest.approx(1.2)  # data.bbox_margin 0.1 on each side
+    assert ds.pad_value == PAD_VALUE
     torch.manual_seed(0)
     flips = 0
     for _ in range(12):
         item = ds[0]
-        labelled = np.flatnonzero(item["keypoints_input"][:, 2].numpy() > 0)
+        labelled = np.flatnonzero(item["target_weight"].numpy() > 0)
         assert len(labelled) == 1
         j = int(labelled[0])
         flips += j == 6  # joint 0 (left front paw) becomes right front paw after a mirror
         assert j in (0, 6)
+        assert (j == 6) == is_mirrored(item["matrix"])  # swapped exactly when the matrix mirrors
+        decoded, moved = _input_keypoints(ds, item)
+        assert np.allclose(decoded[j], moved[0, :2], atol=1e-4)  # the target is the moved joint 0
         dot = _bright_centroid(item["image"])
-        assert np.linalg.norm(dot - item["keypoints_input"][j, :2].numpy()) < 1.0
-        # and the stored inverse matrix maps it back onto the original dot
-        back = affine_points(item["keypoints_input"][j:j + 1, :2].numpy(), item["inv_matrix"].numpy())
+        assert np.linalg.norm(dot - decoded[j]) < 1.0
+        # and the stored matrix's inverse maps it back onto the original dot
+        back = to_original_frame(moved[None, :1, :2], item["matrix"][None])[0]
         assert np.allclose(back, [[60.0, 40.0]], atol=1e-6)
+        assert np.allclose(to_original_frame(decoded[None, j:j + 1], item["matrix"][None])[0], [[60.0, 40.0]],
+                           atol=1e-3)
     assert 0 < flips < 12
 
 
 def test_flip_swaps_left_and_right():
     src = DotSource()
     src.kp[6] = [100.0, 70.0, 1.0]  # right front paw, no dot needed
-    plain = DogPoseDataset(src, input_size=64, augment=False)[0]
-    aug = Augmentation(flip_prob=1.0, rotation=0, scale_range=(1, 1), translate=0, color_jitter=0)
-    flipped = DogPoseDataset(src, input_size=64, augment=True, augmentation=aug)[0]
-    a, b = plain["keypoints_input"].numpy(), flipped["keypoints_input"].numpy()
+    plain_ds = dot_pipeline(src, augment=False, input_size=64)
+    plain = plain_ds[0]
+    flipped_ds = dot_pipeline(src, augment=True, input_size=64, flip_prob=1.0, rotation=0, scale_range=[1, 1],
+                              translate=0, color_jitter=0)
+    flipped = flipped_ds[0]
+    a, b = _input_keypoints(plain_ds, plain)[0], _input_keypoints(flipped_ds, flipped)[0]
     for left, right in SK.flip_pairs:
         assert np.allclose(b[right, :2], [64 - a[left, 0], a[left, 1]])
         assert np.allclose(b[left, :2], [64 - a[right, 0], a[right, 1]])
+    assert flipped["target_weight"][[0, 6]].tolist() == [1.0, 1.0]
     # the faithful (reference) pipeline mirrors WITHOUT swapping labels
     torch.manual_seed(1)
-    faithful = DogPoseDataset(src, input_size=64, augment=True, faithful=True)
+    faithful = dot_pipeline(src, augment=True, input_size=64, faithful=True)
+    assert faithful.augment == TopDownAugment(reference="keras_dogs")
     mirrored = 0
     for _ in range(20):
         item = faithful[0]
-        k = item["keypoints_input"].numpy()
-        assert k[0, 2] == 1 and k[6, 2] == 1  # labels stay put
+        decoded, moved = _input_keypoints(faithful, item)
+        # labels stay put: every joint's target is its own moved position, mirrored or not
+        assert np.allclose(decoded, moved[:, :2], atol=1e-4)
+        assert np.allclose(to_original_frame(decoded[None, [0, 6]], item["matrix"][None])[0],
+                           [[60.0, 40.0], [100.0, 70.0]], atol=1e-3)
         mirrored += _bright_centroid(item["image"])[0] > 32
     assert 0 < mirrored < 20
 
 
 def test_faithful_pipeline_stretches_and_does_not_mask():
     src = DotSource(size=(160, 100))
-    item = DogPoseDataset(src, input_size=64, faithful=True, augment=False)[0]
-    assert np.allclose(item["keypoints_input"][0, :2].numpy(), [60 * 64 / 160, 40 * 64 / 100])
+    ds = dot_pipeline(src, augment=False, input_size=64, faithful=True)
+    assert ds.crop.mode == "resize" and ds.pad_value == (0, 0, 0)
+    item = ds[0]
+    # stretched: x and y scale separately, 64/160 and 64/100. Pixel centres at integer
+    # coordinates (the image's centre is (79.5, 49.5)): x -> (x + 0.5) * 64 / 160 (was x * 64 / 160)
+    decoded, moved = _input_keypoints(ds, item)
+    assert np.allclose(moved[0, :2], [(60 + 0.5) * 64 / 160, (40 + 0.5) * 64 / 100])
+    assert np.allclose(decoded[0], moved[0, :2], atol=1e-4)
     assert item["target_weight"].tolist() == [1.0] * 24
-    assert np.allclose(item["target"][5].numpy(), [0, 0])  # unlabelled (0, 0) trains as (0, 0)
-    default = DogPoseDataset(src, input_size=64, augment=False)[0]
+    # unlabelled joints (stored as (0, 0, 0)) train with full weight at where the matrix moves the
+    # image origin: (0.5 * 64 / 160, 0.5 * 64 / 100) px = (0.5 / 160, 0.5 / 100) normalised with
+    # pixel centres at integer coordinates (exactly (0, 0) under the old x * 64 / 160 geometry)
+    assert np.allclose(item["target"][5].numpy(), [0.5 / 160, 0.5 / 100])
+    assert np.allclose(item["target"][5].numpy(), affine_points(np.zeros((1, 2)), item["matrix"].numpy())[0] / 64)
+    default = dot_pipeline(src, augment=False, input_size=64)[0]
     assert default["target_weight"].sum() == 1
 
 
 def test_bbox_crop_geometry():
     src = DotSource()
-    item = DogPoseDataset(src, input_size=64, crop="bbox", bbox_margin=0.25, augment=False)[0]
-    # box [30, 20, 80, 60]: centre (70, 50), side 80 * 1.5 = 120 -> input 64
+    # box [30, 20, 80, 60]: centre (30 + 40 - 0.5, 20 + 30 - 0.5) = (69.5, 49.5) (pixel centres at
+    # integer coordinates; was (70, 50)), side 80 * (1 + 2 * 0.25) = 120 -> input 64
+    center, size = CropRule("box", 1.5).region((100, 160, 3), [30, 20, 80, 60])
+    assert np.allclose(center, [69.5, 49.5]) and np.allclose(size, [120, 120])
+    item = dot_pipeline(src, augment=False, input_size=64, crop="bbox", bbox_margin=0.25)[0]
     m = item["matrix"].numpy()
-    assert np.allclose(affine_points(np.array([[70.0, 50.0]]), m), [[32, 32]])
-    assert np.allclose(affine_points(np.array([[10.0, 50.0]]), m), [[0, 32]])
+    assert np.allclose(affine_points(np.array([[69.5, 49.5]]), m), [[32, 32]])
+    assert np.allclose(affine_points(np.array([[9.5, 49.5]]), m), [[0, 32]])
+    # no box: the box rule falls back to the whole image, aspect kept
+    center, size = CropRule("box", 1.5).region((100, 160, 3), None)
+    assert np.allclose(center, [79.5, 49.5]) and np.allclose(size, [160, 160])
 
 
 @pytest.fixture(scope="module")
-def real_dataset(realdata):
+def real_task(realdata):
     root = realdata / "stanford_extra"
     if not (root / "StanfordExtra_sample.json").is_file():
         pytest.skip("StanfordExtra samples absent")
-    records = load_stanford_extra(root / "StanfordExtra_sample.json", root / "sample_imgs")
-    return DogPoseDataset(StanfordExtraSource(records, root / "sample_imgs"), input_size=96, augment=False)
+    return dogs_task(dataset="stanford_extra", root=str(root), train_on_all=True, input_size=96, augment=False)
 
 
-def test_decode_maps_back_to_the_original_frame(real_dataset):
+@pytest.fixture(scope="module")
+def real_dataset(real_task):
+    return real_task.build_datasets()["val"]  # train_on_all: every record, in file order
+
+
+def test_decode_maps_back_to_the_original_frame(real_task, real_dataset):
     """Perfect normalised outputs decode to the annotated pixels of the original image."""
+    assert len(real_dataset) == 18
     for i in (0, 7, 17):
         item = real_dataset[i]
         w = item["target_weight"].numpy() > 0
         pix = RegressionCodec((96, 96)).decode(item["target"].numpy().astype(np.float64))
-        orig = affine_points(pix, item["inv_matrix"].numpy())
+        orig = to_original_frame(pix[None], item["matrix"][None])[0]
         gt = item["keypoints"].numpy()
         assert w.sum() == (gt[:, 2] > 0).sum()
         assert np.allclose(orig[w], gt[w, :2], atol=1e-3)  # float32 targets: ~1e-4 px
+        # the same through the Task's decode seam (the oracle: decode_targets -> postprocess)
+        batch = real_task.collate([item])
+        res = real_task.postprocess(real_task.decode_targets(batch), batch)[0]
+        assert np.allclose(res.keypoints[0][w], gt[w, :2], atol=1e-3)
         # the letterbox kept the aspect ratio: one scale for x and y
         m = item["matrix"].numpy()
         assert np.isclose(abs(m[0, 0]), abs(m[1, 1])) and m[0, 1] == 0
@@ -175,7 +255,7 @@ def test_pck_and_pixel_error_hand_computed():
     pred[1, 0] += [0, 4]  # threshold 0.1 * 30 = 3 -> wrong
     pred[:, 5] = [999, 999]  # unlabelled joints never count
     bbox = np.array([[0, 0, 100, 40], [0, 0, 10, 30]], float)
-    m = DogsTask.metrics(pred, gt, bbox, threshold=0.1)
+    m = pck_box_metrics(pred, gt, bbox, threshold=0.1)
     assert m["pck"] == pytest.approx(2 / 4)
     assert m["mean_px_error"] == pytest.approx((5 + 12 + 4 + 0) / 4)
     assert m["pck/left_front_paw"] == pytest.approx(0.5)

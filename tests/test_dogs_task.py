@@ -1,29 +1,38 @@
 """The dogs Task end to end on tiny models: synthetic data, recipes, training steps, evaluation,
-flip test, predict in the original frame, ONNX export with decoding in the graph, demo, trainer."""
+flip test, predict in the original frame, ONNX export with decoding in the graph, demo, trainer.
+
+Pixel centres sit at integer coordinates (a W-px side is centred on (W - 1) / 2): expected
+original-frame positions below are 0.5 px lower than under the old x + w/2 centre convention."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from posekit.config import config_from_dict, load_config
-from posekit.data.synthetic_dogs import SyntheticDogs
+from posekit.data.synthetic.dogs import SyntheticDogs
+from posekit.engine.evaluation import evaluate, predict
+from posekit.engine.recipes import config_from_dict, load_config
+from posekit.families import build_task, get_task_class
+from posekit.families.dogs import DogsTask
 from posekit.skeletons import get_skeleton
-from posekit.tasks import get_task
 
 
 ROOT = Path(__file__).resolve().parents[1]
 SK = get_skeleton("stanford_extra24")
 
 
-def tiny_cfg(**data):
+def tiny_cfg(eval=None, **data):
     d = {"dataset": "synthetic", "synthetic_train_size": 16, "synthetic_val_size": 6, "input_size": 64,
          "synthetic_image_size": [96, 80]}
     d.update(data)
     return config_from_dict({"task": "dogs", "name": "dogs_test",
                              "model": {"name": "dogs_mobilenetv2", "args": {"width_mult": 0.35, "dropout": 0.0}},
                              "data": d, "train": {"batch_size": 4, "lr": 3e-3, "max_steps": 2},
-                             "eval": {"batch_size": 4}})
+                             "eval": {"batch_size": 4, **(eval or {})}})
+
+
+def tiny_task(eval=None, **data) -> DogsTask:
+    return build_task(tiny_cfg(eval, **data))
 
 
 def test_recipes_load():
@@ -35,6 +44,11 @@ def test_recipes_load():
     assert faithful.train.max_epochs == 5 and faithful.model.args["freeze_backbone"]
     default = load_config(ROOT / "configs" / "dogs_mobilenetv2.yaml")
     assert default.train.lr_mult == {"backbone": 0.1} and default.model.args["unfreeze_at_step"]
+    # data.scale_range is now a crop-side multiplier: the old zoom [0.75, 1.25] is side [0.8, 1.333]
+    assert default.data.scale_range == pytest.approx([1 / 1.25, 1 / 0.75], abs=1e-3)
+    for cfg in (default, faithful):
+        task = build_task(cfg)  # every recipe builds its Task (check_config accepts it)
+        assert isinstance(task, DogsTask) and get_task_class(cfg.task) is DogsTask
 
 
 def test_synthetic_dogs_are_reproducible_and_flagged():
@@ -43,37 +57,42 @@ def test_synthetic_dogs_are_reproducible_and_flagged():
         sa, sb = a[i], b[i]
         assert np.array_equal(sa.image, sb.image) and np.array_equal(sa.keypoints, sb.keypoints)
         assert sa.image.shape == (128, 160, 3) and sa.image.dtype == np.uint8
-        v = sa.keypoints[:, 2]
+        # a Sample with one dog: keypoints (1, 24, 3), boxes (1, 4)
+        assert sa.keypoints.shape == (1, 24, 3) and sa.boxes.shape == (1, 4)
+        kp = sa.keypoints[0]
+        v = kp[:, 2]
         assert set(np.unique(v)) <= {0.0, 1.0, 2.0}
-        assert np.all(sa.keypoints[20:] == 0)  # like StanfordExtra: 20-23 unlabelled
-        assert np.all(sa.keypoints[v == 0, :2] == 0)
-        lab = sa.keypoints[v > 0, :2]
-        x, y, w, h = sa.bbox
+        assert np.all(kp[20:] == 0)  # like StanfordExtra: 20-23 unlabelled
+        assert np.all(kp[v == 0, :2] == 0)
+        lab = kp[v > 0, :2]
+        x, y, w, h = sa.boxes[0]
         assert np.all(lab >= [x - 1e-6, y - 1e-6]) and np.all(lab <= [x + w + 1e-6, y + h + 1e-6])
     assert not np.array_equal(a[0].image, SyntheticDogs(8, seed=4)[0].image)
     occluded = [s for s in (SyntheticDogs(40, seed=0, occlusion_prob=1.0)[i] for i in range(40))]
     assert sum((s.keypoints[:, 2] == 1).sum() for s in occluded) > 0
-    assert all(np.array_equal(s.meta["occluded"][s.keypoints[:, 2] > 0], s.keypoints[s.keypoints[:, 2] > 0, 2] == 1)
+    assert all(np.array_equal(s.meta["occluded"][s.keypoints[0, :, 2] > 0],
+                              s.keypoints[0, s.keypoints[0, :, 2] > 0, 2] == 1)
                for s in occluded)
     full = SyntheticDogs(4, seed=0, label_all=True)[0]
-    assert (full.keypoints[20:, 2] > 0).any()
+    assert (full.keypoints[0, 20:, 2] > 0).any()
     facing = {SyntheticDogs(30, seed=1)[i].meta["facing_right"] for i in range(30)}
     assert facing == {True, False}
 
 
 def test_training_steps_reduce_the_loss():
     torch.manual_seed(0)
-    task = get_task("dogs")
-    cfg = tiny_cfg(augment=False)
-    model = task.build_model(cfg)
-    train, val = task.build_datasets(cfg)
+    task = tiny_task(augment=False)
+    model = task.build_model()
+    datasets = task.build_datasets()
+    assert sorted(datasets) == ["train", "val"]
+    train, val = datasets["train"], datasets["val"]
     assert len(train) == 16 and len(val) == 6
     batch = task.collate([train[i] for i in range(4)])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for step in range(25):
         model.train()
-        task.on_step(model, step, cfg)
+        task.on_step(model, step)
         loss, logs = task.training_step(model, batch)
         opt.zero_grad()
         loss.backward()
@@ -81,9 +100,10 @@ def test_training_steps_reduce_the_loss():
         losses.append(loss.item())
     assert 0 < logs["labelled_frac"] <= 20 / 24
     assert losses[-1] < 0.3 * losses[0], losses
-    metrics = task.evaluate(model, val, cfg)
+    metrics = evaluate(task, model, datasets)
     assert task.primary_metric in metrics and task.higher_is_better
     assert 0 <= metrics["pck"] <= 1 and metrics["mean_px_error"] > 0 and metrics["num_samples"] == 6
+    assert metrics["val_loss"] > 0  # the eval loop's validation loss (was "loss")
 
 
 class ConstantPose(torch.nn.Module):
@@ -96,78 +116,90 @@ class ConstantPose(torch.nn.Module):
 
 
 def test_flip_test_mirrors_and_swaps():
-    task = get_task("dogs")
     pose = np.random.default_rng(0).uniform(0.1, 0.9, size=(24, 2))
     model = ConstantPose(pose)
     images = torch.rand(2, 3, 64, 64)
-    plain = task._forward_pixels(model, images, flip_test=False).numpy()
+    plain = tiny_task(eval={"flip_test": False}).forward_decode(model, images)["keypoints"].numpy()
     assert np.allclose(plain[0], pose * 64, atol=1e-4)
-    both = task._forward_pixels(model, images, flip_test=True).numpy()
+    both = tiny_task(eval={"flip_test": True}).forward_decode(model, images)["keypoints"].numpy()
     mirrored = pose[SK.flip_index] * 64
     mirrored[:, 0] = 63 - mirrored[:, 0]
     assert np.allclose(both[1], (pose * 64 + mirrored) / 2, atol=1e-4)
 
 
 def test_predict_returns_results_in_the_original_frame():
-    task = get_task("dogs")
-    cfg = tiny_cfg()
+    task = tiny_task()
     img = np.zeros((90, 150, 3), np.uint8)
     pose = np.full((24, 2), 0.5)
     pose[0] = [0.25, 0.75]
     model = ConstantPose(pose)
     model.dummy = torch.nn.Parameter(torch.zeros(1))  # predict asks the parameters for the device
-    res = task.predict(model, [img, img], cfg)
+    res = predict(task, model, [img, img])
     assert len(res) == 2 and res[0].keypoints.shape == (1, 24, 2) and res[0].image is img
-    # letterbox: the 150 px side spans the 64 px input, centred vertically
-    assert np.allclose(res[0].keypoints[0, 0], [0.25 * 150, 45 + (0.75 - 0.5) * 150], atol=1e-3)
+    # letterbox: the 150 px side spans the 64 px input, centred vertically on the image centre
+    # (74.5, 44.5) (pixel centres at integer coordinates; was (75, 45))
+    assert np.allclose(res[0].keypoints[0, 0], [0.25 * 150 - 0.5, 44.5 + (0.75 - 0.5) * 150], atol=1e-3)
     assert res[0].scores[0, :20].tolist() == [1.0] * 20 and res[0].scores[0, 20:].tolist() == [0.0] * 4
-    boxed = task.predict(model, [img], tiny_cfg(crop="bbox", bbox_margin=0.0), boxes=[[10, 20, 40, 20]])[0]
-    assert np.allclose(boxed.keypoints[0, 16], [30, 30], atol=1e-3)  # the box centre
+    boxed = predict(tiny_task(crop="bbox", bbox_margin=0.0), model, [img], boxes=[[10, 20, 40, 20]])[0]
+    # the box centre (10 + 20 - 0.5, 20 + 10 - 0.5) (was (30, 30))
+    assert np.allclose(boxed.keypoints[0, 16], [29.5, 29.5], atol=1e-3)
+    assert np.allclose(boxed.boxes, [[10, 20, 40, 20]])
+    # a given box wins over the letterbox of the default crop: the same centre
+    boxed_default = predict(tiny_task(bbox_margin=0.0), model, [img], boxes=[[10, 20, 40, 20]])[0]
+    assert np.allclose(boxed_default.keypoints[0, 16], [29.5, 29.5], atol=1e-3)
     assert res[0].plot().shape == img.shape
 
 
 def test_export_onnx_outputs_original_pixels(tmp_path):
+    """The graph is `forward_decode` (network + decoding: keypoints in input pixels); the inverse
+    affine to the original image is `postprocess`, outside the graph, run on ONNX's outputs."""
     pytest.importorskip("onnxruntime")
-    from posekit.data.transforms import crop_affine, invert_affine
-    from posekit.export.onnx import export_onnx
+    from posekit.data.transforms import crop_affine, warp_image
+    from posekit.engine.export import export_task
 
-    task = get_task("dogs")
-    cfg = tiny_cfg()
+    task = tiny_task()
     torch.manual_seed(0)
-    model = task.build_model(cfg).eval()
-    module, inputs, in_names, out_names, dyn = task.export_module(model, cfg)
-    report = export_onnx(module, inputs, tmp_path / "dogs.onnx", input_names=in_names, output_names=out_names,
-                         dynamic_axes=dyn)
-    assert report["max_abs_diff"] < 1e-2  # pixels of a 640 px image
-    # the graph's output equals predict()'s keypoints for the same image
+    model = task.build_model().eval()
+    report = export_task(task, model, tmp_path / "dogs.onnx")
+    assert report["max_abs_diff"] < 1e-2  # pixels of the 64 px input
+    assert report["outputs"] == ["keypoints"]
+    # the graph's output, taken back to the original frame, equals predict()'s keypoints
     import onnxruntime as ort
     img = (np.random.default_rng(1).uniform(0, 255, (90, 150, 3))).astype(np.uint8)
-    expected = task.predict(model, [img], cfg)[0].keypoints[0]
-    from posekit.data.transforms import warp_image
-    m = crop_affine((75, 45), (150, 150), (64, 64))
-    x = warp_image(img, m, (64, 64), border_value=(124, 116, 104)).transpose(2, 0, 1)[None].astype(np.float32) / 255
+    expected = predict(task, model, [img])[0].keypoints[0]
+    # the letterbox of a 150x90 image, centred on (74.5, 44.5) (was (75, 45))
+    m = crop_affine((74.5, 44.5), (150, 150), (64, 64))
+    crop = warp_image(img, m, (64, 64), border_value=(124, 116, 104)).transpose(2, 0, 1)[None]
+    batch = task.prepare_inputs([img])  # what predict() feeds: the same crop and matrix
+    assert np.array_equal(batch["image"].numpy(), crop) and np.allclose(batch["matrix"].numpy()[0], m)
+    x = crop.astype(np.float32) / 255
     sess = ort.InferenceSession(str(tmp_path / "dogs.onnx"), providers=["CPUExecutionProvider"])
-    out = sess.run(None, {"image": x, "inv_matrix": invert_affine(m)[None].astype(np.float32)})[0]
+    assert [i.name for i in sess.get_inputs()] == ["image"]
+    out = sess.run(None, {"image": x})[0]
     assert out.shape == (1, 24, 2)
-    assert np.allclose(out[0], expected, atol=1e-2)
+    original = task.postprocess({"keypoints": torch.from_numpy(out)}, batch)[0].keypoints[0]
+    assert np.allclose(original, expected, atol=1e-2)
+    # and the batch dimension is dynamic
+    assert sess.run(None, {"image": np.concatenate([x, x, x])})[0].shape == (3, 24, 2)
 
 
 def test_real_data_datasets_and_demo(realdata, tmp_path):
     if not (realdata / "stanford_extra" / "StanfordExtra_sample.json").is_file():
         pytest.skip("StanfordExtra samples absent")
-    task = get_task("dogs")
-    cfg = tiny_cfg(dataset="stanford_extra", crop="bbox")
-    train, val = task.build_datasets(cfg)
+    from posekit.engine.demo import demo_pictures
+
+    task = tiny_task(dataset="stanford_extra", crop="bbox")
+    datasets = task.build_datasets()
+    train, val = datasets["train"], datasets["val"]
     assert len(train) + len(val) == 18 and len(val) == 3  # seeded 85/15
-    all_cfg = tiny_cfg(dataset="stanford_extra", train_on_all=True)
-    train_all, val_all = task.build_datasets(all_cfg)
-    assert len(train_all) == len(val_all) == 18
+    all_sets = tiny_task(dataset="stanford_extra", train_on_all=True).build_datasets()
+    assert len(all_sets["train"]) == len(all_sets["val"]) == 18
     torch.manual_seed(0)
-    model = task.build_model(cfg)
-    paths = task.demo(model, val, cfg, tmp_path)
+    model = task.build_model()
+    paths = demo_pictures(task, model, datasets, tmp_path)
     assert len(paths) == 3 and all(p.is_file() and p.stat().st_size > 0 for p in paths)
     with pytest.raises(ValueError, match="data.dataset"):
-        task.build_datasets(tiny_cfg(dataset="coco"))
+        tiny_task(dataset="coco").build_datasets()
 
 
 def test_trainer_integration(tmp_path):
@@ -180,3 +212,10 @@ def test_trainer_integration(tmp_path):
     cfg.train.lr_mult = {"backbone": 0.1}
     run_dir = trainer.train(cfg)
     assert (Path(run_dir) / "last.pt").is_file()
+    # the checkpoint loads for inference and predicts in the original frame
+    from posekit.engine.predictor import Predictor, load_for_inference
+    task, model, loaded = load_for_inference(Path(run_dir) / "last.pt")
+    assert isinstance(task, DogsTask) and not model.training and loaded.data.input_size == 64
+    img = np.zeros((90, 150, 3), np.uint8)
+    res = Predictor(Path(run_dir) / "last.pt")(img, boxes=[10, 20, 40, 20])
+    assert res.keypoints.shape == (1, 24, 2) and np.isfinite(res.keypoints).all()

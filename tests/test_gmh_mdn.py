@@ -1,4 +1,5 @@
-"""GMH-MDN: model, codec, loss, metrics, synthetic data, Task, export, CLI (no real data needed)."""
+"""GMH-MDN: model, codec, loss, metrics, synthetic data, Task (the family contract: one eval loop,
+predict, the codec oracle), export of the decode graph, demo (no real data needed)."""
 from __future__ import annotations
 
 import json
@@ -8,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from posekit.codecs.mdn import INPUT_JOINTS, MDNCodec, pack_reference, to_root_relative_17, unpack_reference
-from posekit.config import load_config
+from posekit.codecs.mdn import INPUT_JOINTS, MDNCodec, to_root_relative_17
+from posekit.engine.evaluation import evaluate, predict
+from posekit.engine.recipes import load_config
+from posekit.families import build_task
 from posekit.losses.mdn import MDNLoss, dirichlet_prior, mdn_nll, mixture_log_likelihood
 from posekit.metrics.mpjpe import (best_of_m, hypothesis_errors, mpjpe, p_mpjpe, per_action_mean, procrustes_align,
                                    select_hypothesis)
 from posekit.models import count_parameters, create_model
 from posekit.models.gmh_mdn import MaxNormLinear
-from posekit.tasks import get_task
 
 torch.set_num_threads(1)
 
@@ -141,14 +143,6 @@ def test_decode_puts_root_back_and_picks_largest_weight():
     assert torch.equal(to_root_relative_17(torch.ones(3, 16, 3))[:, 1:], torch.ones(3, 16, 3))
 
 
-def test_reference_packing_round_trip():
-    means, sig, w = torch.randn(3, 5, 48), torch.rand(3, 5), torch.rand(3, 5)
-    packed = pack_reference(means, sig, w)
-    assert packed.shape == (3, 50, 5)
-    for a, b in zip(unpack_reference(packed), (means, sig, w)):
-        torch.testing.assert_close(a, b)
-
-
 # --- loss -----------------------------------------------------------------------------------------
 def test_nll_matches_hand_computed_mixture():
     # D = 2, M = 2: p(y) = sum_m a_m (2 pi s_m^2)^-1 exp(-|y - mu_m|^2 / (2 s_m^2))
@@ -188,6 +182,23 @@ def test_dirichlet_prior_and_total_loss():
     assert total.item() == pytest.approx((parts["nll"] + parts["prior"]).item(), rel=1e-6)
     with pytest.raises(ValueError, match="must be"):
         mdn_nll(mu, s, w, torch.randn(3, 47))
+
+
+def test_loss_section_configures_the_objective():
+    """The typed `loss:` section (concentration, prior_weight) reaches task.loss = MDNLoss."""
+    torch.manual_seed(0)
+    out = {"means": torch.randn(3, 5, 48), "sigmas": torch.rand(3, 5) + 0.5,
+           "weights": torch.softmax(torch.randn(3, 5), 1), "target": torch.randn(3, 48)}
+    batch = {"target_3d": torch.randn(3, 16, 3)}  # unused: the model already normalised the target
+    ref_total, ref_parts = MDNLoss(concentration=2.0, prior_weight=1.0)(out["means"], out["sigmas"], out["weights"],
+                                                                        out["target"])
+    value, logs = build_task(tiny_cfg()).loss(out, batch)
+    assert float(value) == pytest.approx(float(ref_total)) and logs["nll"] == pytest.approx(float(ref_parts["nll"]))
+    assert set(logs) == {"nll", "prior", "sigma", "max_weight"}
+    value, logs = build_task(tiny_cfg("loss.prior_weight=0")).loss(out, batch)
+    assert float(value) == pytest.approx(logs["nll"])
+    value, logs = build_task(tiny_cfg("loss.concentration=1.0")).loss(out, batch)
+    assert logs["prior"] == 0.0 and float(value) == pytest.approx(logs["nll"])  # Dirichlet(1) is flat
 
 
 # --- metrics --------------------------------------------------------------------------------------
@@ -235,7 +246,7 @@ def test_best_of_m_selection_and_action_means():
 
 # --- synthetic data -------------------------------------------------------------------------------
 def test_synthetic_skeleton_limits_and_projection():
-    from posekit.data.synthetic_h36m import HIGH, LOW, PARENTS, REST_OFFSETS, generate, synthetic_h36m
+    from posekit.data.synthetic.h36m import HIGH, LOW, PARENTS, REST_OFFSETS, generate, synthetic_h36m
     raw = generate(400, seed=3, noise_px=0.0)
     p3d, p2d = raw["poses_3d"], raw["poses_2d"]
     assert np.all(raw["angles"] >= LOW) and np.all(raw["angles"] <= HIGH)
@@ -256,15 +267,20 @@ def test_synthetic_skeleton_limits_and_projection():
 
 
 def test_missing_joint_augmentation_is_off_by_default_and_works():
-    from posekit.data.h36m import LIMB_INPUT_JOINTS
-    from posekit.data.synthetic_h36m import synthetic_h36m
+    from posekit.data.formats.h36m import LIMB_INPUT_JOINTS
+    from posekit.data.synthetic.h36m import synthetic_h36m
     assert not any(synthetic_h36m(20)[i]["mask"].any() for i in range(20))
     ds = synthetic_h36m(200, miss_num=2)
-    np.random.seed(0)
+    np.random.seed(123)
+    numpy_state = np.random.get_state()[1].copy()
+    torch.manual_seed(0)  # the pipeline's RNG is drawn from torch (item_rng), not numpy's global RNG
     masks = np.stack([ds[i]["mask"].numpy() for i in range(200)])
     counts = masks.sum(1)
-    assert counts.min() == 1 and counts.max() == 2
+    assert counts.min() == 1 and counts.max() == 2  # 1..miss_num joints dropped, every sample (miss_prob 1)
     assert set(np.flatnonzero(masks.any(0))) <= set(LIMB_INPUT_JOINTS)
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)  # numpy's global RNG untouched
+    torch.manual_seed(0)
+    np.testing.assert_array_equal(np.stack([ds[i]["mask"].numpy() for i in range(200)]), masks)  # reproducible
     with pytest.raises(ValueError, match="miss_num"):
         synthetic_h36m(10, miss_num=9)
 
@@ -274,15 +290,17 @@ def test_missing_joint_augmentation_is_off_by_default_and_works():
 def trained():
     """A tiny lifter trained for a few hundred steps on synthetic data."""
     torch.manual_seed(0)
-    task = get_task("gmh_mdn")
     cfg = tiny_cfg("model.args.width=128", "model.args.dropout=0.0", "data.synthetic_train=3000",
                    "data.synthetic_val=300")
-    model = task.build_model(cfg)
-    train, val = task.build_datasets(cfg)
-    task.prepare(model, train, cfg)
-    before = task.evaluate(model, val, cfg)
+    task = build_task(cfg)
+    model = task.build_model()
+    datasets = task.build_datasets()
+    assert set(datasets) == {"train", "val"}
+    task.prepare(model, datasets)
+    before = evaluate(task, model, datasets)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    loader = torch.utils.data.DataLoader(train, batch_size=64, shuffle=True, drop_last=True, collate_fn=task.collate)
+    loader = torch.utils.data.DataLoader(datasets["train"], batch_size=64, shuffle=True, drop_last=True,
+                                         collate_fn=task.collate)
     losses = []
     model.train()
     for _ in range(4):
@@ -293,12 +311,12 @@ def trained():
             opt.step()
             losses.append(loss.item())
     assert set(logs) == {"nll", "prior", "sigma", "max_weight"}
-    after = task.evaluate(model, val, cfg)
-    return task, model.eval(), cfg, val, before, after, losses
+    after = evaluate(task, model, datasets)
+    return task, model.eval(), cfg, datasets, before, after, losses
 
 
 def test_training_learns_and_evaluate_reports_protocols(trained):
-    task, model, cfg, val, before, after, losses = trained
+    task, model, cfg, datasets, before, after, losses = trained
     assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 10
     assert after["p1_best"] < 0.5 * before["p1_best"]
     assert after["p2_best"] < before["p2_best"]
@@ -309,76 +327,112 @@ def test_training_learns_and_evaluate_reports_protocols(trained):
     assert after["p1_best"] == pytest.approx(after["p1_best_j16"] * 16 / 17, rel=1e-9)
     assert task.primary_metric in after and task.higher_is_better is False
     assert "Average" in after["table"] and "synth00" in after["table"]
+    # the eval loop's validation loss (task.loss on the validation split) falls with training
+    assert np.isfinite(after["val_loss"]) and after["val_loss"] < before["val_loss"]
+    assert after["num_frames"] == len(datasets["val"]) == 300
 
 
 def test_evaluate_respects_max_samples_and_per_action(trained):
-    task, model, cfg, val, *_ = trained
-    cfg2 = tiny_cfg("eval.max_samples=50", "eval.per_action=true", "eval.table=false")
-    m = task.evaluate(model, val, cfg2)
+    task, model, cfg, datasets, *_ = trained
+    task2 = build_task(tiny_cfg("eval.max_samples=50", "eval.per_action=true", "eval.table=false"))
+    task2.prepare(model, {})  # a trained model: keep its statistics
+    m = evaluate(task2, model, {"val": datasets["val"]})
     assert m["num_frames"] == 50 and "table" not in m
     assert any(k.startswith("p1_best/synth") for k in m)
 
 
+def test_codec_oracle_is_exact(trained):
+    """decode_targets: the targets z-scored and decoded again, one certain hypothesis: ~0 mm."""
+    task, model, cfg, datasets, *_ = trained
+    oracle_task = build_task(cfg)
+    m = evaluate(oracle_task, None, datasets, oracle=True)  # prepare(None, ...) fits on "train"
+    assert m["num_frames"] == 300 and m["mean_max_weight"] == 1.0
+    for key in ("p1_best", "p1_ml", "p2_best", "p2_ml"):
+        assert m[key] < 1e-3
+    assert m["p1_best"] == m["p1_ml"] and "val_loss" not in m
+
+
 def test_predict_results_formats(trained):
-    task, model, cfg, val, *_ = trained
+    task, model, cfg, datasets, *_ = trained
+    val = datasets["val"]
     pose17 = val.meta["poses_2d_17"][0].astype(np.float64)
-    (res,) = task.predict(model, [pose17], cfg)
+    (res,) = predict(task, model, [pose17])
     assert res.keypoints.shape == (1, 17, 3) and res.hypotheses.shape == (1, 5, 17, 3)
     assert res.hypothesis_weights.shape == (1, 5) and res.keypoints_2d.shape == (1, 17, 2)
     np.testing.assert_allclose(res.hypothesis_weights.sum(1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(res.keypoints[0], res.hypotheses[0, res.hypothesis_weights[0].argmax()])
     assert np.all(res.hypotheses[..., 0, :] == 0)
     # the same pose as 16 model inputs, with scores, as a dict, and in MPII order
-    (r16,) = task.predict(model, [pose17[list(INPUT_JOINTS)]], cfg, skeleton="h36m16")
+    (r16,) = predict(task, model, [pose17[list(INPUT_JOINTS)]], skeleton="h36m16")
     np.testing.assert_allclose(r16.hypotheses, res.hypotheses, atol=1e-4)
     with_scores = np.concatenate([pose17, np.ones((17, 1))], 1)
-    (rs,) = task.predict(model, [{"keypoints": with_scores, "skeleton": "h36m17"}], cfg)
+    (rs,) = predict(task, model, [{"keypoints": with_scores, "skeleton": "h36m17"}])
     np.testing.assert_allclose(rs.hypotheses, res.hypotheses, atol=1e-4)
     mpii = np.zeros((16, 2))
     mpii[[6, 2, 1, 0, 3, 4, 5, 7, 8, 9, 13, 14, 15, 12, 11, 10]] = pose17[list(INPUT_JOINTS)]
-    (rm,) = task.predict(model, [mpii], cfg, skeleton="mpii16")
+    (rm,) = predict(task, model, [mpii], skeleton="mpii16")
     np.testing.assert_allclose(rm.hypotheses, res.hypotheses, atol=1e-4)
     # a missing joint (score 0) still lifts; rescaling makes the lifter invariant to 2-D scale
     with_scores[12, 2] = 0
-    (rmiss,) = task.predict(model, [with_scores], cfg)
+    (rmiss,) = predict(task, model, [with_scores])
     assert np.all(np.isfinite(rmiss.hypotheses))
-    (ra,) = task.predict(model, [pose17], cfg, rescale=True)
-    (rb,) = task.predict(model, [pose17 * 2.0 + 30.0], cfg, rescale=True)
+    (ra,) = predict(task, model, [pose17], rescale=True)
+    (rb,) = predict(task, model, [pose17 * 2.0 + 30.0], rescale=True)
     np.testing.assert_allclose(ra.hypotheses, rb.hypotheses, atol=1e-3)
     with pytest.raises(ValueError, match="not images"):
-        task.predict(model, [np.zeros((64, 64, 3), np.uint8)], cfg)
+        predict(task, model, [np.zeros((64, 64, 3), np.uint8)])
     with pytest.raises(ValueError, match="do not match skeleton"):
-        task.predict(model, [np.zeros((15, 2))], cfg)
+        predict(task, model, [np.zeros((15, 2))])
 
 
 def test_untrained_lifter_refuses_to_predict():
-    task = get_task("gmh_mdn")
     cfg = tiny_cfg()
+    task = build_task(cfg)
+    model = task.build_model()
+    task.prepare(model, {})  # as after loading a checkpoint: the model's (here unfitted) statistics
     with pytest.raises(RuntimeError, match="normalisation statistics"):
-        task.predict(task.build_model(cfg), [np.zeros((17, 2))], cfg)
+        predict(task, model, [np.zeros((17, 2))])
+
+
+def test_untrained_lifter_refuses_to_rescale_or_evaluate():
+    """The paths that do consult the statistics refuse an unfitted codec with the clear message."""
+    cfg = tiny_cfg()
+    task = build_task(cfg)
+    model = task.build_model()
+    task.prepare(model, {})
+    with pytest.raises(RuntimeError, match="normalisation statistics"):
+        predict(task, model, [np.zeros((17, 2))], rescale=True)
+    with pytest.raises(RuntimeError, match="normalisation statistics"):
+        evaluate(task, model, task.build_datasets(("val",)))
 
 
 def test_export_onnx_parity(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
-    from posekit.export.onnx import export_onnx
-    task, model, cfg, val, *_ = trained
-    module, inputs, in_names, out_names, axes = task.export_module(model, cfg)
-    assert out_names == ["means", "sigmas", "weights"]
-    report = export_onnx(module, inputs, tmp_path / "gmh.onnx", input_names=in_names, output_names=out_names,
-                         dynamic_axes=axes)
+    from posekit.engine.export import export_task
+    task, model, cfg, datasets, *_ = trained
+    spec = task.export_spec()
+    assert spec.input_names == ["keypoints_2d"] and spec.output_names == ["hypotheses", "weights", "sigmas"]
+    report = export_task(task, model, tmp_path / "gmh.onnx")
     assert report["max_abs_diff"] < 1e-2  # mm
-    x = val.inputs[:7]
-    means, sigmas, weights = ort.InferenceSession(str(tmp_path / "gmh.onnx")).run(None, {"keypoints_2d": x})
-    assert means.shape == (7, 5, 17, 3) and sigmas.shape == (7, 5) and weights.shape == (7, 5)
-    ref = task.lift_dataset(model, val, indices=np.arange(7))
-    np.testing.assert_allclose(means, ref["hypotheses"], atol=1e-2)
+    x = datasets["val"].inputs[:7]
+    hyps, weights, sigmas = ort.InferenceSession(str(tmp_path / "gmh.onnx")).run(None, {"keypoints_2d": x})
+    assert hyps.shape == (7, 5, 17, 3) and sigmas.shape == (7, 5) and weights.shape == (7, 5)
+    assert np.all(hyps[:, :, 0] == 0)  # mm with a zero root
+    with torch.no_grad():
+        ref = task.forward_decode(model, torch.from_numpy(x))
+    np.testing.assert_allclose(hyps, ref["hypotheses"].numpy(), atol=1e-2)
+    np.testing.assert_allclose(weights, ref["weights"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(sigmas, ref["sigmas"].numpy(), atol=1e-5)
+    # and the decode graph is what predict lifts with (the same first validation pose)
+    (res,) = predict(task, model, [datasets["val"].meta["poses_2d_17"][0].astype(np.float64)])
+    np.testing.assert_allclose(res.hypotheses[0], hyps[0], atol=1e-2)
 
 
 def test_demo_writes_hypothesis_plots(trained, tmp_path):
     from posekit.data.io import read_image
-    task, model, cfg, val, *_ = trained
-    paths = task.demo(model, val, cfg, tmp_path, count=2)
+    task, model, cfg, datasets, *_ = trained
+    paths = task.demo(lambda inputs, **options: predict(task, model, inputs, **options), datasets, tmp_path, count=2)
     assert len(paths) == 2
     img = read_image(paths[0])
     assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 5
@@ -395,14 +449,14 @@ def test_recipes_load():
     assert (t.optimizer, t.lr, t.batch_size, t.schedule, t.gamma, t.decay_steps, t.staircase) == \
         ("adam", 1e-3, 64, "exp", 0.96, 100000, False)
     assert paper.data.eval_split == "val" and paper.data.miss_num == 0
-    assert count_parameters(get_task("gmh_mdn").build_model(paper))[0] == 4_498_682
+    assert (paper.loss.concentration, paper.loss.prior_weight) == (2.0, 1.0)  # the paper's Dirichlet prior
+    assert count_parameters(build_task(paper).build_model())[0] == 4_498_682
 
 
 def test_bad_data_config_is_a_clear_error():
-    task = get_task("gmh_mdn")
     with pytest.raises(ValueError, match="data.dataset"):
-        task.build_datasets(tiny_cfg("data.dataset=nope"))
+        build_task(tiny_cfg("data.dataset=nope")).build_datasets()
     with pytest.raises(ValueError, match="data.root"):
-        task.build_datasets(tiny_cfg("data.dataset=h36m"))
+        build_task(tiny_cfg("data.dataset=h36m")).build_datasets()
     with pytest.raises(ValueError, match="eval_split"):
-        task.build_datasets(tiny_cfg("data.eval_split=train"))
+        build_task(tiny_cfg("data.eval_split=train"))

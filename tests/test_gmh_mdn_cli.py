@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from posekit.config import load_config
+from posekit.engine.recipes import load_config
 
 torch.set_num_threads(1)
 
@@ -31,15 +31,21 @@ def checkpoint(tmp_path_factory):
 
 
 def test_trainer_checkpoint_carries_statistics(checkpoint):
-    from posekit.engine.trainer import load_for_inference
+    from posekit.engine.predictor import Predictor, load_for_inference
     task, model, cfg = load_for_inference(checkpoint)
     assert task.name == "gmh_mdn" and model.codec.is_fitted
     assert model.codec.std_2d.min() > 1.0  # pixels, not the default ones
+    assert task.codec is model.codec  # prepare() linked the checkpoint's statistics, not fresh ones
+    # the Predictor lifts with them (rescaling uses the training mean pose from the checkpoint)
+    from posekit.data.synthetic.h36m import synthetic_h36m
+    pose = synthetic_h36m(1, seed=9).meta["poses_2d_17"][0].astype(float)
+    res = Predictor(checkpoint)(pose, rescale=True)
+    assert res.hypotheses.shape == (1, 5, 17, 3) and res.meta["rescaled_2d"] is True
 
 
 def test_lift_cli_from_json(checkpoint, tmp_path):
     from posekit.cli import main
-    from posekit.data.synthetic_h36m import synthetic_h36m
+    from posekit.data.synthetic.h36m import synthetic_h36m
     pose = synthetic_h36m(2, seed=9).meta["poses_2d_17"].astype(float)
     (tmp_path / "poses.json").write_text(json.dumps({"skeleton": "h36m17", "poses": pose.tolist()}))
     (tmp_path / "one.json").write_text(json.dumps(pose[0].tolist()))

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from posekit.data.cameras import CAMERA_IDS, load_cameras_h5, load_cameras_json, project_points
-from posekit.data.h36m import (H36MFormatError, LiftingDataset, action_of, load_baseline, load_videopose3d,
-                               read_detections, read_world_poses, split_tail)
+from posekit.data.formats.h36m import (H36MFormatError, action_of, load_baseline, load_videopose3d, read_detections,
+                                       read_world_poses, split_tail)
 from posekit.data.io import realdata_root
+from posekit.data.lifting import LiftingDataset
+from posekit.engine.recipes import load_config
+from posekit.families import build_task
 from posekit.skeletons.builtin import H36M32_TO_17
 
 H36M = realdata_root() / "h36m"
@@ -164,7 +167,7 @@ def test_corrupt_or_missing_h5_is_a_clear_error(tmp_path):
 def test_videopose3d_npz_layout_matches_baseline(tmp_path):
     world = read_world_poses(BASE / "S1" / "MyPoses" / "3D_positions" / "Directions 1.h5") / 1000.0
     det = [read_detections(BASE / "S1" / "StackedHourglass" / f"Directions_1.{c}.h5") for c in CAMERA_IDS]
-    from posekit.data.h36m import detections_to_h36m17
+    from posekit.data.formats.h36m import detections_to_h36m17
     det17 = [np.nan_to_num(detections_to_h36m17(d)) for d in det]
     np.savez(tmp_path / "data_3d_h36m.npz", positions_3d={"S1": {"Directions 1": world}})
     np.savez(tmp_path / "data_2d_h36m_sh.npz", positions_2d={"S1": {"Directions 1": det17}},
@@ -182,30 +185,34 @@ def test_videopose3d_npz_layout_matches_baseline(tmp_path):
     with pytest.raises(H36MFormatError, match="no subject S9"):
         load_videopose3d(tmp_path / "data_3d_h36m.npz", BASE / "cameras.h5", ["S9"], allow_pickle=True)
     # through the task, selected by the recipe
-    from posekit.config import load_config
-    from posekit.tasks import get_task
     cfg = load_config("configs/h36m_gmh_mdn.yaml", ["data.dataset=videopose3d", f"data.root={tmp_path}",
                                                     f"data.cameras={BASE / 'cameras.h5'}", "data.allow_pickle=true",
                                                     "data.npz_2d=data_2d_h36m_sh.npz", "data.train_subjects=[S1]"])
-    train, val = get_task("gmh_mdn").build_datasets(cfg)
+    datasets = build_task(cfg).build_datasets()
+    train, val = datasets["train"], datasets["val"]
     assert len(train) + len(val) == 4 * (1383 - 25) and set(train.meta["camera"]) == set(CAMERA_IDS)
 
 
 def test_task_builds_real_splits_without_touching_test_for_selection():
-    from posekit.config import load_config
-    from posekit.tasks import get_task
-    task = get_task("gmh_mdn")
     cfg = load_config("configs/h36m_gmh_mdn.yaml", [f"data.root={BASE}", "data.detections=StackedHourglass",
                                                     "data.train_subjects=[S1]", "data.test_subjects=[S9]"])
-    train, val = task.build_datasets(cfg)
+    datasets = build_task(cfg).build_datasets()
+    assert set(datasets) == {"train", "val"}
+    train, val = datasets["train"], datasets["val"]
     assert set(train.meta["subject"]) == {"S1"} and set(val.meta["subject"]) == {"S1"}
     assert len(train) + len(val) < 4 * 1383
     cfg_test = load_config("configs/h36m_gmh_mdn.yaml", [f"data.root={BASE}", "data.detections=StackedHourglass",
                                                          "data.train_subjects=[S1]", "data.test_subjects=[S9]",
                                                          "data.eval_split=test"])
+    task_test = build_task(cfg_test)
     with pytest.warns(UserWarning, match="final evaluation only"):
-        _, test = task.build_datasets(cfg_test)
+        test = task_test.build_datasets()["val"]
     assert set(test.meta["subject"]) == {"S9"} and len(test) == 4 * 2356
+    # `posekit eval` asks for the evaluated split only: the test subjects, no training set loaded
+    with pytest.warns(UserWarning, match="final evaluation only"):
+        only = task_test.build_datasets(("val",))
+    assert set(only) == {"val"}
+    assert set(only["val"].meta["subject"]) == {"S9"} and len(only["val"]) == 4 * 2356
 
 
 def test_action_names():

@@ -1,18 +1,21 @@
-"""Heatmap codec, flip test, heatmap loss and the MPII PCKh metric on hand-computed cases."""
+"""Heatmap codec, flip test, heatmap loss (per-joint and spatial weights) and the MPII PCKh metric
+on hand-computed cases."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from posekit.codecs.heatmap import HeatmapCodec, decode_heatmaps, flip_back_heatmaps
-from posekit.families.hourglass import predict_heatmaps
-from posekit.losses.heatmap import HeatmapLoss, heatmap_loss
+from posekit.engine.recipes import load_config
+from posekit.families import build_task
+from posekit.losses.heatmap import heatmap_loss
 from posekit.metrics.mpii import mpii_pckh, pckh_table, torso_pck
-from posekit.models import create_model
 from posekit.skeletons import get_skeleton
 
 SK = get_skeleton("mpii16")
+REPO = Path(__file__).resolve().parents[1]
 
 
 # --- codec -------------------------------------------------------------------------------------
@@ -35,6 +38,14 @@ def test_encode_masks_invisible_and_outside_joints():
     maps, weights = codec.encode(kp, np.array([1, 0, 1, 1]))
     assert weights.tolist() == [1, 0, 0, 0]
     assert maps[0].max() > 0.9 and not maps[1:].any()
+    # the same joints as (K, 3) [x, y, v]: v > 0 is "annotated" (v = 1 occluded counts too)
+    maps3, weights3 = codec.encode(np.concatenate([kp, [[2.0], [0.0], [1.0], [2.0]]], axis=1))
+    np.testing.assert_array_equal(maps3, maps)
+    np.testing.assert_array_equal(weights3, weights)
+    batched, bw = codec.encode(np.stack([np.concatenate([kp, np.ones((4, 1))], axis=1)] * 2))
+    assert batched.shape == (2, 4, 32, 32) and bw.tolist() == [[1, 1, 0, 0]] * 2  # all v = 1
+    with pytest.raises(ValueError, match="K, 3"):
+        codec.encode(kp)  # (K, 2) without visibility
 
 
 def test_gaussian_peak_and_sigma():
@@ -92,15 +103,28 @@ def test_heatmap_flip_matches_mirrored_keypoints_exactly():
 
 
 def test_flip_test_prediction_is_exactly_mirror_equivariant():
+    """task.forward_decode (the one decode seam: last stack, flip test, decoding) on a mirrored
+    input gives exactly the mirrored, left/right-swapped keypoints and the swapped scores."""
     torch.manual_seed(0)
-    model = create_model("hourglass2_small").eval()
+    cfg = load_config(REPO / "configs" / "mpii_synthetic.yaml", ["eval.flip_test=true"])
+    task = build_task(cfg)
+    model = task.build_model().eval()
+    plain_task = build_task(load_config(REPO / "configs" / "mpii_synthetic.yaml", ["eval.flip_test=false"]))
     x = torch.rand(2, 3, 128, 128)
     with torch.no_grad():
-        p = predict_heatmaps(model, x, flip_test=True)
-        p_flipped = predict_heatmaps(model, x.flip(-1), flip_test=True)
-        plain = predict_heatmaps(model, x, flip_test=False)
-    np.testing.assert_allclose(p_flipped.numpy(), flip_back_heatmaps(p, SK.flip_index).numpy(), atol=1e-5)
-    assert not torch.allclose(p, plain)  # the flipped pass really contributes
+        p = task.forward_decode(model, x)
+        p_flipped = task.forward_decode(model, x.flip(-1))
+        plain = plain_task.forward_decode(model, x)
+    mirrored = p["keypoints"][:, SK.flip_index].clone()
+    mirrored[..., 0] = 127 - mirrored[..., 0]  # x' = W - 1 - x on a flipped pixel array
+    np.testing.assert_allclose(p_flipped["keypoints"].numpy(), mirrored.numpy(), atol=1e-4)
+    np.testing.assert_allclose(p_flipped["scores"].numpy(), p["scores"][:, SK.flip_index].numpy(), atol=1e-5)
+    # the flipped pass really contributes (the averaged heatmaps' peaks differ from one pass's)
+    assert not torch.allclose(p["scores"], plain["scores"])
+    # outputs= reuses the caller's forward pass of x: same result as running the network
+    with torch.no_grad():
+        again = task.forward_decode(model, x, outputs=model(x))
+    torch.testing.assert_close(again["keypoints"], p["keypoints"])
 
 
 # --- loss --------------------------------------------------------------------------------------
@@ -117,7 +141,9 @@ def test_mse_loss_hand_computed_and_masked():
     out2[0, :, 2] = 5.0
     assert float(heatmap_loss(out2, target, weights)[0]) == pytest.approx(float(total))
     # stacks averaged instead of summed
-    assert float(HeatmapLoss(stack_reduction="mean")(out, target, weights)[0]) == pytest.approx(3 / 16 / 6)
+    assert float(heatmap_loss(out, target, weights, stack_reduction="mean")[0]) == pytest.approx(3 / 16 / 6)
+    with pytest.raises(ValueError, match="stack reduction"):
+        heatmap_loss(out, target, weights, stack_reduction="max")
     perfect = target.unsqueeze(1).repeat(1, 2, 1, 1, 1)
     assert float(heatmap_loss(perfect, target, weights)[0]) == 0.0
 
@@ -134,6 +160,44 @@ def test_bce_loss_masked_and_errors():
         heatmap_loss(out, target, w, kind="l1")
     with pytest.raises(ValueError, match="target shape"):
         heatmap_loss(out, target[:, :1], w)
+
+
+def test_spatial_weights_hand_computed():
+    """(B, 1|K, H, W) weights: ones are the same as no weights; zeros remove their pixels' error
+    (the mean still runs over all H x W pixels, the Torch MSECriterion normalisation)."""
+    target = torch.zeros(1, 2, 4, 4)
+    target[:, :, 1, 1] = 1.0  # zero prediction: error 1 at (1, 1)
+    out = torch.zeros(1, 2, 2, 4, 4)  # 2 stacks
+    out[..., 3, 3] = 2.0  # error 2^2 = 4 at (3, 3)
+    total, per_stack = heatmap_loss(out, target)
+    assert per_stack.tolist() == pytest.approx([5 / 16, 5 / 16]) and float(total) == pytest.approx(2 * 5 / 16)
+    for ones in (torch.ones(1, 1, 4, 4), torch.ones(1, 2, 4, 4)):
+        t, s = heatmap_loss(out, target, ones)
+        assert float(t) == pytest.approx(float(total)) and s.tolist() == pytest.approx(per_stack.tolist())
+    # a shared mask hiding the top-left 2x2 block removes the (1, 1) error of both joints
+    mask = torch.ones(1, 1, 4, 4)
+    mask[..., :2, :2] = 0
+    t, s = heatmap_loss(out, target, mask)
+    assert s.tolist() == pytest.approx([4 / 16, 4 / 16]) and float(t) == pytest.approx(2 * 4 / 16)
+    # per-joint masks: joint 0 loses the (1, 1) error, joint 1 the (3, 3) error
+    per_joint = torch.ones(1, 2, 4, 4)
+    per_joint[0, 0, :2, :2] = 0
+    per_joint[0, 1, 2:, 2:] = 0
+    t, s = heatmap_loss(out, target, per_joint)
+    assert s.tolist() == pytest.approx([(4 / 16 + 1 / 16) / 2] * 2) and float(t) == pytest.approx(5 / 16)
+    assert float(heatmap_loss(out, target, per_joint, stack_reduction="mean")[0]) == pytest.approx(5 / 32)
+    # whatever the network outputs under a zero mask does not matter (mse and bce)
+    out2 = out.clone()
+    out2[..., :2, :2] = 7.0
+    assert float(heatmap_loss(out2, target, mask)[0]) == pytest.approx(2 * 4 / 16)
+    bce = float(heatmap_loss(out, target, mask, kind="bce")[0])
+    assert float(heatmap_loss(out2, target, mask, kind="bce")[0]) == pytest.approx(bce)
+    assert float(heatmap_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 4, 4),
+                              kind="bce")[0]) == 0.0  # all masked: log 2 per pixel removed everywhere
+    with pytest.raises(ValueError, match="spatial weights"):
+        heatmap_loss(out, target, torch.ones(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="spatial weights"):
+        heatmap_loss(out, target, torch.ones(1, 1, 2, 2))
 
 
 # --- metrics -----------------------------------------------------------------------------------

@@ -5,12 +5,15 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from posekit.codecs.heatmap import HeatmapCodec
-from posekit.data.mpii import (MPIIFormatError, MPIIImageSource, TopDownHeatmapDataset, attach_head_sizes, load_mpii,
-                               load_mpii_h5, load_mpii_json, load_mpii_mat)
-from posekit.data.synthetic_mpii import SyntheticMPII
-from posekit.data.transforms import affine_points, invert_affine
+from posekit.data.formats.mpii import (MPIIFormatError, MPIIImageSource, attach_head_sizes, load_mpii, load_mpii_h5,
+                                       load_mpii_json, load_mpii_mat)
+from posekit.data.sample import Sample
+from posekit.data.synthetic.mpii import SyntheticMPII
+from posekit.data.topdown import CropRule, TopDownAugment, TopDownDataset
+from posekit.data.transforms import affine_points, crop_affine, invert_affine
 from posekit.skeletons import get_skeleton
 
 SK = get_skeleton("mpii16")
@@ -177,17 +180,37 @@ def test_bad_records_name_file_and_record(tmp_path, shared):
         load_mpii(tmp_path / "x.csv")
 
 
+def _topdown(source, codec, augment=None):
+    """The hourglass family's pipeline: one square crop of the (adjusted) MPII box, head sizes in the items."""
+    return TopDownDataset(source, codec, skeleton="mpii16", input_size=codec.input_size[0], crop=CropRule("box", 1.0),
+                          augment=augment, meta_keys=("head_size",))
+
+
 def test_topdown_crop_targets_and_inverse(mpii, shared):
     js, _ = shared
     codec = HeatmapCodec((256, 256), (64, 64), 1.0)
-    ds = TopDownHeatmapDataset(MPIIImageSource(js, mpii / "mmpose" / "images"), codec, train=False)
+    ds = _topdown(MPIIImageSource(js, mpii / "mmpose" / "images"), codec)
     item = ds[2]
-    assert item["image"].shape == (3, 256, 256) and item["image"].dtype == np.float32
-    assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+    assert item["image"].shape == (3, 256, 256) and item["image"].dtype == torch.uint8
+    # the network input is the crop in [0, 1] (the task's model_inputs)
+    from posekit.families.base import Task
+    x = Task.model_inputs(None, torch.utils.data.default_collate([item]))
+    assert x.dtype == torch.float32 and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    torch.testing.assert_close(x[0], item["image"].float() / 255.0)
+    # the crop is the adjusted MPII box: side 200 x scale around the record's centre
+    np.testing.assert_allclose(item["matrix"].numpy(), crop_affine(js[2].center, 200.0 * js[2].scale, (256, 256)),
+                               atol=1e-9)
     assert item["target"].shape == (16, 64, 64)
     assert item["target_weight"].tolist() == js[2].annotated.astype(float).tolist()
-    kp, _ = codec.decode(item["target"])
-    back = affine_points(kp, invert_affine(item["matrix"]))
+    # ground truth in the original frame: (K, 3), v > 0 where annotated; the record's head size (the
+    # JSON has none, test_attach_head_sizes may have attached valid.h5's to these shared records)
+    assert item["keypoints"].shape == (16, 3)
+    assert (item["keypoints"][:, 2] > 0).tolist() == js[2].annotated.tolist()
+    np.testing.assert_array_equal(item["keypoints"][:, :2].numpy()[js[2].annotated], js[2].joints[js[2].annotated])
+    np.testing.assert_equal(float(item["head_size"]), js[2].head_size)
+    assert item["index"] == 2
+    kp, _ = codec.decode(item["target"].numpy())
+    back = affine_points(kp, invert_affine(item["matrix"].numpy()))
     err = np.linalg.norm(back - js[2].joints, axis=-1)[js[2].annotated]
     assert err.max() < 0.36 * 4 * 200 * js[2].scale / 256  # within a shifted quarter cell, in original pixels
 
@@ -195,38 +218,58 @@ def test_topdown_crop_targets_and_inverse(mpii, shared):
 def test_flip_augmentation_swaps_left_and_right():
     src = SyntheticMPII(4, seed=3, image_size=160)
     codec = HeatmapCodec((128, 128), (32, 32), 1.0)
-    ds = TopDownHeatmapDataset(src, codec, train=True, rotation_prob=0.0, scale_factor=0.0, color_scale=0.0)
+    ds = _topdown(src, codec, TopDownAugment(scale=(1.0, 1.0), rotation=30.0, rotation_prob=0.0, flip_prob=0.5,
+                                             channel_scale=0.0))
+    rec = src[0].meta["record"]
     seen = set()
+    np.random.seed(123)
+    numpy_state = np.random.get_state()[1].copy()
     for seed in range(12):
-        np.random.seed(seed)
+        torch.manual_seed(seed)  # the pipeline's RNG is drawn from torch (item_rng)
         item = ds[0]
-        flipped = np.linalg.det(item["matrix"][:, :2]) < 0
+        flipped = np.linalg.det(item["matrix"][:, :2].numpy()) < 0
         seen.add(bool(flipped))
-        rec, _ = src[0]
-        expected = affine_points(rec.joints, item["matrix"])
+        expected = affine_points(rec.joints, item["matrix"].numpy())
+        annotated = rec.annotated.copy()
         if flipped:
             expected = expected[SK.flip_index]
-        kp, _ = codec.decode(item["target"])
-        w = item["target_weight"] > 0
+            annotated = annotated[SK.flip_index]  # visibility travels with the joint labels
+        kp, _ = codec.decode(item["target"].numpy())
+        w = item["target_weight"].numpy() > 0
+        assert not (w & ~annotated).any()
         assert np.abs(kp - expected)[w].max() < 1.5
+        # the ground truth stays in the original frame, unswapped
+        np.testing.assert_array_equal(item["keypoints"][:, :2].numpy(), src[0].keypoints[0, :, :2])
+        torch.manual_seed(seed)
+        again = ds[0]
+        assert torch.equal(again["matrix"], item["matrix"]) and torch.equal(again["image"], item["image"])
     assert seen == {True, False}
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)  # numpy's global RNG untouched
 
 
 def test_synthetic_figures():
     src = SyntheticMPII(6, seed=5, image_size=128)
-    (rec_a, img_a), (rec_b, img_b) = src[1], src[1]
+    a, b = src[1], src[1]
+    assert isinstance(a, Sample) and a.num_people == 1
+    (rec_a, img_a), (rec_b, img_b) = (a.meta["record"], a.image), (b.meta["record"], b.image)
     np.testing.assert_array_equal(img_a, img_b)
     np.testing.assert_array_equal(rec_a.joints, rec_b.joints)
     assert img_a.shape == (128, 128, 3) and img_a.dtype == np.uint8
-    assert not np.array_equal(src[2][1], img_a)
+    assert not np.array_equal(src[2].image, img_a)
     for i in range(len(src)):
-        rec, _ = src[i]
+        sample = src[i]
+        rec = sample.meta["record"]
         j = rec.joints[rec.annotated]
         assert np.all((j >= 0) & (j <= 127))
         assert rec.head_size > 0 and rec.scale > 0
         assert set(np.unique(rec.is_visible)) <= {0.0, 1.0}
+        # the Sample view of the record: v = 2 visible, 1 occluded, 0 not annotated; head size in meta
+        kp = sample.keypoints[0]
+        np.testing.assert_array_equal(kp[rec.annotated, :2], j)
+        np.testing.assert_array_equal(kp[:, 2], np.where(rec.annotated, np.where(rec.is_visible == 0, 1.0, 2.0), 0.0))
+        assert sample.meta["head_size"] == rec.head_size
     # frontal figures: the subject's right shoulder and hip lie left of the left ones
-    rights = [src[i][0] for i in range(len(src))]
+    rights = [src[i].meta["record"] for i in range(len(src))]
     assert all(r.joints[12, 0] < r.joints[13, 0] and r.joints[2, 0] < r.joints[3, 0]
                for r in rights if r.annotated[[2, 3, 12, 13]].all())
     with pytest.raises(IndexError):

@@ -1,5 +1,6 @@
-"""The hourglass Task end to end: recipes, training steps, evaluation with an oracle model (100 %
-PCKh through flip test, decoding and the inverse affine), predict, ONNX export parity, demo."""
+"""The hourglass Task end to end: recipes (the typed `loss:` section), training steps, the one eval
+loop with an oracle model (100 % PCKh through flip test, forward_decode and the inverse affine in
+postprocess) and the codec oracle, predict, ONNX export parity of the decode graph, demo."""
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +9,12 @@ import torch
 import torch.nn as nn
 
 from posekit.codecs.heatmap import flip_back_heatmaps
-from posekit.config import ConfigError, load_config
+from posekit.config import ConfigError
+from posekit.engine.evaluation import evaluate, predict
+from posekit.engine.recipes import load_config
+from posekit.families import build_task, get_task_class
+from posekit.losses.heatmap import heatmap_loss
 from posekit.skeletons import get_skeleton
-from posekit.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 SK = get_skeleton("mpii16")
@@ -28,34 +32,46 @@ def _cfg(*overrides, path="mpii_synthetic.yaml"):
 def test_recipes_load(recipe, model):
     cfg = load_config(REPO / "configs" / recipe)
     assert cfg.task == "hourglass" and cfg.model.name == model
+    assert isinstance(build_task(cfg), get_task_class("hourglass"))
     if recipe == "mpii_hourglass4.yaml":  # the seed's config.cfg
         t = cfg.train
         assert (t.optimizer, t.lr, t.rmsprop_alpha, t.batch_size) == ("rmsprop", 2.5e-4, 0.9, 4)
         assert (t.schedule, t.gamma, t.decay_steps, t.staircase) == ("exp", 0.96, 2000, True)
         assert cfg.model.args["dropout"] == 0.2
+        assert (cfg.loss.kind, cfg.loss.stack_reduction) == ("bce", "mean")  # the seed's loss
+    elif recipe == "mpii_hourglass8.yaml":
+        assert (cfg.loss.kind, cfg.loss.stack_reduction) == ("mse", "sum")  # Newell
+    else:
+        assert (cfg.loss.kind, cfg.loss.stack_reduction) == ("mse", "sum")
 
 
 def test_bad_options_are_clear():
     with pytest.raises(ConfigError, match="data.sigmaa"):
         _cfg("data.sigmaa=2")
-    task = get_task("hourglass")
-    with pytest.raises(ValueError, match="data.loss"):
-        task.build_datasets(_cfg("data.loss=l2"))
+    with pytest.raises(ConfigError, match="data.loss"):  # the loss moved to its own section
+        _cfg("data.loss=mse")
+    with pytest.raises(ValueError, match="loss.kind"):
+        build_task(_cfg("loss.kind=l2"))
+    with pytest.raises(ValueError, match="loss.stack_reduction"):
+        build_task(_cfg("loss.stack_reduction=max"))
+    with pytest.raises(ValueError, match="eval.refine"):
+        build_task(_cfg("eval.refine=softargmax"))
     with pytest.raises(ValueError, match="data.dataset"):
-        task.build_datasets(_cfg("data.dataset=coco"))
+        build_task(_cfg("data.dataset=coco")).build_datasets()
     with pytest.raises(ValueError, match="heatmap_size"):
-        task.build_model(_cfg("data.heatmap_size=64"))
+        build_task(_cfg("data.heatmap_size=64")).build_model()
 
 
 @pytest.mark.parametrize("loss", ["mse", "bce"])
 def test_training_steps_reduce_the_loss(loss):
     torch.manual_seed(0)
-    np.random.seed(0)
-    cfg = _cfg(f"data.loss={loss}", "data.augment=false")
-    task = get_task("hourglass")
-    model = task.build_model(cfg)
-    train, val = task.build_datasets(cfg)
-    task.prepare(model, train, cfg)
+    cfg = _cfg(f"loss.kind={loss}", "data.augment=false")
+    task = build_task(cfg)
+    model = task.build_model()
+    datasets = task.build_datasets()
+    assert set(datasets) == {"train", "val"} and len(datasets["train"]) == 16 and len(datasets["val"]) == 6
+    train = datasets["train"]
+    task.prepare(model, datasets)
     batch = task.collate([train[i] for i in range(4)])
     assert batch["image"].shape == (4, 3, 128, 128) and batch["target"].shape == (4, 16, 32, 32)
     opt = torch.optim.Adam(model.parameters(), 2e-3)
@@ -70,6 +86,25 @@ def test_training_steps_reduce_the_loss(loss):
     assert losses[-1] < (0.7 if loss == "mse" else 0.9) * losses[0]
 
 
+def test_loss_section_configures_the_objective():
+    """`loss.kind` / `loss.stack_reduction` reach task.loss, which is heatmap_loss on the batch."""
+    torch.manual_seed(0)
+    tasks = {(k, r): build_task(_cfg(f"loss.kind={k}", f"loss.stack_reduction={r}", "data.augment=false"))
+             for k in ("mse", "bce") for r in ("sum", "mean")}
+    train = tasks["mse", "sum"].build_datasets(("train",))["train"]
+    batch = tasks["mse", "sum"].collate([train[i] for i in range(2)])
+    outputs = torch.randn(2, 2, 16, 32, 32)
+    for (kind, reduction), task in tasks.items():
+        value, logs = task.loss(outputs, batch)
+        expected, per_stack = heatmap_loss(outputs, batch["target"].float(), batch["target_weight"].float(),
+                                           kind=kind, stack_reduction=reduction)
+        assert float(value) == pytest.approx(float(expected))
+        assert logs["loss_last_stack"] == pytest.approx(float(per_stack[-1]))
+    for kind in ("mse", "bce"):  # 2 stacks: the sum is twice the mean
+        assert float(tasks[kind, "sum"].loss(outputs, batch)[0]) == pytest.approx(
+            2 * float(tasks[kind, "mean"].loss(outputs, batch)[0]))
+
+
 class Oracle(nn.Module):
     """Returns the ground-truth heatmaps of each crop it was registered with (and the mirrored
     heatmaps for a mirrored crop): decoding + flip test + inverse affine must then give PCKh 100."""
@@ -79,7 +114,7 @@ class Oracle(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(()))
         self.table = {}
         for it in items:
-            img = torch.as_tensor(it["image"])
+            img = torch.as_tensor(it["image"]).float().div(255.0)  # what model_inputs hands the network
             t = torch.as_tensor(it["target"])
             self.table[self._key(img)] = t
             self.table[self._key(img.flip(-1))] = flip_back_heatmaps(t[None], SK.flip_index)[0]
@@ -94,17 +129,27 @@ class Oracle(nn.Module):
         return maps[:, None].repeat(1, self.stacks, 1, 1, 1) + 0 * self.dummy
 
 
+PCKH_KEYS = ("pckh@0.1", "pckh/head", "pckh/shoulder", "pckh/elbow", "pckh/wrist", "pckh/hip", "pckh/knee",
+             "pckh/ankle")
+
+
 def test_evaluate_oracle_synthetic_is_perfect():
     cfg = _cfg()
-    task = get_task("hourglass")
-    _, val = task.build_datasets(cfg)
+    task = build_task(cfg)
+    datasets = task.build_datasets()
+    val = datasets["val"]
     oracle = Oracle([val[i] for i in range(len(val))])
-    metrics = task.evaluate(oracle, val, cfg)
+    metrics = evaluate(task, oracle, datasets)
     assert metrics["pckh"] == 100.0 and metrics["pck_torso@0.2"] == 100.0
     assert metrics["samples"] == 6 and metrics["val_loss"] == 0.0
-    for key in ("pckh@0.1", "pckh_head", "pckh_shoulder", "pckh_elbow", "pckh_wrist", "pckh_hip", "pckh_knee",
-                "pckh_ankle"):
+    for key in PCKH_KEYS:
         assert key in metrics
+    # the codec oracle (no network: decode_targets) scores the encoded ground truth the same
+    codec = evaluate(task, None, datasets, oracle=True)
+    assert codec["pckh"] == 100.0 and codec["pck_torso@0.2"] == 100.0 and codec["samples"] == 6
+    assert "val_loss" not in codec
+    for key in PCKH_KEYS:
+        assert key in codec
 
 
 def test_evaluate_oracle_on_real_mpii_is_perfect(realdata):
@@ -113,63 +158,84 @@ def test_evaluate_oracle_on_real_mpii_is_perfect(realdata):
     cfg = load_config(REPO / "configs" / "mpii_hourglass4.yaml",
                       [f"data.root={realdata / 'mpii'}", "data.train_file=mmpose/test_mpii.json",
                        "data.val_file=pose_hg_train/valid.h5", "data.image_dir=mmpose/images",
-                       "data.skip_missing_images=true", "eval.refine=dark", "data.loss=mse"])
-    task = get_task("hourglass")
-    train, val = task.build_datasets(cfg)
+                       "data.skip_missing_images=true", "eval.refine=dark", "loss.kind=mse"])
+    task = build_task(cfg)
+    datasets = task.build_datasets()
+    train, val = datasets["train"], datasets["val"]
     assert len(train) == 5 and len(val) == 5  # 2953 valid.h5 people have no image here
     oracle = Oracle([val[i] for i in range(5)])
-    metrics = task.evaluate(oracle, val, cfg)
+    metrics = evaluate(task, oracle, datasets)
     assert metrics["pckh"] == 100.0 and metrics["pckh@0.1"] == 100.0 and metrics["pckh_samples"] == 5
+    codec = evaluate(task, None, datasets, oracle=True)
+    assert codec["pckh"] == 100.0 and codec["pckh@0.1"] == 100.0 and codec["pckh_samples"] == 5
+
+
+def _predict_setup():
+    torch.manual_seed(0)
+    cfg = _cfg()
+    task = build_task(cfg)
+    model = task.build_model().eval()
+    img = np.random.default_rng(0).integers(0, 255, (90, 140, 3), dtype=np.uint8)
+    return task, model, img
 
 
 def test_predict_box_or_whole_image():
-    torch.manual_seed(0)
-    cfg = _cfg()
-    task = get_task("hourglass")
-    model = task.build_model(cfg).eval()
-    img = np.random.default_rng(0).integers(0, 255, (90, 140, 3), dtype=np.uint8)
-    whole, boxed = task.predict(model, [img, img], cfg, boxes=[None, [30, 10, 40, 60]])
+    task, model, img = _predict_setup()
+    whole, boxed = predict(task, model, [img, img], boxes=[None, [30, 10, 40, 60]])
     assert whole.keypoints.shape == (1, 16, 2) and whole.scores.shape == (1, 16)
-    assert whole.boxes.tolist() == [[0, 0, 140, 90]]
+    assert boxed.boxes.tolist() == [[30, 10, 40, 60]]
     # keypoints come back in image pixels: inside the crop square around the box (side 60 x 1.25)
     assert np.all(np.abs(boxed.keypoints[0] - [49.5, 39.5]) <= 37.5 + 1)
     assert np.all(np.abs(whole.keypoints[0] - [69.5, 44.5]) <= 70 + 1)
     assert whole.plot().shape == img.shape
     with pytest.raises(ValueError, match="positive w, h"):
-        task.predict(model, [img], cfg, boxes=[[0, 0, -5, 10]])
+        predict(task, model, [img], boxes=[[0, 0, -5, 10]])
+
+
+def test_predict_whole_image_reports_the_whole_image_box():
+    task, model, img = _predict_setup()
+    (whole,) = predict(task, model, [img], boxes=[None])
+    assert whole.boxes.tolist() == [[0, 0, 140, 90]]
 
 
 @pytest.mark.parametrize("refine, flip", [("shift", True), ("dark", False)])
 def test_export_parity_with_decoding_in_graph(tmp_path, refine, flip):
     pytest.importorskip("onnxruntime")
-    from posekit.export.onnx import export_onnx
+    from posekit.engine.export import DecodeGraph, export_task
 
     torch.manual_seed(0)
     cfg = _cfg(f"eval.refine={refine}", f"eval.flip_test={flip}")
-    task = get_task("hourglass")
-    model = task.build_model(cfg).eval()
-    module, example, inputs, outputs, dyn = task.export_module(model, cfg)
-    report = export_onnx(module, example, tmp_path / "hg.onnx", input_names=inputs, output_names=outputs,
-                         dynamic_axes=dyn)
-    assert outputs == ["keypoints", "scores"]
+    task = build_task(cfg)
+    model = task.build_model().eval()
+    spec = task.export_spec()
+    assert spec.input_names == ["images"] and spec.output_names == ["keypoints", "scores"]
+    report = export_task(task, model, tmp_path / "hg.onnx")
+    assert report["outputs"] == ["keypoints", "scores"] and (tmp_path / "hg.onnx").is_file()
     assert report["max_abs_diff"] < 1e-3
+    module = DecodeGraph(task, model, spec.output_names).eval()
     with torch.no_grad():
-        kp, sc = module(*example)
+        kp, sc = module(*spec.example_inputs)
+        direct = task.forward_decode(model, *spec.example_inputs)
     assert kp.shape == (2, 16, 2) and sc.shape == (2, 16)
     assert float(kp.min()) >= -0.5 and float(kp.max()) <= 128  # crop pixels
+    torch.testing.assert_close(kp, direct["keypoints"])
+    torch.testing.assert_close(sc, direct["scores"])
 
 
 def test_demo_writes_overlays(tmp_path):
+    from posekit.engine.demo import demo_pictures
+
     cfg = _cfg()
-    task = get_task("hourglass")
-    model = task.build_model(cfg).eval()
-    _, val = task.build_datasets(cfg)
-    paths = task.demo(model, val, cfg, tmp_path)
+    task = build_task(cfg)
+    model = task.build_model().eval()
+    datasets = task.build_datasets()
+    paths = demo_pictures(task, model, datasets, tmp_path)
     assert len(paths) == 4 and all(p.is_file() and p.stat().st_size > 1000 for p in paths)
 
 
 def test_trainer_integration(tmp_path):
-    from posekit.engine.trainer import evaluate_checkpoint, train
+    from posekit.engine.evaluation import evaluate_checkpoint
+    from posekit.engine.trainer import train
 
     cfg = _cfg(f"out_dir={tmp_path}", "name=hg", "train.max_steps=2", "train.batch_size=4", "train.val_every=2",
                "train.progress=false", "train.tensorboard=false", "train.warmup_steps=0")
@@ -177,3 +243,4 @@ def test_trainer_integration(tmp_path):
     assert (run / "best.pt").is_file()
     metrics = evaluate_checkpoint(cfg, run / "best.pt")
     assert 0.0 <= metrics["pckh"] <= 100.0
+    assert evaluate_checkpoint(cfg, oracle=True)["pckh"] == 100.0  # `posekit eval --oracle`: no checkpoint

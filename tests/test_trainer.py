@@ -10,7 +10,7 @@ import torch
 
 import tiny_task  # noqa: F401  (registers the "tiny" task)
 from tiny_task import tiny_config
-from posekit.config import config_from_dict
+from posekit.engine.recipes import config_from_dict
 from posekit.engine.checkpoint import load_checkpoint
 from posekit.engine.trainer import NonFiniteLossError, build_optimizer, lr_factor, train
 
@@ -86,8 +86,8 @@ def test_schedules():
 
 def test_param_group_learning_rates_and_freezing(tmp_path):
     cfg = tiny_config(tmp_path, lr=0.1, lr_mult={"0.": 0.0, "3.": 0.25}, weight_decay=1e-4)
-    from posekit.tasks import get_task
-    model = get_task("tiny").build_model(cfg)
+    from posekit.families import build_task
+    model = build_task(cfg).build_model()
     opt = build_optimizer(model, cfg)
     assert not model[0].weight.requires_grad  # frozen by multiplier 0
     lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}

@@ -183,7 +183,9 @@ class TopDownDataset(torch.utils.data.Dataset):
                 "image": torch.from_numpy(np.ascontiguousarray(np.stack(crops))) if crops
                 else torch.zeros(0, 3, s, s, dtype=torch.uint8),
                 "matrix": torch.from_numpy(np.stack(matrices)) if matrices else torch.zeros(0, 2, 3, dtype=torch.float64),
-                "box": torch.tensor([list(b) if b is not None else [np.nan] * 4 for b in (boxes or [None] * len(images))],
+                # without a box the prediction is for the whole image, which is its box
+                "box": torch.tensor([list(b) if b is not None else [0.0, 0.0, float(im.shape[1]), float(im.shape[0])]
+                                     for b, im in zip(boxes or [None] * len(images), images)],
                                     dtype=torch.float64).reshape(-1, 4)}
 
 

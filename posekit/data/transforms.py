@@ -15,7 +15,7 @@ from posekit.skeletons import Skeleton
 
 
 def crop_affine(center, size, output_size, *, rotation: float = 0.0, flip: bool = False) -> np.ndarray:
-    """2x3 matrix mapping a box of `size` (w, h) px centred at `center` (x, y), rotated by
+    """2x3 matrix mapping a region of `size` (w, h) px centred at `center` (x, y), rotated by
     `rotation` degrees (counter-clockwise in the image) and optionally mirrored, onto an
     output of `output_size` (w, h)."""
     cx, cy = float(center[0]), float(center[1])
@@ -32,7 +32,9 @@ def crop_affine(center, size, output_size, *, rotation: float = 0.0, flip: bool 
         a[0] *= -1
     m = np.zeros((2, 3))
     m[:, :2] = a
-    m[:, 2] = np.array([ow / 2.0, oh / 2.0]) - a @ np.array([cx, cy])
+    # pixel centres sit at integer coordinates: the output's centre is ((ow - 1) / 2, (oh - 1) / 2),
+    # so a mirrored crop maps x to (ow - 1) - x exactly like flipping the array
+    m[:, 2] = np.array([(ow - 1) / 2.0, (oh - 1) / 2.0]) - a @ np.array([cx, cy])
     return m
 
 

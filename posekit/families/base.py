@@ -64,6 +64,10 @@ class Task:
     primary_metric: str = "loss"  # key of the evaluator's dict used to pick best.pt
     higher_is_better: bool = False
     eval_splits: tuple[str, ...] = ("val",)  # the splits the eval loop scores, in this order
+    # the family's synthetic recipe (trains with no download: demo, contract test) and the
+    # overrides that shrink it to a seconds-long smoke run
+    synthetic_recipe: str = ""
+    smoke_overrides: tuple[str, ...] = ()
     # some parameters get no gradient for a while (a backbone frozen until a fine-tune step):
     # DDP must then look for unused parameters every step
     find_unused_parameters: bool = False
@@ -141,6 +145,13 @@ class Task:
         """Raw inputs (RGB uint8 images, or 2-D poses for a lifter) -> a batch for
         `model_inputs`/`postprocess`, built by the same code as the evaluation pipeline."""
         raise NotImplementedError
+
+    def sample_inputs(self, datasets: dict, count: int = 2) -> list:
+        """Raw inputs like a user's (RGB images; 2-D poses for a lifter), taken from the
+        evaluation split: the demo, the contract test and benchmarks feed them to predict."""
+        dataset = datasets[self.eval_splits[-1]]
+        source = getattr(dataset, "source", dataset)
+        return [source[i].load().image for i in range(min(count, len(source)))]
 
     def export_spec(self) -> ExportSpec:
         raise NotImplementedError

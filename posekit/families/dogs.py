@@ -108,6 +108,8 @@ class DogsTask(Task):
     LossConfig = DogsLossConfig
     primary_metric = "pck"
     higher_is_better = True
+    synthetic_recipe = "dogs_synthetic"
+    smoke_overrides = ("data.synthetic_train_size=16", "data.synthetic_val_size=4", "data.input_size=64")
 
     def check_config(self):
         d = self.cfg.data
@@ -226,7 +228,7 @@ class DogsTask(Task):
         return PCKBoxEvaluator(self.cfg.eval.pck_threshold)
 
     # --- use ----------------------------------------------------------------------------
-    def prepare_inputs(self, inputs, *, boxes=None):
+    def prepare_inputs(self, inputs, *, boxes=None, **options):
         """`boxes` (one [x, y, w, h] or None per image) crops a square around each dog
         (data.bbox_margin); without a box the whole image is letterboxed (stretched, for the
         faithful recipe)."""

@@ -140,6 +140,8 @@ class GMHMDNTask(Task):
     LossConfig = GMHLossConfig
     primary_metric = "p1_best"
     higher_is_better = False
+    synthetic_recipe = "h36m_synthetic"
+    smoke_overrides = ("data.synthetic_train=256", "data.synthetic_val=64", "model.args.width=64")
 
     def check_config(self):
         d = self.cfg.data
@@ -272,6 +274,7 @@ class GMHMDNTask(Task):
         "keypoints" (and "skeleton", "scores"). skeleton: the joint order of array inputs
         (h36m17, h36m16 = the 16 model inputs, mpii16 = Stacked Hourglass output). rescale: fit
         each pose to the training set's mean 2-D pose (any camera unlike Human3.6M's)."""
+        self._codec()  # an untrained lifter refuses instead of printing nonsense
         poses, groups, images, paths, meta = [], [], [], [], []
         for item in inputs:
             image = path = scores = None
@@ -302,6 +305,12 @@ class GMHMDNTask(Task):
             x, _ = rescale_to_reference(x, self._codec().mean_2d.detach().cpu().numpy())
         return {"input_2d": torch.as_tensor(x, dtype=torch.float32), "keypoints_2d_17": points, "groups": groups,
                 "images": images, "paths": paths, "meta": meta}
+
+    def sample_inputs(self, datasets, count: int = 2):
+        """2-D poses (16 lifter inputs, h36m16 order) from the evaluation split."""
+        dataset = datasets["val"]
+        return [{"keypoints": dataset.inputs[i].astype(np.float64), "skeleton": "h36m16"}
+                for i in range(min(count, len(dataset)))]
 
     def export_spec(self):
         example = self._codec().mean_2d.detach().cpu().reshape(1, -1, 2).repeat(2, 1, 1) \

@@ -115,6 +115,8 @@ class HourglassTask(Task):
     LossConfig = HourglassLossConfig
     primary_metric = "pckh"
     higher_is_better = True
+    synthetic_recipe = "mpii_synthetic"
+    smoke_overrides = ("data.synthetic_train_size=16", "data.synthetic_val_size=4")
 
     def check_config(self):
         d, loss = self.cfg.data, self.cfg.loss
@@ -247,7 +249,7 @@ class HourglassTask(Task):
         return PCKhEvaluator()
 
     # --- use ----------------------------------------------------------------------------
-    def prepare_inputs(self, inputs, *, boxes=None):
+    def prepare_inputs(self, inputs, *, boxes=None, **options):
         """RGB images -> crops: around each box (its longer side x 1.25, MPII's padding), or the
         whole image when the box is None."""
         return self._pipeline([], train=False).inputs(inputs, boxes, padding=BOX_PAD)

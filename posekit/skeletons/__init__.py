@@ -6,13 +6,14 @@ Every other module (flip augmentation, PAF targets, drawing, OKS metrics, export
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-__all__ = ["Skeleton", "get_skeleton", "register_skeleton", "list_skeletons", "load_skeleton_yaml"]
+__all__ = ["Skeleton", "get_skeleton", "register_skeleton", "list_skeletons", "load_skeleton_yaml", "landmarks"]
 
 
 def _hex_to_rgb(color: str) -> tuple[int, int, int]:
@@ -176,12 +177,29 @@ def load_skeleton_yaml(path: str | Path) -> Skeleton:
     return Skeleton.from_dict(data, source=str(path))
 
 
+def landmarks(k: int) -> Skeleton:
+    """The generated skeleton `landmarks{K}` of K discovered points (l0 .. l{K-1}; no flip pairs,
+    no limbs, distinct colours), for unsupervised models: Results, plots and exports work as
+    for a declared skeleton. `get_skeleton("landmarks30")` builds it on demand."""
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"a landmark skeleton needs K >= 1, got {k}")
+    name = f"landmarks{k}"
+    if name not in _SKELETONS:
+        register_skeleton(Skeleton(name=name, keypoints=tuple(f"l{i}" for i in range(k)),
+                                   colors=tuple(tuple(int(v) for v in c) for c in _palette(k))))
+    return _SKELETONS[name]
+
+
 def get_skeleton(name_or_path: str | Skeleton) -> Skeleton:
-    """A built-in skeleton by name, or a custom one from a YAML file path."""
+    """A built-in skeleton by name, `landmarks{K}`, or a custom one from a YAML file path."""
     if isinstance(name_or_path, Skeleton):
         return name_or_path
     if name_or_path in _SKELETONS:
         return _SKELETONS[name_or_path]
+    match = re.fullmatch(r"landmarks(\d+)", str(name_or_path))
+    if match:
+        return landmarks(int(match.group(1)))
     if str(name_or_path).endswith((".yaml", ".yml")):
         return register_skeleton(load_skeleton_yaml(name_or_path))
     raise KeyError(f"unknown skeleton {name_or_path!r}; built-ins: {sorted(_SKELETONS)} (or give a .yaml path)")

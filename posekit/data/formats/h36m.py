@@ -32,7 +32,6 @@ import numpy as np
 
 from posekit.data.cameras import CAMERA_IDS, Camera, load_cameras
 from posekit.data.io import open_h5
-from posekit.skeletons.builtin import H36M17_LIFT_INPUTS as INPUT_JOINTS
 from posekit.skeletons.builtin import H36M32_TO_17
 from posekit.skeletons.mappings import map_keypoints
 

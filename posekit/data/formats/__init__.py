@@ -1,0 +1,1 @@
+"""Readers of dataset annotation formats; each returns `posekit.data.sample.Sample`s."""

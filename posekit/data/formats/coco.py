@@ -1,0 +1,391 @@
+"""COCO keypoint annotation files -> `Sample`s (one per image, all its people), and OpenPose ignore masks.
+
+Works for any COCO-format keypoint file, not only person_keypoints: K comes from the chosen
+category's `keypoints` list. Coordinates stay COCO's (0-based pixels), visibilities stay 0/1/2.
+
+Masks are not decoded at load time. Each Sample's ``meta["segments"]`` keeps, for every
+annotation of the image (people and crowds), the raw segmentation plus the facts the mask rule
+needs (``iscrowd``, ``num_keypoints``, ``area``, ``bbox`` and ``person``: its row in
+``keypoints`` or -1). `ignore_mask` turns that into the (H, W) uint8 mask on demand;
+`cache_ignore_masks` writes it as PNGs and `load_ignore_mask` reads the cache when it is there.
+Synthetic generators fill the same ``segments`` list, so one mask code path serves both.
+
+Bad records raise `COCOFormatError` (one line naming the file and the record); with
+``on_bad_record="skip"`` they are dropped and listed in the returned list's ``.skipped``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from posekit.data.io import read_json
+from posekit.data.sample import Sample
+from posekit.skeletons import map_keypoints
+
+__all__ = [
+    "MASK_CACHE_MANIFEST",
+    "MASK_MIN_AREA",
+    "MASK_MIN_KEYPOINTS",
+    "COCOFormatError",
+    "COCOSamples",
+    "cache_ignore_masks",
+    "coco17_to_openpose18",
+    "ignore_mask",
+    "load_coco_keypoints",
+    "load_ignore_mask",
+    "segment_rle",
+]
+
+MASK_MIN_KEYPOINTS = 5  # people with fewer labelled keypoints are masked (OpenPose rule)
+MASK_MIN_AREA = 32 * 32  # people with area <= this are masked
+MASK_CACHE_MANIFEST = "ignore_masks.json"
+
+
+class COCOFormatError(ValueError):
+    """A COCO annotation file or record is malformed; the message names the file and the record."""
+
+
+class COCOSamples(list):
+    """The Samples of a COCO file (a plain list), plus what the reader learnt on the way:
+    ``skipped`` (one message per dropped record, ``on_bad_record="skip"``), ``keypoint_names``,
+    ``category_id`` and ``ann_file``."""
+
+    def __init__(self, samples=(), *, skipped=(), keypoint_names=(), category_id=None, ann_file=None):
+        super().__init__(samples)
+        self.skipped: list[str] = list(skipped)
+        self.keypoint_names: tuple[str, ...] = tuple(keypoint_names)
+        self.category_id = category_id
+        self.ann_file = ann_file
+
+
+class _Bad(Exception):
+    """Internal: one bad record, turned into an error or a skip by the caller."""
+
+
+def _pick_category(categories, category_id, path) -> dict:
+    with_kp = [c for c in categories if isinstance(c, dict) and c.get("keypoints")]
+    if category_id is not None:
+        for c in with_kp:
+            if c.get("id") == category_id:
+                return c
+        raise COCOFormatError(f"{path}: no category with id {category_id} and a 'keypoints' list")
+    if not with_kp:
+        raise COCOFormatError(f"{path}: no category declares a 'keypoints' list; not a COCO keypoint file")
+    if len(with_kp) > 1:
+        persons = [c for c in with_kp if c.get("name") == "person"]
+        if len(persons) == 1:
+            return persons[0]
+        raise COCOFormatError(f"{path}: several keypoint categories {[c.get('id') for c in with_kp]}; "
+                              "pass category_id")
+    return with_kp[0]
+
+
+def _resolve_image(image_dir: Path, file_name, path) -> Path:
+    """The image path inside `image_dir`; lexical check, so symlinked dataset folders still work."""
+    if not isinstance(file_name, str) or not file_name:
+        raise _Bad(f"'file_name' must be a non-empty string, got {file_name!r}")
+    root = os.path.normpath(os.path.abspath(image_dir))
+    full = os.path.normpath(os.path.join(root, file_name))
+    if os.path.commonpath([root, full]) != root:
+        raise COCOFormatError(f"{path}: image file {file_name!r} lies outside the image folder {root}; refused")
+    return Path(full)
+
+
+def _check_segmentation(segm, height, width) -> None:
+    """Structure only (no decoding): polygons, uncompressed RLE or compressed RLE."""
+    if isinstance(segm, list):
+        for poly in segm:
+            if (not isinstance(poly, (list, tuple)) or len(poly) < 6 or len(poly) % 2
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in poly)):
+                raise _Bad("segmentation polygons must be lists of >= 3 finite (x, y) pairs")
+        return
+    if isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if not (isinstance(size, (list, tuple)) and len(size) == 2):
+            raise _Bad("RLE segmentation needs 'size': [height, width]")
+        if [int(size[0]), int(size[1])] != [int(height), int(width)]:
+            raise _Bad(f"RLE size {list(size)} differs from the image size [{height}, {width}]")
+        if not isinstance(counts, (list, str, bytes)):
+            raise _Bad("RLE segmentation needs 'counts' (a list or a compressed string)")
+        if isinstance(counts, list) and sum(int(c) for c in counts) != int(height) * int(width):
+            raise _Bad(f"uncompressed RLE counts sum to {sum(counts)}, expected {int(height) * int(width)}")
+        return
+    raise _Bad(f"segmentation must be a polygon list or an RLE dict, got {type(segm).__name__}")
+
+
+def _parse_annotation(ann, k, image, *, require_keypoints) -> dict:
+    """Validated fields of one annotation (raises _Bad)."""
+    bbox = ann.get("bbox")
+    try:
+        box = np.asarray(bbox, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _Bad(f"'bbox' must be 4 numbers, got {bbox!r}") from None
+    if box.shape != (4,) or not np.all(np.isfinite(box)):
+        raise _Bad(f"'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+    if box[2] <= 0 or box[3] <= 0:
+        raise _Bad(f"'bbox' has zero or negative area (w={box[2]:g}, h={box[3]:g})")
+    crowd = bool(ann.get("iscrowd", 0))
+    raw = ann.get("keypoints")
+    if raw is None or (crowd and not raw):
+        if require_keypoints and not crowd:
+            raise _Bad("missing 'keypoints'")
+        kp = np.zeros((k, 3))
+    else:
+        try:
+            kp = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise _Bad("'keypoints' must be numbers") from None
+        if kp.ndim != 1 or kp.size != 3 * k:
+            raise _Bad(f"'keypoints' has {kp.size} numbers, expected {3 * k} (3 x {k} keypoints)")
+        if not np.all(np.isfinite(kp)):
+            raise _Bad("'keypoints' contains non-finite values")
+        kp = kp.reshape(k, 3)
+        if not np.all(np.isin(kp[:, 2], (0, 1, 2))):
+            raise _Bad(f"keypoint visibilities must be 0, 1 or 2, got {sorted(set(kp[:, 2].tolist()))}")
+    area = ann.get("area")
+    if area is None:
+        area = float(box[2] * box[3])  # custom files without 'area': the box is the best scale we have
+    elif not isinstance(area, (int, float)) or not math.isfinite(area) or area <= 0:
+        raise _Bad(f"'area' must be a positive finite number, got {area!r}")
+    segm = ann.get("segmentation")
+    if segm:
+        _check_segmentation(segm, image["height"], image["width"])
+    else:
+        segm = None
+    nk = ann.get("num_keypoints")
+    if nk is None:
+        nk = int(np.count_nonzero(kp[:, 2] > 0))
+    return {"keypoints": kp, "bbox": box, "area": float(area), "iscrowd": crowd, "segmentation": segm,
+            "num_keypoints": int(nk)}
+
+
+def _check_image(img) -> None:
+    if not isinstance(img, dict) or "id" not in img:
+        raise _Bad("image record needs an 'id'")
+    for key in ("width", "height"):
+        v = img.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 or int(v) != v:
+            raise _Bad(f"'{key}' must be a positive integer, got {v!r}")
+
+
+def load_coco_keypoints(ann_file, image_dir, *, min_keypoints: int = 0, include_empty: bool = True,
+                        on_bad_record: str = "error", category_id: int | None = None,
+                        check_files: bool = True) -> COCOSamples:
+    """One `Sample` per image with all its non-crowd people of the keypoint category.
+
+    keypoints (P, K, 3), boxes (P, 4) x, y, w, h; meta: image_id, file_name, width, height, areas (P,)
+    as given (box area when a file has none), num_keypoints (P,) as given (counted when absent),
+    ann_ids (P,), segments (all annotations of the image incl. crowds, for `ignore_mask`).
+    People with fewer than `min_keypoints` labelled keypoints are left out of keypoints but stay in
+    segments (so the mask still covers them). `include_empty=False` drops images without people.
+    An image path escaping `image_dir` is always an error, whatever `on_bad_record` says.
+    """
+    if on_bad_record not in ("error", "skip"):
+        raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
+    ann_file, image_dir = Path(ann_file), Path(image_dir)
+    data = read_json(ann_file, "COCO annotation file", COCOFormatError)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise COCOFormatError(f"{ann_file}: a COCO file needs 'images' and 'annotations' lists")
+    category = _pick_category(data.get("categories") or [], category_id, ann_file)
+    names = tuple(str(n) for n in category["keypoints"])
+    k = len(names)
+    skipped: list[str] = []
+
+    def bad(record: str, message: str):
+        text = f"{ann_file}: {record}: {message}"
+        if on_bad_record == "error":
+            raise COCOFormatError(text)
+        skipped.append(text)
+
+    images: dict = {}
+    for i, img in enumerate(data["images"]):
+        label = f"image #{i} (id {img.get('id')!r}, {img.get('file_name')!r})" if isinstance(img, dict) \
+            else f"image #{i}"
+        try:
+            _check_image(img)
+            if img["id"] in images:
+                raise _Bad("duplicate image id")
+            path = _resolve_image(image_dir, img.get("file_name"), ann_file)
+            if check_files and not path.is_file():
+                raise _Bad(f"image file not found: {path}")
+        except _Bad as e:
+            bad(label, str(e))
+            continue
+        images[img["id"]] = (img, path, [])
+
+    declared = {img.get("id") for img in data["images"] if isinstance(img, dict)}
+    seen_ids: set = set()
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            bad(f"annotation #{i}", "not a JSON object")
+            continue
+        if ann.get("category_id", category["id"]) != category["id"]:
+            continue
+        ann_id = ann.get("id")
+        label = f"annotation id {ann_id!r}"
+        if ann_id is None or ann_id in seen_ids:
+            bad(label if ann_id is not None else f"annotation #{i}", "missing or duplicate 'id'")
+            continue
+        seen_ids.add(ann_id)
+        entry = images.get(ann.get("image_id"))
+        if entry is None:
+            if ann.get("image_id") not in declared:
+                bad(label, f"unknown image_id {ann.get('image_id')!r}")
+            continue  # its image was skipped: counted once there
+        img = entry[0]
+        label += f" (image {img.get('file_name')!r})"
+        try:
+            parsed = _parse_annotation(ann, k, img, require_keypoints=True)
+        except _Bad as e:
+            bad(label, str(e))
+            continue
+        parsed["id"] = ann_id
+        entry[2].append(parsed)
+
+    samples = []
+    for image_id, (img, path, anns) in images.items():
+        people, segments = [], []
+        for a in anns:
+            labelled = int(np.count_nonzero(a["keypoints"][:, 2] > 0))
+            person = -1
+            if not a["iscrowd"] and labelled >= min_keypoints:
+                person = len(people)
+                people.append(a)
+            segments.append({"id": a["id"], "segmentation": a["segmentation"], "iscrowd": a["iscrowd"],
+                             "num_keypoints": a["num_keypoints"], "area": a["area"],
+                             "bbox": a["bbox"].tolist(), "person": person})
+        if not people and not include_empty:
+            continue
+        kp = np.stack([a["keypoints"] for a in people]) if people else np.zeros((0, k, 3))
+        boxes = np.stack([a["bbox"] for a in people]) if people else np.zeros((0, 4))
+        meta = {"image_id": image_id, "file_name": img["file_name"], "width": int(img["width"]),
+                "height": int(img["height"]), "areas": np.array([a["area"] for a in people], dtype=np.float64),
+                "num_keypoints": np.array([a["num_keypoints"] for a in people], dtype=np.int64),
+                "ann_ids": [a["id"] for a in people], "segments": segments,
+                "crowd": [s for s in segments if s["iscrowd"]]}
+        samples.append(Sample(keypoints=kp, image_path=path, boxes=boxes, meta=meta))
+    return COCOSamples(samples, skipped=skipped, keypoint_names=names, category_id=category["id"],
+                       ann_file=ann_file)
+
+
+# --- masks ---------------------------------------------------------------------------------------
+
+def segment_rle(segmentation, bbox, height: int, width: int) -> dict:
+    """One merged RLE of a polygon list, an uncompressed or a compressed RLE; the box when there
+    is no segmentation (custom files often have only boxes)."""
+    if not segmentation:
+        x, y, w, h = bbox
+        segmentation = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation  # compressed RLE: pycocotools decodes str counts directly
+
+
+def _is_ignored(seg: dict, min_keypoints: int, min_area: float) -> bool:
+    return (bool(seg["iscrowd"]) or seg.get("person", 0) < 0 or seg["num_keypoints"] < min_keypoints
+            or seg["area"] <= min_area)
+
+
+def ignore_mask(sample: Sample, *, min_keypoints: int = MASK_MIN_KEYPOINTS,
+                min_area: float = MASK_MIN_AREA) -> np.ndarray:
+    """(H, W) uint8, 1 where the loss must not look: crowds, people left out of `keypoints`, people
+    with fewer than `min_keypoints` keypoints or area <= `min_area`.
+
+    A plain union, so the result does not depend on annotation order (the reference subtracts
+    earlier masks from each crowd, which does). A Sample with its own `ignore_mask` returns it."""
+    if sample.ignore_mask is not None:
+        return np.asarray(sample.ignore_mask, dtype=np.uint8)
+    height, width = _image_size(sample)
+    rles = [segment_rle(s["segmentation"], s["bbox"], height, width)
+            for s in sample.meta.get("segments", ()) if _is_ignored(s, min_keypoints, min_area)]
+    if not rles:
+        return np.zeros((height, width), np.uint8)
+    merged = mask_utils.merge(rles, intersect=0) if len(rles) > 1 else rles[0]
+    return np.ascontiguousarray(mask_utils.decode(merged), dtype=np.uint8)
+
+
+def _image_size(sample: Sample) -> tuple[int, int]:
+    if "height" in sample.meta and "width" in sample.meta:
+        return int(sample.meta["height"]), int(sample.meta["width"])
+    if sample.image is not None:
+        return sample.image.shape[:2]
+    raise ValueError("sample has no meta height/width and no image: cannot size its ignore mask")
+
+
+def cache_ignore_masks(ann_file, image_dir, out_dir, *, min_keypoints: int = MASK_MIN_KEYPOINTS,
+                       min_area: float = MASK_MIN_AREA, on_bad_record: str = "error") -> int:
+    """Write `<image_id>.png` (0/255) for every image whose ignore mask is non-empty, plus a
+    manifest naming the thresholds and every image covered, so an absent PNG means "empty mask"
+    rather than "not cached". Returns the number of PNGs written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = load_coco_keypoints(ann_file, image_dir, on_bad_record=on_bad_record, check_files=False)
+    written = 0
+    for s in samples:
+        mask = ignore_mask(s, min_keypoints=min_keypoints, min_area=min_area)
+        target = out_dir / f"{s.meta['image_id']}.png"
+        if mask.any():
+            if not cv2.imwrite(str(target), mask * 255):
+                raise OSError(f"could not write mask {target}")
+            written += 1
+        elif target.exists():
+            target.unlink()  # stale mask from an earlier run with other thresholds
+    manifest = {"ann_file": str(Path(ann_file).resolve()), "min_keypoints": min_keypoints,
+                "min_area": min_area, "image_ids": [s.meta["image_id"] for s in samples], "written": written}
+    (out_dir / MASK_CACHE_MANIFEST).write_text(json.dumps(manifest))
+    return written
+
+
+_MANIFESTS: dict = {}
+
+
+def _manifest(cache_dir: Path):
+    path = cache_dir / MASK_CACHE_MANIFEST
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    cached = _MANIFESTS.get(path)
+    if cached is None or cached[0] != stamp:
+        m = json.loads(path.read_text())
+        m["image_ids"] = set(m["image_ids"])
+        cached = _MANIFESTS[path] = (stamp, m)
+    return cached[1]
+
+
+def load_ignore_mask(sample: Sample, cache_dir=None, *, min_keypoints: int = MASK_MIN_KEYPOINTS,
+                     min_area: float = MASK_MIN_AREA) -> np.ndarray:
+    """`ignore_mask`, read from a `cache_ignore_masks` folder when it covers this image with the same
+    thresholds (no PNG there = empty mask); computed otherwise."""
+    if cache_dir is not None and sample.ignore_mask is None and "image_id" in sample.meta:
+        cache_dir = Path(cache_dir)
+        m = _manifest(cache_dir)
+        if m is not None and m["min_keypoints"] == min_keypoints and m["min_area"] == min_area \
+                and sample.meta["image_id"] in m["image_ids"]:
+            height, width = _image_size(sample)
+            png = cache_dir / f"{sample.meta['image_id']}.png"
+            if not png.is_file():
+                return np.zeros((height, width), np.uint8)
+            mask = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+            if mask is None or mask.shape != (height, width):
+                raise ValueError(f"{png}: unreadable or not {height}x{width}; rebuild the mask cache")
+            return (mask > 0).astype(np.uint8)
+    return ignore_mask(sample, min_keypoints=min_keypoints, min_area=min_area)
+
+
+def coco17_to_openpose18(keypoints: np.ndarray) -> np.ndarray:
+    """(P, 17, 3) COCO order -> (P, 18, 3) CMU order; the neck is the shoulders' midpoint, labelled
+    only when both shoulders are (v > 0), else (0, 0, 0)."""
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.shape[-2:] != (17, 3):
+        raise ValueError(f"expected (..., 17, 3) COCO keypoints, got {keypoints.shape}")
+    return map_keypoints(keypoints, "coco17", "openpose18", has_visibility=True)

@@ -1,0 +1,1 @@
+"""Synthetic datasets with exactly known ground truth, for tests, demos and smoke training."""
