@@ -47,6 +47,8 @@ class TrainConfig:
     rmsprop_alpha: float = 0.99
     # per-parameter-group learning rates: {name prefix: lr multiplier}; 0 freezes the group
     lr_mult: dict = field(default_factory=dict)
+    # {name prefix: steps}: that group's lr stays 0 for its first steps (OpenPose: VGG for 2000)
+    lr_hold: dict = field(default_factory=dict)
     schedule: str = "constant"  # constant | step | exp | cosine
     milestones: list[int] = field(default_factory=list)  # step schedule
     gamma: float = 0.1  # step: factor at each milestone; exp: factor per decay_steps

@@ -203,3 +203,17 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_lr_hold_keeps_a_group_still_then_trains_it(tmp_path):
+    """train.lr_hold {prefix: N}: that group's lr is 0 for its first N steps (OpenPose's VGG)."""
+    from posekit.engine.trainer import seed_everything
+    from posekit.families import build_task
+    cfg = tiny_config(tmp_path, max_steps=3, val_every=3, lr_hold={"0.": 3})
+    seed_everything(cfg.train.seed)
+    initial = build_task(cfg).build_model().state_dict()
+    held = load_checkpoint(train(cfg) / "last.pt")["model"]
+    assert torch.equal(held["0.weight"], initial["0.weight"]) and not torch.equal(held["3.weight"], initial["3.weight"])
+    cfg = tiny_config(tmp_path / "b", max_steps=5, val_every=5, lr_hold={"0.": 3})
+    trained = load_checkpoint(train(cfg) / "last.pt")["model"]
+    assert not torch.equal(trained["0.weight"], initial["0.weight"])

@@ -30,6 +30,12 @@ EXAMPLES = {
     "demo": """examples:
   posekit demo                      # every family, about 10 minutes on 2 CPU cores
   posekit demo --families hourglass --out runs/demo""",
+    "convert": """examples:
+  posekit convert cmu-openpose body_pose_model.pth --out runs/cmu/cmu_openpose.pt
+  posekit eval configs/coco_openpose.yaml checkpoint=runs/cmu/cmu_openpose.pt data.root=/data/coco""",
+    "data": """examples:
+  posekit data coco-masks annotations/person_keypoints_train2017.json train2017 --out masks/train2017
+  posekit train configs/coco_openpose.yaml data.mask_cache=masks/train2017 ...""",
     "bench": """examples:
   posekit bench                     # list the benchmarks
   posekit bench trainer_overhead    # run benchmarks/bench_trainer_overhead.py""",
@@ -146,6 +152,20 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from posekit.engine.convert import convert_cmu_openpose
+    path = convert_cmu_openpose(args.weights, args.out, recipe=args.recipe, overrides=args.overrides)
+    print(f"wrote {path}: use it with posekit eval/predict/export")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from posekit.data.formats.coco import cache_ignore_masks
+    n = cache_ignore_masks(args.ann, args.images, args.out)
+    print(f"{n} non-empty ignore mask(s) written to {args.out} (with a manifest of every image covered)")
+    return 0
+
+
 def _benchmarks_dir() -> Path:
     for candidate in (Path.cwd() / "benchmarks", Path(__file__).resolve().parent.parent / "benchmarks"):
         if candidate.is_dir():
@@ -211,7 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "train briefly, evaluate, predict and plot every family on synthetic data", cmd_demo)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--families", nargs="*", help="subset of families (default: all)")
-    p.add_argument("--budget", type=float, default=420.0, help="total training seconds across families")
+    p.add_argument("--budget", type=float, default=540.0, help="total training seconds across families")
+
+    p = add("convert", "import weights trained elsewhere as a posekit checkpoint", cmd_convert)
+    p.add_argument("kind", choices=["cmu-openpose"], help="cmu-openpose: CMU's COCO body model (PyTorch state dict)")
+    p.add_argument("weights", help="the weights file")
+    p.add_argument("--out", required=True, help="the posekit checkpoint to write")
+    p.add_argument("--recipe", default="coco_openpose", help="data/eval settings stored with it")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    p = add("data", "prepare datasets (cache OpenPose ignore masks of a COCO file)", cmd_data)
+    p.add_argument("kind", choices=["coco-masks"])
+    p.add_argument("ann", help="COCO person-keypoints annotation file")
+    p.add_argument("images", help="its image folder")
+    p.add_argument("--out", required=True, help="folder for <image_id>.png masks")
 
     p = add("bench", "list or run the benchmarks in benchmarks/", cmd_bench)
     p.add_argument("name", nargs="?", help="benchmark to run (omit to list them)")
@@ -226,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from posekit.config import ConfigError
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `key=value` overrides may follow flags (`posekit eval CONFIG --oracle data.root=...`)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     try:
         return int(args.fn(args) or 0)
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:

@@ -215,3 +215,17 @@ class BottomUpDataset(Dataset):
                 "heatmaps": torch.from_numpy(heatmaps), "pafs": torch.from_numpy(pafs),
                 "weight": torch.from_numpy(weight), "matrix": torch.from_numpy(matrix.astype(np.float64)),
                 "index": src}
+
+    def inputs(self, images: list[np.ndarray]) -> dict:
+        """A prediction batch for RGB images with the evaluation geometry (letterbox):
+        image (N, 3, H, W) uint8, matrix (N, 2, 3), and the images themselves."""
+        crops, matrices = [], []
+        for image in images:
+            matrix = self.eval_matrix(image.shape[1], image.shape[0])
+            crops.append(warp_image(image, matrix, self.input_size, border_value=(self.pad_value,) * 3).transpose(2, 0, 1))
+            matrices.append(matrix)
+        w, h = self.input_size
+        return {"images": list(images),
+                "image": torch.from_numpy(np.ascontiguousarray(np.stack(crops))) if crops
+                else torch.zeros(0, 3, h, w, dtype=torch.uint8),
+                "matrix": torch.from_numpy(np.stack(matrices)) if matrices else torch.zeros(0, 2, 3, dtype=torch.float64)}

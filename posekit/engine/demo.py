@@ -18,26 +18,19 @@ from posekit.engine.checkpoint import inference_state_dict, load_checkpoint
 from posekit.engine.evaluation import evaluate, predict, to_device
 from posekit.engine.recipes import load_config, resolve_config_path
 from posekit.engine.trainer import seed_everything, train
-from posekit.families import Task, build_task, list_tasks
-
-# family -> (synthetic recipe, share of the time budget)
-DEMO_RECIPES: dict[str, tuple[str, float]] = {
-    "dogs": ("dogs_synthetic", 1.0),
-    "hourglass": ("mpii_synthetic", 1.2),
-    "gmh_mdn": ("h36m_synthetic", 0.5),
-}
-
+from posekit.families import Task, build_task, get_task_class, list_tasks
 
 def available_families() -> list[str]:
-    tasks = set(list_tasks())
+    """Every registered family with a synthetic recipe (its `Task.synthetic_recipe`)."""
     out = []
-    for family, (recipe, _) in DEMO_RECIPES.items():
+    for family in list_tasks():
+        recipe = get_task_class(family).synthetic_recipe
         try:
-            resolve_config_path(recipe)
+            if recipe:
+                resolve_config_path(recipe)
+                out.append(family)
         except FileNotFoundError:
             continue
-        if family in tasks:
-            out.append(family)
     return out
 
 
@@ -46,7 +39,7 @@ def _scalars(metrics: dict) -> dict:
 
 
 def run_family(family: str, out_dir: Path, budget_s: float) -> dict:
-    recipe, _ = DEMO_RECIPES[family]
+    recipe = get_task_class(family).synthetic_recipe
     cfg = load_config(recipe, [f"out_dir={out_dir}", f"name={family}", f"train.max_time={budget_s}",
                                "train.tensorboard=false"])
     task = build_task(cfg)
@@ -119,7 +112,7 @@ def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int =
 
 
 def run_demo(*, out_dir: Path = Path("runs/demo"), families: list[str] | None = None,
-             budget_s: float = 420.0) -> list[dict]:
+             budget_s: float = 540.0) -> list[dict]:
     available = available_families()
     chosen = families or available
     unknown = [f for f in chosen if f not in available]
@@ -128,10 +121,10 @@ def run_demo(*, out_dir: Path = Path("runs/demo"), families: list[str] | None = 
     if not chosen:
         raise ValueError("no family has a demo recipe yet")
     out_dir.mkdir(parents=True, exist_ok=True)
-    total_share = sum(DEMO_RECIPES[f][1] for f in chosen)
+    total_share = sum(get_task_class(f).demo_share for f in chosen)
     rows = []
     for family in chosen:
-        budget = budget_s * DEMO_RECIPES[family][1] / total_share
+        budget = budget_s * get_task_class(family).demo_share / total_share
         print(f"== {family}: training for up to {budget:.0f} s", flush=True)
         row = run_family(family, out_dir, budget)
         arrow = "higher is better" if row["higher_is_better"] else "lower is better"

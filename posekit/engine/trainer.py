@@ -47,19 +47,21 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     0 freezes). Norm and bias parameters get no weight decay."""
     t = cfg.train
     prefixes = sorted(t.lr_mult, key=len, reverse=True)
-    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    holds = sorted(t.lr_hold, key=len, reverse=True)
+    groups: dict[tuple[float, int, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         mult = next((float(t.lr_mult[p]) for p in prefixes if name.startswith(p)), 1.0)
+        hold = next((int(t.lr_hold[p]) for p in holds if name.startswith(p)), 0)
         if mult == 0.0:
             param.requires_grad_(False)
         if not param.requires_grad:
             continue
         no_decay = param.ndim <= 1
-        groups.setdefault((mult, no_decay), []).append(param)
+        groups.setdefault((mult, hold, no_decay), []).append(param)
     if not groups:
         raise ValueError("no trainable parameters: check train.lr_mult (0 freezes a group)")
     param_groups = [{"params": ps, "lr": t.lr * mult, "weight_decay": 0.0 if no_decay else t.weight_decay,
-                     "lr_mult": mult} for (mult, no_decay), ps in groups.items()]
+                     "lr_mult": mult, "hold_steps": hold} for (mult, hold, no_decay), ps in groups.items()]
     if t.optimizer == "adam":
         return torch.optim.Adam(param_groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps)
     if t.optimizer == "adamw":
@@ -236,7 +238,9 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
         raise ValueError("set a limit: train.max_steps, train.max_epochs or train.max_time")
 
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, total_steps))
+    # one schedule for every group; a group in train.lr_hold keeps lr 0 for its first steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [
+        (lambda s, h=g["hold_steps"]: 0.0 if s < h else lr_factor(s, cfg, total_steps)) for g in optimizer.param_groups])
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) \
         if t.ema_decay else None

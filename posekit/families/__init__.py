@@ -2,4 +2,4 @@
 registers them; adding a family is its own file plus one name in the import line below."""
 from .base import (Evaluator, ExportSpec, Task, build_task, get_task_class, list_tasks,  # noqa: F401
                    register_task)
-from . import dogs, gmh_mdn, hourglass  # noqa: F401,E402  (each registers its Task)
+from . import dogs, fse, gmh_mdn, hourglass, openpose  # noqa: F401,E402  (each registers its Task)

@@ -68,6 +68,7 @@ class Task:
     # overrides that shrink it to a seconds-long smoke run
     synthetic_recipe: str = ""
     smoke_overrides: tuple[str, ...] = ()
+    demo_share: float = 1.0  # its share of `posekit demo`'s training-time budget
     # some parameters get no gradient for a while (a backbone frozen until a fine-tune step):
     # DDP must then look for unused parameters every step
     find_unused_parameters: bool = False

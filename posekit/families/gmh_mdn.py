@@ -142,6 +142,7 @@ class GMHMDNTask(Task):
     higher_is_better = False
     synthetic_recipe = "h36m_synthetic"
     smoke_overrides = ("data.synthetic_train=256", "data.synthetic_val=64", "model.args.width=64")
+    demo_share = 0.5
 
     def check_config(self):
         d = self.cfg.data

@@ -117,6 +117,7 @@ class HourglassTask(Task):
     higher_is_better = True
     synthetic_recipe = "mpii_synthetic"
     smoke_overrides = ("data.synthetic_train_size=16", "data.synthetic_val_size=4")
+    demo_share = 1.2
 
     def check_config(self):
         d, loss = self.cfg.data, self.cfg.loss

@@ -1,0 +1,224 @@
+"""OpenPose (Cao et al. 2017): bottom-up multi-person pose with part affinity fields, COCO OKS AP.
+
+    COCO file (data.formats.coco) or synthetic crowds (data.synthetic.multiperson) -> Samples
+    -> data.bottomup (one affine per image, ignore mask, CMU 18 parts with the neck) -> PAFCodec
+    targets (19 heatmaps + 38 PAF channels at stride 8) -> model (models/openpose.py, 6 stages)
+    -> paf_loss (ignore-masked MSE over every stage).
+    forward_decode (in the graph): last-stage maps, flip-averaged -> postprocess (outside the
+    graph): peaks, PAF line integrals, greedy limb matching, person assembly (codecs.paf) ->
+    original image pixels -> COCO-17 Results -> OKS AP via pycocotools (metrics.coco).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from posekit.codecs.paf import DecoderConfig, PAFCodec, decode_people, flip_back_paf, to_coco17
+from posekit.config import DataConfig, EvalConfig, LossConfig
+from posekit.data.bottomup import BottomUpDataset
+from posekit.data.formats.coco import load_coco_keypoints
+from posekit.data.topdown import to_original_frame
+from posekit.families.base import Evaluator, ExportSpec, Task, register_task
+from posekit.losses.openpose import paf_loss
+from posekit.metrics.coco import build_coco_gt, coco_keypoint_eval
+from posekit.results import Results
+from posekit.skeletons import get_skeleton
+
+SKELETON = get_skeleton("coco17")  # what Results, COCO files and AP use; the network's parts are openpose18
+PARTS = get_skeleton("openpose18")
+
+
+@dataclass
+class OpenPoseDataConfig(DataConfig):
+    dataset: str = "synthetic"  # synthetic | coco
+    root: str | None = None  # coco: base of the paths below (default: the shared real samples' coco/)
+    train_ann: str = "test_coco.json"  # any COCO-format person-keypoints file
+    train_images: str = "images"
+    val_ann: str | None = "test_coco.json"
+    val_images: str = "images"
+    mask_cache: str | None = None  # folder written by `posekit data coco-masks` (else masks are computed)
+    on_bad_record: str = "error"  # error | skip (counted and listed) for annotation records
+    input_size: int = 368  # training crops and the evaluation letterbox (square, a multiple of 8)
+    sigma: float = 7.0  # heatmap Gaussian std in input pixels
+    paf_width: float = 8.0  # PAF half-width across the limb, input pixels
+    min_box_diag: float = 64.0  # person-size-aware scaling (MindSpore): smallest person >= this
+    max_box_diag: float = 512.0  # ... largest <= this, scale clamped to scale_limits
+    scale_limits: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    rotation_sigma: float = 40.0 / 3.0  # degrees
+    center_jitter: float = 40.0  # px around the chosen person
+    hsv_prob: float = 0.5
+    flip_prob: float = 0.5
+    mask_dilation: int = 16  # px at input scale
+    synthetic_train_size: int = 4000
+    synthetic_val_size: int = 100
+    synthetic_image_size: int = 256
+    synthetic_seed: int = 0
+
+
+@dataclass
+class OpenPoseLossConfig(LossConfig):
+    """Ignore-masked MSE of PAFs and heatmaps summed over all stages (MindSpore); nothing to set."""
+
+
+@dataclass
+class OpenPoseEvalConfig(EvalConfig):
+    batch_size: int = 4
+    preset: str = "cmu"  # cmu | mindspore decoder thresholds (codecs.paf.DecoderConfig.preset)
+    flip_test: bool = False
+    max_people: int = 20  # COCO keeps the 20 best-scoring detections per image
+
+
+class COCOEvaluator(Evaluator):
+    """OKS AP with pycocotools over the images evaluated (the 10-number summary)."""
+
+    def __init__(self, gt: dict, dataset: BottomUpDataset, max_people: int):
+        self.gt, self.dataset, self.max_people = gt, dataset, max_people
+        self.dets, self.image_ids = [], []
+
+    def update(self, split, results, batch):
+        for res, index in zip(results, batch["index"].tolist()):
+            image_id = self.dataset.source[int(index)].meta.get("image_id", int(index))
+            self.image_ids.append(image_id)
+            self.dets += res.to_coco(image_id=image_id)[:self.max_people]
+
+    def compute(self):
+        ids = set(self.image_ids)
+        gt = {**self.gt, "images": [im for im in self.gt["images"] if im["id"] in ids],
+              "annotations": [a for a in self.gt["annotations"] if a["image_id"] in ids]}
+        metrics = coco_keypoint_eval(gt, self.dets, sigmas=SKELETON)
+        people = sum(1 for a in gt["annotations"] if not a.get("iscrowd") and a.get("num_keypoints", 0) > 0)
+        return {**metrics, "images": float(len(ids)), "people": float(people), "detections": float(len(self.dets))}
+
+
+@register_task
+class OpenPoseTask(Task):
+    name = "openpose"
+    DataConfig = OpenPoseDataConfig
+    EvalConfig = OpenPoseEvalConfig
+    LossConfig = OpenPoseLossConfig
+    primary_metric = "AP"
+    higher_is_better = True
+    synthetic_recipe = "coco_synthetic"
+    smoke_overrides = ("data.synthetic_train_size=8", "data.synthetic_val_size=4", "data.input_size=96",
+                       "data.synthetic_image_size=128")
+    demo_share = 1.5
+
+    def check_config(self):
+        d = self.cfg.data
+        if d.input_size % 8:
+            raise ValueError(f"data.input_size={d.input_size} must be a multiple of 8 (the network's stride)")
+        if d.on_bad_record not in ("error", "skip"):
+            raise ValueError(f"data.on_bad_record={d.on_bad_record!r}; valid: error, skip")
+        if len(d.scale_limits) != 2:
+            raise ValueError(f"data.scale_limits must be [min, max], got {d.scale_limits}")
+        self.decoder = DecoderConfig.preset(self.cfg.eval.preset)
+        self.codec = PAFCodec(skeleton=PARTS, input_size=(d.input_size, d.input_size), stride=8, sigma=d.sigma,
+                              paf_width=d.paf_width)
+
+    @property
+    def skeleton(self):
+        return SKELETON
+
+    # --- data -----------------------------------------------------------------------------------
+    def _pipeline(self, source, *, train: bool) -> BottomUpDataset:
+        d = self.cfg.data
+        return BottomUpDataset(source, self.codec, train=train, skeleton="coco17", min_box_diag=d.min_box_diag,
+                               max_box_diag=d.max_box_diag, scale_limits=tuple(d.scale_limits),
+                               rotation_sigma=d.rotation_sigma, center_jitter=d.center_jitter,
+                               hsv_prob=d.hsv_prob, flip_prob=d.flip_prob, mask_dilation=d.mask_dilation,
+                               mask_cache_dir=d.mask_cache)
+
+    def _coco(self, ann: str, images: str):
+        from posekit.data.io import realdata_root
+        root = Path(self.cfg.data.root) if self.cfg.data.root else realdata_root() / "coco"
+        resolve = lambda p: Path(p) if Path(p).is_absolute() else root / p  # noqa: E731
+        return load_coco_keypoints(resolve(ann), resolve(images), on_bad_record=self.cfg.data.on_bad_record)
+
+    def build_datasets(self, splits=None):
+        d = self.cfg.data
+        splits = splits or ("train", "val")
+        if d.dataset == "synthetic":
+            from posekit.data.synthetic.multiperson import SyntheticMultiPerson
+            size = (d.synthetic_image_size, d.synthetic_image_size)
+            sources = {"train": lambda: SyntheticMultiPerson(d.synthetic_train_size, seed=d.synthetic_seed,
+                                                             image_size=size),
+                       "val": lambda: SyntheticMultiPerson(d.synthetic_val_size, seed=d.synthetic_seed + 7919,
+                                                           image_size=size)}
+        elif d.dataset == "coco":
+            sources = {"train": lambda: self._coco(d.train_ann, d.train_images)}
+            if d.val_ann:
+                sources["val"] = lambda: self._coco(d.val_ann, d.val_images)
+        else:
+            raise ValueError(f"data.dataset={d.dataset!r}; valid: synthetic, coco")
+        return {name: self._pipeline(make(), train=name == "train") for name, make in sources.items()
+                if name in splits}
+
+    # --- training -------------------------------------------------------------------------------
+    def build_loss(self):
+        def loss(outputs, batch):
+            pafs, heats = outputs
+            total, per_stage = paf_loss(pafs.float(), heats.float(), batch["pafs"].float(), batch["heatmaps"].float(),
+                                        batch["weight"].float())
+            return total, {"loss_last_stage": float(per_stage[-1].detach())}
+        return loss
+
+    # --- the decode seam ------------------------------------------------------------------------
+    def forward_decode(self, model, x, *, outputs=None):
+        """Last-stage PAFs and heatmaps at stride 8 (flip-averaged with the mirrored input's when
+        eval.flip_test): the graph. Grouping people is `postprocess`, outside it."""
+        pafs, heats = model(x) if outputs is None else outputs
+        pafs, heats = pafs[:, -1].float(), heats[:, -1].float()
+        if self.cfg.eval.flip_test:
+            fp, fh = model(x.flip(-1))
+            fp, fh = flip_back_paf(fp[:, -1].float(), fh[:, -1].float(), skeleton=PARTS)
+            pafs, heats = 0.5 * (pafs + fp), 0.5 * (heats + fh)
+        return {"pafs": pafs, "heatmaps": heats}
+
+    def decode_targets(self, batch):
+        return {"pafs": batch["pafs"].float(), "heatmaps": batch["heatmaps"].float()}
+
+    def postprocess(self, decoded, batch):
+        pafs = decoded["pafs"].detach().float().cpu().numpy()
+        heats = decoded["heatmaps"].detach().float().cpu().numpy()
+        images, paths = batch.get("images"), batch.get("paths")
+        out = []
+        for i in range(len(pafs)):
+            people, person_scores = decode_people(heats[i], pafs[i], stride=float(self.codec.stride),
+                                                  config=self.decoder, skeleton=PARTS)
+            kp = to_coco17(people)  # (N, 17, 3): x, y, score; missing parts (0, 0, 0)
+            if len(kp):
+                xy = to_original_frame(kp[None, ..., :2].reshape(1, -1, 2), batch["matrix"][i:i + 1])
+                kp[..., :2] = np.where(kp[..., 2:] > 0, xy.reshape(kp.shape[0], -1, 2), 0.0)
+            out.append(Results(keypoints=kp[..., :2].reshape(-1, SKELETON.num_keypoints, 2),
+                               scores=kp[..., 2].reshape(-1, SKELETON.num_keypoints), skeleton=SKELETON,
+                               person_scores=person_scores, image=images[i] if images else None,
+                               path=paths[i] if paths else None))
+        return out
+
+    def build_evaluator(self, datasets):
+        dataset = datasets["val"]
+        d = self.cfg.data
+        if d.dataset == "coco":
+            from posekit.data.io import read_json
+            root = Path(d.root) if d.root else None
+            from posekit.data.io import realdata_root
+            root = root or realdata_root() / "coco"
+            gt = read_json(Path(d.val_ann) if Path(d.val_ann).is_absolute() else root / d.val_ann, "COCO annotations")
+        else:
+            gt = build_coco_gt([dataset.source.peek(i) if hasattr(dataset.source, "peek") else dataset.source[i]
+                                for i in range(len(dataset.source))], skeleton=SKELETON)
+        return COCOEvaluator(gt, dataset, self.cfg.eval.max_people)
+
+    # --- use ----------------------------------------------------------------------------
+    def prepare_inputs(self, inputs, *, boxes=None, **options):
+        """RGB images of any size -> the evaluation letterbox (boxes are not needed: every person
+        in the image is found)."""
+        return self._pipeline([], train=False).inputs(inputs)
+
+    def export_spec(self):
+        s = self.cfg.data.input_size
+        return ExportSpec((torch.rand(1, 3, s, s),), ["image"], ["pafs", "heatmaps"],
+                          {"image": {0: "batch"}, "pafs": {0: "batch"}, "heatmaps": {0: "batch"}})
