@@ -90,7 +90,8 @@ def test_eval_schema_letterbox_and_determinism(synth):
     assert item["pafs"].shape == (38, 8, 8) and item["weight"].shape == (1, 8, 8)
     assert item["matrix"].dtype == torch.float64 and item["index"] == 3
     s = 64 / 160
-    np.testing.assert_allclose(item["matrix"].numpy(), [[s, 0, 0], [0, s, 0]])
+    t = 0.5 * s - 0.5  # pixel centres at integers: x -> (x + 0.5) * s - 0.5
+    np.testing.assert_allclose(item["matrix"].numpy(), [[s, 0, t], [0, s, t]])
     img = item["image"].numpy()
     assert np.all(img[:, 49:, :] == 128)  # 120 * 0.4 = 48 rows of image, grey below
     assert _cells(item["heatmaps"].numpy()) == _expected_cells(synth[3], item["matrix"].numpy())

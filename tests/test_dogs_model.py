@@ -116,7 +116,7 @@ def test_backbone_weights_errors(tmp_path):
 
 def test_pretrained_from_torch_home_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(dogs_models, "_online", lambda *a, **k: pytest.fail("must not touch the network"))
+    monkeypatch.setattr(dogs_models, "online", lambda *a, **k: pytest.fail("must not touch the network"))
     cached = dogs_models._cached_imagenet_file()
     assert str(cached).startswith(str(tmp_path))
     cached.parent.mkdir(parents=True)
@@ -129,7 +129,7 @@ def test_pretrained_from_torch_home_cache(tmp_path, monkeypatch):
 
 def test_pretrained_offline_warns_and_keeps_random_init(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(dogs_models, "_online", lambda *a, **k: False)
+    monkeypatch.setattr(dogs_models, "online", lambda *a, **k: False)
     with pytest.warns(RuntimeWarning, match="RANDOM initialisation"):
         model = create_model("dogs_mobilenetv2", width_mult=0.35, pretrained=True)
     assert model.weights_source == "random"
@@ -140,7 +140,7 @@ def test_pretrained_offline_warns_and_keeps_random_init(tmp_path, monkeypatch):
         def get_state_dict(self, **kwargs):
             raise urllib.error.URLError("connection refused")
 
-    monkeypatch.setattr(dogs_models, "_online", lambda *a, **k: True)
+    monkeypatch.setattr(dogs_models, "online", lambda *a, **k: True)
     monkeypatch.setattr(dogs_models, "_imagenet_weights_entry", lambda: Failing())
     with pytest.warns(RuntimeWarning, match="download failed"):
         model = create_model("dogs_mobilenetv2", width_mult=0.35, pretrained=True)

@@ -155,8 +155,8 @@ def test_flip_swaps_left_and_right():
     flipped = flipped_ds[0]
     a, b = _input_keypoints(plain_ds, plain)[0], _input_keypoints(flipped_ds, flipped)[0]
     for left, right in SK.flip_pairs:
-        assert np.allclose(b[right, :2], [64 - a[left, 0], a[left, 1]])
-        assert np.allclose(b[left, :2], [64 - a[right, 0], a[right, 1]])
+        assert np.allclose(b[right, :2], [63 - a[left, 0], a[left, 1]])  # mirroring = flipping the array
+        assert np.allclose(b[left, :2], [63 - a[right, 0], a[right, 1]])
     assert flipped["target_weight"][[0, 6]].tolist() == [1.0, 1.0]
     # the faithful (reference) pipeline mirrors WITHOUT swapping labels
     torch.manual_seed(1)
@@ -179,16 +179,16 @@ def test_faithful_pipeline_stretches_and_does_not_mask():
     ds = dot_pipeline(src, augment=False, input_size=64, faithful=True)
     assert ds.crop.mode == "resize" and ds.pad_value == (0, 0, 0)
     item = ds[0]
-    # stretched: x and y scale separately, 64/160 and 64/100. Pixel centres at integer
-    # coordinates (the image's centre is (79.5, 49.5)): x -> (x + 0.5) * 64 / 160 (was x * 64 / 160)
+    # stretched: x and y scale separately, 64/160 and 64/100. Pixel centres at integer coordinates
+    # (the image's centre (79.5, 49.5) is the input's (31.5, 31.5)): x -> (x + 0.5) * 64 / 160 - 0.5
     decoded, moved = _input_keypoints(ds, item)
-    assert np.allclose(moved[0, :2], [(60 + 0.5) * 64 / 160, (40 + 0.5) * 64 / 100])
+    assert np.allclose(moved[0, :2], [(60 + 0.5) * 64 / 160 - 0.5, (40 + 0.5) * 64 / 100 - 0.5])
     assert np.allclose(decoded[0], moved[0, :2], atol=1e-4)
     assert item["target_weight"].tolist() == [1.0] * 24
     # unlabelled joints (stored as (0, 0, 0)) train with full weight at where the matrix moves the
-    # image origin: (0.5 * 64 / 160, 0.5 * 64 / 100) px = (0.5 / 160, 0.5 / 100) normalised with
-    # pixel centres at integer coordinates (exactly (0, 0) under the old x * 64 / 160 geometry)
-    assert np.allclose(item["target"][5].numpy(), [0.5 / 160, 0.5 / 100])
+    # image origin: (0.5 * 64 / 160 - 0.5, 0.5 * 64 / 100 - 0.5) input px with pixel centres at
+    # integer coordinates (exactly (0, 0) under the reference's x * 64 / 160 geometry)
+    assert np.allclose(item["target"][5].numpy(), [(0.5 * 64 / 160 - 0.5) / 64, (0.5 * 64 / 100 - 0.5) / 64])
     assert np.allclose(item["target"][5].numpy(), affine_points(np.zeros((1, 2)), item["matrix"].numpy())[0] / 64)
     default = dot_pipeline(src, augment=False, input_size=64)[0]
     assert default["target_weight"].sum() == 1
@@ -202,8 +202,9 @@ def test_bbox_crop_geometry():
     assert np.allclose(center, [69.5, 49.5]) and np.allclose(size, [120, 120])
     item = dot_pipeline(src, augment=False, input_size=64, crop="bbox", bbox_margin=0.25)[0]
     m = item["matrix"].numpy()
-    assert np.allclose(affine_points(np.array([[69.5, 49.5]]), m), [[32, 32]])
-    assert np.allclose(affine_points(np.array([[9.5, 49.5]]), m), [[0, 32]])
+    # the crop's centre is its centre pixel (31.5 of 0..63); the region's left edge is the input's
+    assert np.allclose(affine_points(np.array([[69.5, 49.5]]), m), [[31.5, 31.5]])
+    assert np.allclose(affine_points(np.array([[9.5, 49.5]]), m), [[-0.5, 31.5]])
     # no box: the box rule falls back to the whole image, aspect kept
     center, size = CropRule("box", 1.5).region((100, 160, 3), None)
     assert np.allclose(center, [79.5, 49.5]) and np.allclose(size, [160, 160])

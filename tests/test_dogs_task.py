@@ -136,17 +136,19 @@ def test_predict_returns_results_in_the_original_frame():
     model.dummy = torch.nn.Parameter(torch.zeros(1))  # predict asks the parameters for the device
     res = predict(task, model, [img, img])
     assert len(res) == 2 and res[0].keypoints.shape == (1, 24, 2) and res[0].image is img
-    # letterbox: the 150 px side spans the 64 px input, centred vertically on the image centre
-    # (74.5, 44.5) (pixel centres at integer coordinates; was (75, 45))
-    assert np.allclose(res[0].keypoints[0, 0], [0.25 * 150 - 0.5, 44.5 + (0.75 - 0.5) * 150], atol=1e-3)
+    # letterbox: the 150 px side spans the 64 px input; the input's centre pixel 31.5 is the image
+    # centre (74.5, 44.5) (pixel centres at integer coordinates); a decoded 0.25 is input pixel 16
+    f = 150 / 64
+    assert np.allclose(res[0].keypoints[0, 0], [74.5 + (0.25 * 64 - 31.5) * f, 44.5 + (0.75 * 64 - 31.5) * f],
+                       atol=1e-3)
     assert res[0].scores[0, :20].tolist() == [1.0] * 20 and res[0].scores[0, 20:].tolist() == [0.0] * 4
     boxed = predict(tiny_task(crop="bbox", bbox_margin=0.0), model, [img], boxes=[[10, 20, 40, 20]])[0]
-    # the box centre (10 + 20 - 0.5, 20 + 10 - 0.5) (was (30, 30))
-    assert np.allclose(boxed.keypoints[0, 16], [29.5, 29.5], atol=1e-3)
+    # the box centre (10 + 20 - 0.5, 20 + 10 - 0.5) is input pixel 31.5; a decoded 0.5 is pixel 32
+    assert np.allclose(boxed.keypoints[0, 16], [29.5 + 0.5 * 40 / 64] * 2, atol=1e-3)
     assert np.allclose(boxed.boxes, [[10, 20, 40, 20]])
     # a given box wins over the letterbox of the default crop: the same centre
     boxed_default = predict(tiny_task(bbox_margin=0.0), model, [img], boxes=[[10, 20, 40, 20]])[0]
-    assert np.allclose(boxed_default.keypoints[0, 16], [29.5, 29.5], atol=1e-3)
+    assert np.allclose(boxed_default.keypoints[0, 16], [29.5 + 0.5 * 40 / 64] * 2, atol=1e-3)
     assert res[0].plot().shape == img.shape
 
 

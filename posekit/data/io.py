@@ -96,17 +96,3 @@ def open_h5(path: str | Path, what: str = "HDF5 file", error: type[Exception] = 
         return h5py.File(path, "r")
     except OSError as e:
         raise error(f"{path}: not a readable HDF5 file ({e})") from None
-
-
-def load_inputs(inputs, paths=None) -> tuple[list[np.ndarray], list[str | None]]:
-    """Images for `Task.predict`: RGB arrays pass through, file paths are read. Returns the
-    images and a name per image (the path, or `paths[i]` for arrays)."""
-    images, names = [], []
-    for i, item in enumerate(inputs):
-        if isinstance(item, (str, Path)):
-            names.append(str(item))
-            images.append(read_image(item))
-        else:
-            names.append(paths[i] if paths else None)
-            images.append(item)
-    return images, names

@@ -83,12 +83,22 @@ class LandmarkCrops(torch.utils.data.Dataset):
                                               np.zeros((self.num_points, 3), np.float32)),
                 "matrix": torch.from_numpy(matrix), "index": index}
         if self.equivariance is not None:
-            sample_warp, points, seed = self.equivariance
-            warp = sample_warp(torch.Generator().manual_seed(int(seed) + index))
-            warped = warp.warp_image(item["image"][None].float())[0]
-            item["warped"] = warped.round().clamp(0, 255).to(torch.uint8)
-            item["warped_centers"] = warp.warp_points(points[None].double())[0].float()
+            item.update(self._fixed_warp(item["image"], index))
         return item
+
+    def _fixed_warp(self, image: torch.Tensor, index: int) -> dict:
+        # one item's warp is many tiny ops: a single thread (as in a DataLoader worker) avoids
+        # thread-pool overhead, which is 10x the work on a loaded machine
+        sample_warp, points, seed = self.equivariance
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            warp = sample_warp(torch.Generator().manual_seed(int(seed) + index))
+            warped = warp.warp_image(image[None].float())[0]
+            return {"warped": warped.round().clamp(0, 255).to(torch.uint8),
+                    "warped_centers": warp.warp_points(points[None].double())[0].float()}
+        finally:
+            torch.set_num_threads(threads)
 
     def __getitem__(self, index: int) -> dict:
         sample = self.source[index].load()

@@ -16,7 +16,6 @@ weights), so the convention travels with the checkpoint.
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from posekit.models.registry import register_model
+from posekit.models.registry import online, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -142,15 +141,6 @@ def _cached_imagenet_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def _online(host: str = "download.pytorch.org", port: int = 443, timeout: float = 3.0) -> bool:
-    """A quick reachability probe, so an offline machine warns instead of hanging in a download."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _strip_to_features(state: dict, source: str) -> dict:
     """Accept a full torchvision mobilenet_v2 state dict, a features-only one, or a posekit
     dogs checkpoint; return the `features` keys without prefix."""
@@ -196,7 +186,7 @@ def load_backbone_weights(model: MobileNetV2KeypointRegressor, *, pretrained: bo
         state = torch.load(cached, map_location="cpu", weights_only=True)
         _load_features(model, _strip_to_features(state, str(cached)), str(cached))
         return "cache"
-    if _online():
+    if online():
         try:
             state = _imagenet_weights_entry().get_state_dict(progress=False)
             _load_features(model, _strip_to_features(state, "torchvision IMAGENET1K_V1"), "torchvision IMAGENET1K_V1")

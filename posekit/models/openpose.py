@@ -25,14 +25,13 @@ trainer can give the trunk its own learning rate (MindSpore: lr/4 for vgg and cp
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from posekit.models.registry import register_model
+from posekit.models.registry import online, register_model
 
 __all__ = [
     "NORMALIZATIONS",
@@ -241,15 +240,6 @@ def convert_cmu_state_dict(state: dict, *, model: OpenPose | None = None) -> dic
 
 
 # --- ImageNet VGG19 weights ------------------------------------------------------------------------------
-def _online(host: str = "download.pytorch.org", port: int = 443, timeout: float = 3.0) -> bool:
-    """Reachability probe so an offline machine warns instead of hanging in a download."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _vgg_features_only(state: dict, source: str, model: OpenPose) -> dict:
     """Keep VGG conv tensors up to conv4_2 from a torchvision vgg19 state dict (`features.N.*`), a
     features-only one (`N.*`) or a posekit one (`vgg.N.*`)."""
@@ -286,7 +276,7 @@ def load_vgg19_weights(model: OpenPose, pretrained: str) -> str:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(entry.url)
         if cached.is_file():
             state, source, path = torch.load(cached, map_location="cpu", weights_only=True), "cache", cached
-        elif _online():
+        elif online():
             state, source, path = entry.get_state_dict(progress=False), "download", entry.url
         else:
             warnings.warn(f"openpose: VGG19 ImageNet weights are not cached at {cached} and there is no network; "

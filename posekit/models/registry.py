@@ -103,3 +103,14 @@ def model_table() -> list[dict]:
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel (or torch.compile) wrapper, or the model itself."""
     return getattr(model, "module", getattr(model, "_orig_mod", model))
+
+
+def online(host: str = "download.pytorch.org", port: int = 443, timeout: float = 3.0) -> bool:
+    """A quick reachability probe of torchvision's weight server, so an offline machine warns and
+    keeps a random initialisation instead of hanging in a download."""
+    import socket
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

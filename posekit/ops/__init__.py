@@ -1,0 +1,1 @@
+"""Geometric operators shared by codecs, losses and data pipelines (thin-plate-spline warps)."""
