@@ -1,6 +1,11 @@
-"""Model families, one file each. Importing this package registers every builder."""
-from . import gmh_mdn, hourglass, mobilenetv2_regressor  # noqa: F401  (each registers its builders)
-from . import fse  # noqa: F401  (FSE unsupervised landmarks)
-from . import openpose  # noqa: F401  (OpenPose / PAF)
+"""Models, one file each (timm style). Importing this package imports every module in it, which
+registers its `@register_model` builders: a new model is its file, nothing else to edit."""
+import importlib
+import pkgutil
+
 from .registry import (ModelEntry, count_parameters, create_model, get_entry, list_models,  # noqa: F401
                        register_model, unwrap)
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "registry":
+        importlib.import_module(f"{__name__}.{_module.name}")
