@@ -113,3 +113,24 @@ def test_predict_folder_and_video_and_export_with_a_real_family(tmp_path):
     assert (tmp_path / "hg.onnx").is_file() and "max abs difference" in printed
     diff = float(printed.rsplit("max abs difference", 1)[1].split()[0])
     assert diff < 1e-3
+
+
+def test_a_checkpoint_never_imports_the_modules_it_names(tmp_path):
+    """A stranger's checkpoint that lists `imports` must not make posekit import them."""
+    import sys
+
+    import tiny_task
+    from posekit.engine.checkpoint import load_checkpoint, save_checkpoint
+    from posekit.engine.predictor import load_for_inference
+    from posekit.engine.trainer import train
+    run = train(tiny_task.tiny_config(tmp_path, max_steps=2, val_every=2))
+    ckpt = load_checkpoint(run / "last.pt")
+    (tmp_path / "evil_module_posekit_test.py").write_text("raise SystemExit('attacker code ran')\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        ckpt["config"]["imports"] = ["evil_module_posekit_test"]
+        save_checkpoint(ckpt, tmp_path / "evil.pt")
+        task, _, cfg = load_for_inference(tmp_path / "evil.pt")
+        assert task.name == "tiny" and cfg.imports == [] and "evil_module_posekit_test" not in sys.modules
+    finally:
+        sys.path.remove(str(tmp_path))

@@ -107,3 +107,21 @@ def test_trained_synthetic_model_evaluates_and_draws_every_person(tmp_path):
     assert 0.0 <= metrics["AP"] <= 1.0 and metrics["images"] == 2
     oracle = evaluate(task, None, datasets, oracle=True)
     assert oracle["AP"] > metrics["AP"]  # the codec's ceiling is above an untrained network
+
+
+def test_multi_scale_test_averages_resized_maps(tmp_path):
+    task = _small_task(tmp_path)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        single = task.forward_decode(model, x)
+        twice = _small_task(tmp_path, "eval.scales=[1.0,1.0]").forward_decode(model, x)
+        multi = _small_task(tmp_path, "eval.scales=[0.5,1.0,2.0]", "eval.flip_test=true").forward_decode(model, x)
+        big = model(torch.nn.functional.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False))
+    assert torch.allclose(single["pafs"], twice["pafs"]) and torch.allclose(single["heatmaps"], twice["heatmaps"])
+    assert multi["pafs"].shape == single["pafs"].shape == (1, 38, 8, 8)
+    assert not torch.allclose(multi["heatmaps"], single["heatmaps"])
+    assert big[1].shape[-2:] == (16, 16)  # the x2 scale ran at 128 px and was resized back to 8 x 8
+    with pytest.raises(ValueError, match="eval.scales"):
+        _small_task(tmp_path, "eval.scales=[]")

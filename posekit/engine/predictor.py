@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from posekit.config import Config, deep_merge, parse_overrides
+from posekit.config import Config, ConfigError, deep_merge, parse_overrides
 from posekit.engine import distributed
 from posekit.engine.checkpoint import inference_state_dict, load_checkpoint
 from posekit.engine.evaluation import predict
@@ -19,7 +19,7 @@ from posekit.families import Task, build_task
 
 
 def load_for_inference(checkpoint_path: str | Path, overrides: list[str] | None = None,
-                       device: str = "cpu") -> tuple[Task, nn.Module, Config]:
+                       device: str = "cpu", imports: list[str] | None = None) -> tuple[Task, nn.Module, Config]:
     """(task, model in eval mode with the best available weights (EMA when trained with it),
     config) from a checkpoint file; `overrides` change the stored config (e.g. eval.flip_test)."""
     ckpt = load_checkpoint(checkpoint_path)
@@ -28,8 +28,17 @@ def load_for_inference(checkpoint_path: str | Path, overrides: list[str] | None 
         raise ValueError(f"{checkpoint_path}: not a posekit checkpoint (no 'config' entry)")
     if overrides:
         raw = deep_merge(raw, parse_overrides(overrides))
-    raw = {**raw, "model": {**raw["model"], "init_from": None}}
-    cfg = config_from_dict(raw, source=str(checkpoint_path))
+    # a checkpoint is data: it never names code to import (a user's task module is imported by
+    # the user's own recipe or `imports=` override, never because a stranger's file lists it)
+    stored_imports = raw.get("imports") or []
+    raw = {**raw, "imports": list(imports or []), "model": {**raw["model"], "init_from": None}}
+    try:
+        cfg = config_from_dict(raw, source=str(checkpoint_path))
+    except ConfigError as e:
+        if stored_imports and "unknown task" in str(e):
+            raise ConfigError(f"{e}; the checkpoint was trained with user modules {stored_imports}: import them "
+                              "yourself (Python) if you trust them") from None
+        raise
     task = build_task(cfg)
     model = task.build_model()
     model.load_state_dict(inference_state_dict(ckpt))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from posekit.codecs.paf import DecoderConfig, PAFCodec, decode_people, flip_back_paf, to_coco17
 from posekit.config import DataConfig, EvalConfig, LossConfig
@@ -68,6 +69,9 @@ class OpenPoseEvalConfig(EvalConfig):
     batch_size: int = 4
     preset: str = "cmu"  # cmu | mindspore decoder thresholds (codecs.paf.DecoderConfig.preset)
     flip_test: bool = False
+    # multi-scale test (CMU: [0.5, 1.0, 1.5, 2.0]): the input is resized by each factor (to a
+    # multiple of 8), and the maps, resized back to the base grid, are averaged
+    scales: list[float] = field(default_factory=lambda: [1.0])
     max_people: int = 20  # COCO keeps the 20 best-scoring detections per image
 
 
@@ -112,6 +116,8 @@ class OpenPoseTask(Task):
             raise ValueError(f"data.input_size={d.input_size} must be a multiple of 8 (the network's stride)")
         if d.on_bad_record not in ("error", "skip"):
             raise ValueError(f"data.on_bad_record={d.on_bad_record!r}; valid: error, skip")
+        if not self.cfg.eval.scales or any(not 0 < v <= 4 for v in self.cfg.eval.scales):
+            raise ValueError(f"eval.scales must be factors in (0, 4], got {self.cfg.eval.scales}")
         if len(d.scale_limits) != 2:
             raise ValueError(f"data.scale_limits must be [min, max], got {d.scale_limits}")
         self.decoder = DecoderConfig.preset(self.cfg.eval.preset)
@@ -167,15 +173,26 @@ class OpenPoseTask(Task):
 
     # --- the decode seam ------------------------------------------------------------------------
     def forward_decode(self, model, x, *, outputs=None):
-        """Last-stage PAFs and heatmaps at stride 8 (flip-averaged with the mirrored input's when
-        eval.flip_test): the graph. Grouping people is `postprocess`, outside it."""
-        pafs, heats = model(x) if outputs is None else outputs
-        pafs, heats = pafs[:, -1].float(), heats[:, -1].float()
-        if self.cfg.eval.flip_test:
-            fp, fh = model(x.flip(-1))
-            fp, fh = flip_back_paf(fp[:, -1].float(), fh[:, -1].float(), skeleton=PARTS)
-            pafs, heats = 0.5 * (pafs + fp), 0.5 * (heats + fh)
-        return {"pafs": pafs, "heatmaps": heats}
+        """Last-stage PAFs and heatmaps at stride 8, averaged over `eval.scales` and, with
+        eval.flip_test, the mirrored input's: the graph. Grouping people is `postprocess`, outside it."""
+        h, w = x.shape[-2] // 8, x.shape[-1] // 8
+        sum_p, sum_h, n = 0.0, 0.0, 0
+        for scale in self.cfg.eval.scales:
+            if scale == 1.0:
+                xs, out = x, (outputs if outputs is not None else None)
+            else:
+                size = (max(8, int(round(x.shape[-2] * scale / 8)) * 8), max(8, int(round(x.shape[-1] * scale / 8)) * 8))
+                xs, out = F.interpolate(x, size=size, mode="bilinear", align_corners=False), None
+            for flip in (False, True) if self.cfg.eval.flip_test else (False,):
+                pafs, heats = model(xs.flip(-1) if flip else xs) if out is None or flip else out
+                pafs, heats = pafs[:, -1].float(), heats[:, -1].float()
+                if flip:
+                    pafs, heats = flip_back_paf(pafs, heats, skeleton=PARTS)
+                if pafs.shape[-2:] != (h, w):  # back to the base grid (PAF vectors are unit-free)
+                    pafs = F.interpolate(pafs, size=(h, w), mode="bilinear", align_corners=False)
+                    heats = F.interpolate(heats, size=(h, w), mode="bilinear", align_corners=False)
+                sum_p, sum_h, n = sum_p + pafs, sum_h + heats, n + 1
+        return {"pafs": sum_p / n, "heatmaps": sum_h / n}
 
     def decode_targets(self, batch):
         return {"pafs": batch["pafs"].float(), "heatmaps": batch["heatmaps"].float()}
