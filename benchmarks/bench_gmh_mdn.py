@@ -1,19 +1,24 @@
 """GMH-MDN learning benchmark: does the lifter learn, and do M hypotheses help?
 
 1. Synthetic Human3.6M-like data (configs/h36m_synthetic.yaml): train with the posekit trainer
-   for a fixed CPU time, report Protocol #1/#2 (best of 5 and most likely hypothesis) on a held-out
+   for a fixed number of steps, report Protocol #1/#2 (best of 5 and most likely hypothesis) on a held-out
    synthetic test split before and after training.
 2. Real Human3.6M samples shipped in ../shared/realdata/h36m/baseline (configs/h36m_gmh_mdn.yaml,
    the paper model and optimiser): train on S1 (Directions 1, 4 cameras), select on the tail of
    the S1 sequences, evaluate on S9 (Directions 1, 4 cameras), once with the Stacked Hourglass
    detections as 2-D input and once with projected ground-truth 2-D.
 
-CPU budget (defaults): 300 s synthetic training + 2 x 120 s real training, about 10 min wall
-with evaluation on a 2-core machine. Run:
+Budgets are optimisation steps, so results reproduce on a busy machine; the defaults are the
+step counts of the recorded wall-clock runs (300 s synthetic, 2 x 120 s real on a 2-core machine):
+23,800 synthetic, 4,111 real with detections, 3,966 real with GT 2-D. `--synthetic-max-time` /
+`--real-max-time SECONDS` give a wall-clock budget instead (the old behaviour; the step count then
+depends on the machine's load). Run:
 
-    .venv/bin/python benchmarks/bench_gmh_mdn.py [--synthetic-seconds 300] [--real-seconds 120] [--threads 2]
+    .venv/bin/python benchmarks/bench_gmh_mdn.py [--synthetic-steps 23800] [--real-detections-steps 4111]
+        [--real-gt-steps 3966] [--threads 2] [--out PATH]
 
-Results are printed and written to benchmarks/results/gmh_mdn.md.
+Results are printed; the report (markdown) is written only with `--out PATH`, e.g.
+`--out benchmarks/results/gmh_mdn.md`.
 """
 from __future__ import annotations
 
@@ -30,25 +35,33 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from posekit.config import load_config  # noqa: E402
 from posekit.data.io import realdata_root  # noqa: E402
-from posekit.engine.trainer import evaluate_checkpoint, seed_everything, train  # noqa: E402
-from posekit.tasks import get_task  # noqa: E402
+from posekit.engine.evaluation import evaluate, evaluate_checkpoint  # noqa: E402
+from posekit.engine.recipes import load_config  # noqa: E402
+from posekit.engine.trainer import seed_everything, train  # noqa: E402
+from posekit.families import build_task  # noqa: E402
 
 KEYS = ("p1_best", "p1_ml", "p2_best", "p2_ml")
 
 
 def untrained_metrics(config: str, overrides: list[str]) -> dict:
     """The model exactly as the trainer initialises it (same seed), with training statistics fitted."""
-    cfg = load_config(config, overrides)
-    task = get_task(cfg.task)
-    seed_everything(cfg.train.seed)
-    model = task.build_model(cfg)
-    train_set, _ = task.build_datasets(cfg)
-    task.prepare(model, train_set, cfg)
-    test_cfg = load_config(config, overrides + ["data.eval_split=test"])
-    _, test_set = task.build_datasets(test_cfg)
-    return task.evaluate(model.eval(), test_set, test_cfg)
+    task = build_task(load_config(config, overrides))
+    seed_everything(task.cfg.train.seed)
+    model = task.build_model()
+    task.prepare(model, task.build_datasets(("train",)))
+    test_task = build_task(load_config(config, overrides + ["data.eval_split=test"]))
+    test_task.prepare(model, {})
+    metrics = evaluate(test_task, model, test_task.build_datasets(test_task.eval_splits))
+    metrics.pop("table", None)
+    return metrics
+
+
+def budget(steps: int, max_time: float | None) -> list[str]:
+    """Trainer overrides: `steps` steps, or a wall-clock budget of `max_time` seconds when given."""
+    if max_time is not None:
+        return [f"train.max_time={max_time}", "train.max_steps=1000000"]
+    return [f"train.max_steps={steps}", "train.max_time=null"]
 
 
 def run(config: str, overrides: list[str], out_dir: Path, name: str) -> dict:
@@ -72,11 +85,16 @@ def fmt(row: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--synthetic-seconds", type=float, default=300.0)
-    ap.add_argument("--real-seconds", type=float, default=120.0)
+    ap.add_argument("--synthetic-steps", type=int, default=23800)
+    ap.add_argument("--real-detections-steps", type=int, default=4111)
+    ap.add_argument("--real-gt-steps", type=int, default=3966)
+    ap.add_argument("--synthetic-max-time", type=float, default=None,
+                    help="seconds of synthetic training instead of --synthetic-steps (wall-clock budget)")
+    ap.add_argument("--real-max-time", type=float, default=None,
+                    help="seconds of each real run instead of the step budgets (wall-clock budget)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-real", action="store_true")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gmh_mdn.md"))
+    ap.add_argument("--out", default=None, help="also write the report (markdown) to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="data.eval_split=test")
@@ -85,18 +103,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         results["synthetic"] = run("configs/h36m_synthetic.yaml",
-                                   [f"train.max_time={args.synthetic_seconds}", "train.max_steps=1000000",
-                                    "train.val_every=1000"], tmp, "synthetic")
+                                   budget(args.synthetic_steps, args.synthetic_max_time) + ["train.val_every=1000"],
+                                   tmp, "synthetic")
         print(results["synthetic"]["table"], flush=True)
         baseline = realdata_root() / "h36m" / "baseline"
         if not args.skip_real and baseline.is_dir():
             real = [f"data.root={baseline}", "data.detections=StackedHourglass", "data.train_subjects=[S1]",
-                    "data.test_subjects=[S9]", "data.val_fraction=0.1", f"train.max_time={args.real_seconds}",
-                    "train.max_epochs=null", "train.max_steps=1000000", "train.val_every=500",
-                    "train.num_workers=0", "train.log_every=100"]
+                    "data.test_subjects=[S9]", "data.val_fraction=0.1", "train.max_epochs=null",
+                    "train.val_every=500", "train.num_workers=0", "train.log_every=100"]
+            steps = {"detections": args.real_detections_steps, "gt": args.real_gt_steps}
             for source in ("detections", "gt"):
-                results[f"real_{source}"] = run("configs/h36m_gmh_mdn.yaml", real + [f"data.input_2d={source}"],
-                                                tmp, f"real_{source}")
+                results[f"real_{source}"] = run("configs/h36m_gmh_mdn.yaml",
+                                                real + budget(steps[source], args.real_max_time)
+                                                + [f"data.input_2d={source}"], tmp, f"real_{source}")
                 print(results[f"real_{source}"]["table"], flush=True)
 
     lines = ["# GMH-MDN benchmark", "", "Command (from the repository root, CPU, "
@@ -117,8 +136,10 @@ def main() -> int:
         lines += [f"## {key}: per-action table after training", "", "```", r["table"], "```", ""]
     text = "\n".join(lines)
     print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -8,7 +8,10 @@
    PCKh / torso PCK on 200 held-out figures before vs after.
 3. Overfit the 5 real images (same small model, 128 px), PCKh on them with the real head sizes.
 
-Run:  .venv/bin/python benchmarks/bench_hourglass.py [--minutes 6] [--out benchmarks/results/hourglass.md]
+Run:  .venv/bin/python benchmarks/bench_hourglass.py [--steps 900] [--overfit-steps 400] [--threads 1] [--out PATH]
+
+Budgets are optimisation steps, so results reproduce on a busy machine. Prints the report; writes
+it (markdown) only with `--out PATH`, e.g. `--out benchmarks/results/hourglass.md`.
 """
 from __future__ import annotations
 
@@ -24,37 +27,31 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from posekit.codecs.heatmap import HeatmapCodec  # noqa: E402
-from posekit.config import load_config  # noqa: E402
-from posekit.data.io import realdata_root  # noqa: E402
-from posekit.data.mpii import MPIIImageSource, TopDownHeatmapDataset, attach_head_sizes, load_mpii_h5, load_mpii_json  # noqa: E402
-from posekit.data.transforms import affine_points, invert_affine  # noqa: E402
+from posekit.engine.evaluation import evaluate  # noqa: E402
+from posekit.engine.recipes import load_config  # noqa: E402
+from posekit.families import build_task  # noqa: E402
 from posekit.metrics.mpii import format_pckh_table, pckh_table  # noqa: E402
 from posekit.models import count_parameters  # noqa: E402
-from posekit.tasks import get_task  # noqa: E402
 
-
-def real_records():
-    mpii = realdata_root() / "mpii"
-    recs = load_mpii_json(mpii / "mmpose" / "test_mpii.json")
-    attach_head_sizes(recs, load_mpii_h5(mpii / "pose_hg_train" / "valid.h5"))
-    return recs, mpii / "mmpose" / "images"
+RECIPE = ROOT / "configs" / "mpii_synthetic.yaml"
 
 
 def round_trip(lines: list[str]) -> None:
-    recs, image_dir = real_records()
+    """The codec's ceiling through the task's own oracle seam (decode_targets -> postprocess):
+    the HRNet JSON people (with valid.h5's head sizes attached), 256 crops, 64x64 heatmaps, sigma 1."""
     for refine in ("shift", "dark"):
-        codec = HeatmapCodec((256, 256), (64, 64), 1.0, refine=refine)
-        ds = TopDownHeatmapDataset(MPIIImageSource(recs, image_dir), codec, train=False)
-        preds, gts, ann, heads = [], [], [], []
-        for i in range(len(ds)):
-            item = ds[i]
-            kp, _ = codec.decode(item["target"])
-            preds.append(affine_points(kp, invert_affine(item["matrix"])))
-            gts.append(item["joints"])
-            ann.append(item["annotated"] & (item["target_weight"] > 0))
-            heads.append(item["head_size"])
-        pred, gt, a, h = map(np.asarray, (preds, gts, ann, heads))
+        cfg = load_config(RECIPE, ["data.dataset=mpii", "data.train_file=mmpose/test_mpii.json",
+                                   "data.val_file=mmpose/test_mpii.json", "data.head_sizes_from=pose_hg_train/valid.h5",
+                                   "data.input_size=256", "data.heatmap_size=64", "data.sigma=1.0",
+                                   f"eval.refine={refine}"])
+        task = build_task(cfg)
+        ds = task.build_datasets()["val"]
+        batch = task.collate([ds[i] for i in range(len(ds))])
+        results = task.postprocess(task.decode_targets(batch), batch)
+        pred = np.stack([r.keypoints[0] for r in results])
+        keypoints = batch["keypoints"].numpy()
+        gt, a, h = keypoints[..., :2], (keypoints[..., 2] > 0) & (batch["target_weight"].numpy() > 0), \
+            batch["head_size"].numpy()
         table = pckh_table(pred, gt, a, h)
         err = np.linalg.norm(pred - gt, axis=-1)[a]
         lines.append(f"- decode `{refine}`: PCKh@0.5 = **{table['Mean']:.2f} %**, PCKh@0.1 = {table['Mean@0.1']:.2f} %, "
@@ -69,22 +66,21 @@ def fmt_metrics(m: dict) -> str:
 
 
 def part_table(m: dict) -> str:
-    t = {"Head": m["pckh_head"], "Shoulder": m["pckh_shoulder"], "Elbow": m["pckh_elbow"], "Wrist": m["pckh_wrist"],
-         "Hip": m["pckh_hip"], "Knee": m["pckh_knee"], "Ankle": m["pckh_ankle"], "Mean": m["pckh"],
-         "Mean@0.1": m["pckh@0.1"]}
+    t = {part: m[f"pckh/{part.lower()}"] for part in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")}
+    t |= {"Mean": m["pckh"], "Mean@0.1": m["pckh@0.1"]}
     return format_pckh_table(t)
 
 
 def run_training(cfg, lines: list[str], label: str) -> dict:
-    from posekit.engine.trainer import train
     from posekit.engine.checkpoint import load_checkpoint
+    from posekit.engine.trainer import train
 
-    task = get_task(cfg.task)
+    task = build_task(cfg)
     torch.manual_seed(cfg.train.seed)
-    model = task.build_model(cfg)
-    _, val = task.build_datasets(cfg)
+    model = task.build_model()
+    datasets = task.build_datasets(("val",))
     t0 = time.time()
-    before = task.evaluate(model, val, cfg)
+    before = evaluate(task, model, datasets)
     eval_s = time.time() - t0
     print(f"[{label}] before: {fmt_metrics(before)} ({eval_s:.1f} s)", flush=True)
     t0 = time.time()
@@ -93,7 +89,7 @@ def run_training(cfg, lines: list[str], label: str) -> dict:
     ckpt = load_checkpoint(run_dir / "last.pt")
     model.load_state_dict(ckpt["model"])
     model.eval()
-    after = task.evaluate(model, val, cfg)
+    after = evaluate(task, model, datasets)
     print(f"[{label}] after {ckpt['step']} steps ({train_s:.0f} s): {fmt_metrics(after)}", flush=True)
     lines += [f"- before training: {fmt_metrics(before)}",
               f"- after {ckpt['step']} steps ({train_s:.0f} s wall, incl. periodic validation): {fmt_metrics(after)}",
@@ -106,7 +102,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=900, help="synthetic training steps (batch 8)")
     ap.add_argument("--overfit-steps", type=int, default=400)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "hourglass.md"))
+    ap.add_argument("--out", default=None, help="also write the report (markdown) to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     start = time.time()
@@ -120,12 +116,11 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench_hourglass_"))
     lines += ["", "## 2. Synthetic MPII-16, `hourglass2_small` from scratch", ""]
-    cfg = load_config(ROOT / "configs" / "mpii_synthetic.yaml",
+    cfg = load_config(RECIPE,
                       [f"out_dir={work}", "name=synthetic", f"train.max_steps={args.steps}",
                        f"train.val_every={args.steps}", "train.progress=false", "train.tensorboard=false",
                        "train.log_every=40"])
-    task = get_task("hourglass")
-    n_params = count_parameters(task.build_model(cfg))[0]
+    n_params = count_parameters(build_task(cfg).build_model())[0]
     lines += [f"Recipe `configs/mpii_synthetic.yaml` with `train.max_steps={args.steps}`: {n_params:,} parameters, "
               f"128-px input, 32x32 heatmaps, batch {cfg.train.batch_size}, Adam lr {cfg.train.lr} cosine, "
               f"augmentation on; validation = {cfg.data.synthetic_val_size} held-out figures, flip test, "
@@ -133,7 +128,7 @@ def main() -> None:
     syn = run_training(cfg, lines, "synthetic")
 
     lines += ["", "## 3. Overfitting the 5 real MPII images", ""]
-    cfg = load_config(ROOT / "configs" / "mpii_synthetic.yaml",
+    cfg = load_config(RECIPE,
                       [f"out_dir={work}", "name=overfit", "data.dataset=mpii", "data.train_file=mmpose/test_mpii.json",
                        "data.val_file=pose_hg_train/valid.h5", "data.skip_missing_images=true",
                        "data.train_repeat=4", "data.augment=false", f"train.max_steps={args.overfit_steps}",
@@ -150,11 +145,13 @@ def main() -> None:
               f"| synthetic PCKh@0.5 (%) | {syn['before']['pckh']:.1f} | {syn['after']['pckh']:.1f} |",
               f"| synthetic torso PCK@0.2 (%) | {syn['before']['pck_torso@0.2']:.1f} | {syn['after']['pck_torso@0.2']:.1f} |",
               f"| 5 real images, PCKh@0.5 (%) | {ovf['before']['pckh']:.1f} | {ovf['after']['pckh']:.1f} |"]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[-5:]))
-    print(f"wrote {out} ({total / 60:.1f} min)")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out} ({total / 60:.1f} min)")
 
 
 if __name__ == "__main__":
