@@ -38,7 +38,7 @@ def test_real_file(coco_dir):
     by_id = {a["id"]: a for a in raw["annotations"]}
     for s in samples:
         assert s.keypoints.shape == (s.num_people, 17, 3) and s.boxes.shape == (s.num_people, 4)
-        assert s.image_path.is_file() and s.image_path.parent == (coco_dir / "images").resolve()
+        assert s.image_path.is_file() and s.image_path.parent.resolve() == (coco_dir / "images").resolve()
         for p, ann_id in enumerate(s.meta["ann_ids"]):
             a = by_id[ann_id]
             assert a["image_id"] == s.meta["image_id"]
