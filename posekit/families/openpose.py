@@ -137,11 +137,14 @@ class OpenPoseTask(Task):
                                hsv_prob=d.hsv_prob, flip_prob=d.flip_prob, mask_dilation=d.mask_dilation,
                                mask_cache_dir=d.mask_cache)
 
-    def _coco(self, ann: str, images: str):
+    def _path(self, p: str) -> Path:
+        """A data path relative to data.root (default: the shared real samples' coco/)."""
         from posekit.data.io import realdata_root
         root = Path(self.cfg.data.root) if self.cfg.data.root else realdata_root() / "coco"
-        resolve = lambda p: Path(p) if Path(p).is_absolute() else root / p  # noqa: E731
-        return load_coco_keypoints(resolve(ann), resolve(images), on_bad_record=self.cfg.data.on_bad_record)
+        return Path(p) if Path(p).is_absolute() else root / p
+
+    def _coco(self, ann: str, images: str):
+        return load_coco_keypoints(self._path(ann), self._path(images), on_bad_record=self.cfg.data.on_bad_record)
 
     def build_datasets(self, splits=None):
         d = self.cfg.data
@@ -220,10 +223,7 @@ class OpenPoseTask(Task):
         d = self.cfg.data
         if d.dataset == "coco":
             from posekit.data.io import read_json
-            root = Path(d.root) if d.root else None
-            from posekit.data.io import realdata_root
-            root = root or realdata_root() / "coco"
-            gt = read_json(Path(d.val_ann) if Path(d.val_ann).is_absolute() else root / d.val_ann, "COCO annotations")
+            gt = read_json(self._path(d.val_ann), "COCO annotations")
         else:
             gt = build_coco_gt([dataset.source.peek(i) if hasattr(dataset.source, "peek") else dataset.source[i]
                                 for i in range(len(dataset.source))], skeleton=SKELETON)
