@@ -30,6 +30,8 @@ class ModelConfig:
     args: dict = field(default_factory=dict)
     # start from these weights; tensors whose shape differs (a new head) keep their fresh init
     init_from: str | None = None
+    # an init_from checkpoint whose tensors match none of the model's is an error unless this is set
+    init_allow_no_match: bool = False
 
 
 @dataclass
@@ -58,14 +60,19 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float | None = None  # max global grad norm
     ema_decay: float | None = None  # e.g. 0.999; None disables EMA
-    amp: str = "off"  # off | bf16 | fp16 (fp16 uses a GradScaler, CUDA only)
+    # auto: the fastest correct precision for the device (fp32 on CPUs without native bf16);
+    # fp32 (also off/none) | bf16 | fp16 (fp16 uses a GradScaler, CUDA only)
+    amp: str = "auto"
+    channels_last: bool | None = None  # None: the family's default (Task.channels_last)
+    compile: bool = False  # torch.compile the training model (pays off only on long runs)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     num_workers: int = 0
     log_every: int = 10
     val_every: int | None = None  # steps; None = once per epoch (and at the end)
     save_every: int | None = None  # steps between last.pt writes; None = at each validation
-    resume: str | None = None  # a run dir or a checkpoint file
+    resume: str | None = None  # a run dir, a checkpoint file, or "auto" (this run's last.pt when it exists)
+    exist_ok: bool = False  # a new run may write into an existing run folder (otherwise refused)
     performance: int = 0  # >0: run this many steps, print samples/s, save nothing
     tensorboard: bool = True  # used when tensorboard is installed
     progress: bool = True
@@ -76,6 +83,9 @@ class DataConfig:
     """Base of every task's data section."""
     dataset: str = "synthetic"
     root: str | None = None
+    # a record that cannot be read: skip (counted, listed) or error; None = skip when training,
+    # error when evaluating
+    on_bad_record: str | None = None
 
 
 @dataclass

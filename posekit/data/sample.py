@@ -13,6 +13,11 @@ from pathlib import Path
 import numpy as np
 
 
+class BadRecordError(ValueError):
+    """One record (an image, an annotation) cannot be used. The message names the file and the
+    record; training may skip such records (`data.on_bad_record`), evaluation stops on them."""
+
+
 @dataclass
 class Sample:
     """keypoints: (P, K, 3) x, y, visibility (0 = not labelled, 1 = labelled but occluded,

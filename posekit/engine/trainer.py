@@ -97,7 +97,7 @@ def lr_factor(step: int, cfg: Config, total_steps: int | None) -> float:
 def autocast(cfg: Config, device: torch.device):
     """bf16 autocast on CPU or CUDA; fp16 (CUDA only) pairs with the GradScaler."""
     amp = cfg.train.amp
-    if amp == "off":
+    if amp in ("auto", "off", "none", "fp32", False, None):  # auto: refined in engine/precision.py
         return contextlib.nullcontext()
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("train.amp=fp16 needs CUDA; use train.amp=bf16 on CPU")

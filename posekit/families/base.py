@@ -72,6 +72,8 @@ class Task:
     # some parameters get no gradient for a while (a backbone frozen until a fine-tune step):
     # DDP must then look for unused parameters every step
     find_unused_parameters: bool = False
+    # channels_last memory format when train.channels_last is unset (on where it measured faster)
+    channels_last: bool = False
 
     def __init__(self, cfg: "Config"):
         self.cfg = cfg
