@@ -1,11 +1,13 @@
 """Trainer overhead: posekit's trainer step time vs a bare PyTorch loop, same model and data.
 
-Both loops run in this one process, alternately (bare, trainer, bare, trainer, ...), and we
-compare the median per-step time over the steady-state steps. Everything the trainer does
+Both loops run in this one process in short alternating blocks (bare, trainer, trainer, bare,
+...); each pair of blocks gives one ratio under the same machine load, and the report is the
+median of those paired ratios with their spread (benchmarks/paired.py), which stays stable on a
+busy machine where "fastest of N long repeats" does not. Everything the trainer does
 between steps (finiteness check, schedule, logging every 10 steps, metrics.csv, progress bar)
 is included; validation and checkpoints are not (they happen once per epoch/run).
 
-    python benchmarks/bench_trainer_overhead.py [--steps 100] [--repeats 5] [--out PATH]
+    python benchmarks/bench_trainer_overhead.py [--steps 30] [--pairs 15] [--out PATH]
 Goal: ratio <= 1.05. Prints the report; writes it (markdown) only with `--out PATH`, e.g.
 `--out benchmarks/results/trainer_overhead.md`.
 """
@@ -22,6 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired import summarize  # noqa: E402
 
 from posekit.config import DataConfig
 from posekit.engine.recipes import config_from_dict
@@ -108,10 +113,10 @@ def bare_loop(steps: int, batch_size: int) -> list[float]:
     return stamps
 
 
-def trainer_loop(steps: int, batch_size: int, out_dir: str) -> list[float]:
+def trainer_loop(steps: int, batch_size: int, out_dir: str, name: str) -> list[float]:
     STAMPS.clear()
-    cfg = config_from_dict({"task": "bench_overhead", "name": "overhead", "out_dir": out_dir,
-                            "train": {"batch_size": batch_size, "max_steps": steps, "lr": 1.0e-3,
+    cfg = config_from_dict({"task": "bench_overhead", "name": name, "out_dir": out_dir,
+                            "train": {"batch_size": batch_size, "max_steps": steps, "lr": 1.0e-3, "amp": "fp32",
                                       "log_every": 10, "val_every": 10_000_000, "tensorboard": False}})
     train(cfg)
     return STAMPS[:] + [STAMPS[-1] + statistics.median(np.diff(STAMPS))]  # last step's end is not stamped
@@ -124,32 +129,37 @@ def per_step(stamps: list[float], warmup: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30, help="steps per block (the first 5 are warm-up)")
+    parser.add_argument("--pairs", type=int, default=15, help="alternating (bare, trainer) block pairs")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="also write the report (markdown) to this file")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    if args.steps <= 10:
+        parser.error("--steps must be > 10 (5 warm-up steps, and the trainer logs every 10)")
+    torch.set_num_threads(args.threads)
     warmup = 5
     bare, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
-            bare.append(per_step(bare_loop(args.steps, args.batch_size), warmup))
-            ours.append(per_step(trainer_loop(args.steps, args.batch_size, tmp), warmup))
-            print(f"repeat {r}: bare {bare[-1] * 1e3:.1f} ms/step, trainer {ours[-1] * 1e3:.1f} ms/step", flush=True)
-    # timeit's convention: the fastest repeat is the best estimate of a loop's own cost (slower
-    # repeats measure the machine's other work); the per-repeat pairs are shown for the spread
-    b, t = min(bare), min(ours)
-    ratio = t / b
-    pairs = ", ".join(f"{o / x:.3f}" for x, o in zip(bare, ours))
+        for r in range(args.pairs):
+            # the order flips every pair, so a steady drift of the machine's load cancels
+            runs = [("bare", lambda: bare_loop(args.steps, args.batch_size)),
+                    ("trainer", lambda: trainer_loop(args.steps, args.batch_size, tmp, f"overhead{r}"))]
+            for kind, run in (runs if r % 2 == 0 else runs[::-1]):
+                (bare if kind == "bare" else ours).append(per_step(run(), warmup))
+            print(f"pair {r}: bare {bare[-1] * 1e3:.1f} ms/step, trainer {ours[-1] * 1e3:.1f} ms/step, "
+                  f"ratio {ours[-1] / bare[-1]:.3f}", flush=True)
+    s = summarize(bare, ours)
     command = "python benchmarks/bench_trainer_overhead.py " + " ".join(sys.argv[1:])
     text = (f"## Trainer overhead\n\n`{command.strip()}` ({torch.get_num_threads()} CPU threads, torch "
-            f"{torch.__version__})\n\n| loop | mean ms/step, fastest of {args.repeats} repeats |\n|---|---|\n"
-            f"| bare PyTorch | {b * 1e3:.2f} |\n| posekit trainer | {t * 1e3:.2f} |\n\n"
-            f"**ratio trainer / bare = {ratio:.3f}** (goal <= 1.05; per-repeat ratios {pairs}). "
-            f"{args.repeats} alternating repeats of {args.steps} steps, batch {args.batch_size}, 64x64 conv net, "
-            f"first {warmup} steps of each run excluded; the trainer logs every 10 steps (metrics.csv, progress "
-            f"bar) as in normal use.\n")
+            f"{torch.__version__})\n\n| loop | median ms/step over {s['pairs']} blocks |\n|---|---|\n"
+            f"| bare PyTorch | {s['a_s'] * 1e3:.2f} |\n| posekit trainer | {s['b_s'] * 1e3:.2f} |\n\n"
+            f"**ratio trainer / bare = {s['ratio']:.3f}** (median of the {s['pairs']} paired ratios; IQR "
+            f"{s['q1']:.3f}-{s['q3']:.3f}, range {s['min']:.3f}-{s['max']:.3f}; goal <= 1.05). Paired estimator "
+            f"(benchmarks/paired.py): blocks of {args.steps} steps, bare and trainer alternating with the order "
+            f"flipped every pair; the per-step time of a block is its mean after {warmup} warm-up steps, batch "
+            f"{args.batch_size}, 64x64 conv net; the trainer logs every 10 steps (metrics.csv, progress bar) as in "
+            f"normal use.\n")
     print(text)
     if args.out:
         out = Path(args.out)
