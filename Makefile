@@ -10,7 +10,7 @@ else
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all lint bench wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,5 +34,9 @@ test-all: $(STAMP)  # includes the slow tests
 bench: $(STAMP)
 	$(VENV)/bin/posekit bench trainer_overhead
 
+wheel: $(STAMP)  # dist/posekit-*.whl: recipes inside the package, benchmarks under share/posekit
+	rm -rf build
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation . -w dist
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache build dist

@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 
 def load_config(path_or_name, overrides=None) -> Config:
-    """A recipe (YAML path or name in configs/) with `key=value` overrides -> a typed Config."""
+    """A recipe (a YAML path, or the name of a recipe shipped with posekit) with `key=value`
+    overrides -> a typed, range-checked Config."""
     from posekit.engine.recipes import load_config as _load
     return _load(path_or_name, overrides)
 

@@ -3,7 +3,10 @@
 A recipe has the sections `model`, `data`, `train`, `eval`, `loss` plus top-level `task`,
 `name`, `out_dir`. `data`, `eval` and `loss` are dataclasses declared by the task (each family
 has its own options); `model.args` is checked against the model builder's signature when the
-model is built. Every default lives in these dataclasses, nowhere else.
+recipe is read. Every default lives in these dataclasses, nowhere else, and so does every
+allowed range: a field declared with `option(default, gt=/ge=/lt=/le=/choices=/pattern=)` (or
+listed in its class's `RANGES` mapping) is checked when the section is built, and a value
+outside is one ConfigError naming the key and the range.
 
 This module knows no task: `posekit.engine.recipes` reads a recipe, asks the task for its
 sections and builds the `Config` with `build_dataclass` below.
@@ -11,10 +14,12 @@ sections and builds the `Config` with `build_dataclass` below.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import yaml
@@ -22,6 +27,145 @@ import yaml
 
 class ConfigError(ValueError):
     """A recipe or override is wrong; the message names the key and the valid choices."""
+
+
+# ----------------------------------------------------------------------------------------------
+# allowed values: every numeric or choice field declares them, checked when a section is built
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def _fmt(x) -> str:
+    return repr(x) if isinstance(x, str) else f"{x:g}" if isinstance(x, float) else str(x)
+
+
+@dataclass(frozen=True)
+class Check:
+    """The allowed values of one config field: a numeric range (`gt`/`ge`/`lt`/`le`, applied to
+    each item of a list or each value of a mapping), a list `length`, a set of `choices` with
+    `aliases` mapped onto them before type checking (YAML reads `off` as False), or a regular
+    expression `pattern`. None always passes when the field's type allows None."""
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    integer: bool = False  # items must be whole numbers (mapping values, e.g. steps)
+    length: int | None = None
+    choices: tuple | None = None
+    aliases: dict | None = None
+    pattern: str | None = None
+    allowed: str | None = None  # how `pattern` reads in an error message
+
+    def describe(self) -> str:
+        """The allowed range in words, for error messages."""
+        if self.choices is not None:
+            return " | ".join(map(str, self.choices)) + (
+                f" (also {', '.join(str(a) for a in self.aliases if isinstance(a, str))})" if self.aliases else "")
+        if self.pattern is not None:
+            return self.allowed or self.pattern
+        lo = f"> {_fmt(self.gt)}" if self.gt is not None else f">= {_fmt(self.ge)}" if self.ge is not None else ""
+        hi = f"< {_fmt(self.lt)}" if self.lt is not None else f"<= {_fmt(self.le)}" if self.le is not None else ""
+        if lo and hi:
+            left = "(" if self.gt is not None else "["
+            right = ")" if self.lt is not None else "]"
+            a = self.gt if self.gt is not None else self.ge
+            b = self.lt if self.lt is not None else self.le
+            text = f"in {left}{_fmt(a)}, {_fmt(b)}{right}"
+        else:
+            text = lo or hi or "any finite number"
+        if self.integer:
+            text = f"a whole number {text}"
+        if self.length is not None:
+            text = f"{self.length} values, each {text}"
+        return text
+
+    def normalise(self, value):
+        """Map an alias onto its choice (before the type check)."""
+        if not self.aliases:
+            return value
+        probe = value.lower() if isinstance(value, str) else value
+        if isinstance(probe, bool) or probe is None or isinstance(probe, str):
+            for alias, target in self.aliases.items():
+                if type(alias) is type(probe) and alias == probe:
+                    return target
+        return value
+
+    def __call__(self, value, key: str):
+        """`value` (already of the field's type) if allowed; ConfigError naming `key` otherwise."""
+        if value is None:
+            return value
+        if self.choices is not None:
+            probe = value.lower() if isinstance(value, str) else value
+            if probe not in self.choices:
+                raise ConfigError(f"config key '{key}' must be one of {self.describe()}, got {value!r}")
+            return probe
+        if self.pattern is not None:
+            text = str(value).strip().lower()
+            if not re.fullmatch(self.pattern, text):
+                raise ConfigError(f"config key '{key}' must be {self.describe()}, got {value!r}")
+            return text
+        if isinstance(value, (list, tuple)):
+            if self.length is not None and len(value) != self.length:
+                raise ConfigError(f"config key '{key}' must be {self.describe()}, got {value!r}")
+            items = list(value)
+        elif isinstance(value, dict):  # e.g. lr_mult: YAML reads 1e-1 (no dot) as a string
+            value = {k: _as_number(v) for k, v in value.items()}
+            items = list(value.values())
+        else:
+            items = [value]
+        for item in items:
+            if not self._number_ok(item):
+                raise ConfigError(f"config key '{key}' must be {self.describe()}, got {value!r}")
+        return value
+
+    def _number_ok(self, x) -> bool:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            return False
+        if self.integer and float(x) != int(x):
+            return False
+        return ((self.gt is None or x > self.gt) and (self.ge is None or x >= self.ge)
+                and (self.lt is None or x < self.lt) and (self.le is None or x <= self.le))
+
+
+def _as_number(x):
+    if isinstance(x, str):
+        try:
+            f = float(x)
+        except ValueError:
+            return x
+        return int(f) if f.is_integer() and "." not in x and "e" not in x.lower() else f
+    return x
+
+
+def option(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING, **check):
+    """A dataclass field with its allowed values: `lr: float = option(1e-3, gt=0)`. Families use it
+    in their own `data`/`eval`/`loss` sections (or list them in a `RANGES` class mapping)."""
+    return field(default=default, default_factory=default_factory, metadata={"check": Check(**check)})
+
+
+def field_checks(cls) -> dict[str, Check]:
+    """{field name: Check} of a config dataclass: field metadata, then `RANGES` class mappings
+    ({name: Check(...)}) of the class and its bases (a subclass overrides its base)."""
+    checks = {f.name: f.metadata["check"] for f in dataclasses.fields(cls) if isinstance(f.metadata.get("check"), Check)}
+    for klass in reversed(cls.__mro__):
+        for name, chk in (vars(klass).get("RANGES") or {}).items():
+            checks[name] = chk if isinstance(chk, Check) else Check(**chk)
+    return checks
+
+
+def validate(obj, prefix: str = ""):
+    """Check every field of a built config dataclass (and nested ones) against its allowed values;
+    for configs made in Python rather than from a recipe. Returns `obj`."""
+    checks = field_checks(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = _join(prefix, f.name)
+        if f.name in checks:
+            setattr(obj, f.name, checks[f.name](checks[f.name].normalise(value), key))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate(value, key)
+    if isinstance(obj, Config):
+        check_run_name(obj.name)
+    return obj
 
 
 @dataclass
@@ -36,44 +180,45 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 16
-    max_steps: int | None = None
-    max_epochs: int | None = None
-    max_time: float | None = None  # seconds
-    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd momentum / rmsprop momentum
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    rmsprop_alpha: float = 0.99
+    batch_size: int = option(16, ge=1)
+    max_steps: int | None = option(None, ge=1)
+    max_epochs: int | None = option(None, ge=1)
+    max_time: float | None = option(None, gt=0)  # seconds
+    optimizer: str = option("adam", choices=("adam", "adamw", "sgd", "rmsprop"))
+    lr: float = option(1e-3, gt=0)
+    weight_decay: float = option(0.0, ge=0)
+    momentum: float = option(0.9, ge=0, lt=1)  # sgd momentum / rmsprop momentum
+    betas: list[float] = option(default_factory=lambda: [0.9, 0.999], length=2, ge=0, lt=1)
+    eps: float = option(1e-8, gt=0)
+    rmsprop_alpha: float = option(0.99, ge=0, lt=1)
     # per-parameter-group learning rates: {name prefix: lr multiplier}; 0 freezes the group
-    lr_mult: dict = field(default_factory=dict)
+    lr_mult: dict = option(default_factory=dict, ge=0)
     # {name prefix: steps}: that group's lr stays 0 for its first steps (OpenPose: VGG for 2000)
-    lr_hold: dict = field(default_factory=dict)
-    schedule: str = "constant"  # constant | step | exp | cosine
-    milestones: list[int] = field(default_factory=list)  # step schedule
-    gamma: float = 0.1  # step: factor at each milestone; exp: factor per decay_steps
-    decay_steps: int = 1000  # exp schedule
+    lr_hold: dict = option(default_factory=dict, ge=0, integer=True)
+    schedule: str = option("constant", choices=("constant", "step", "exp", "cosine"))
+    milestones: list[int] = option(default_factory=list, ge=0)  # step schedule
+    gamma: float = option(0.1, gt=0)  # step: factor at each milestone; exp: factor per decay_steps
+    decay_steps: int = option(1000, ge=1)  # exp schedule
     staircase: bool = True  # exp schedule: decay in steps (TF staircase) or continuously
-    min_lr_ratio: float = 0.0  # cosine floor
-    warmup_steps: int = 0
-    grad_clip: float | None = None  # max global grad norm
-    ema_decay: float | None = None  # e.g. 0.999; None disables EMA
+    min_lr_ratio: float = option(0.0, ge=0, le=1)  # cosine floor
+    warmup_steps: int = option(0, ge=0)
+    grad_clip: float | None = option(None, gt=0)  # max global grad norm; None: no clipping
+    ema_decay: float | None = option(None, gt=0, lt=1)  # e.g. 0.999; None disables EMA
     # auto: the fastest correct precision for the device (fp32 on CPUs without native bf16);
-    # fp32 (also off/none) | bf16 | fp16 (fp16 uses a GradScaler, CUDA only)
-    amp: str = "auto"
+    # fp32 (also off/none/false, stored as fp32) | bf16 | fp16 (fp16 uses a GradScaler, CUDA only)
+    amp: str = option("auto", choices=("auto", "fp32", "bf16", "fp16"),
+                      aliases={"off": "fp32", "none": "fp32", "false": "fp32", False: "fp32", None: "fp32"})
     channels_last: bool | None = None  # None: the family's default (Task.channels_last)
     compile: bool = False  # torch.compile the training model (pays off only on long runs)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int = 0
-    num_workers: int = 0
-    log_every: int = 10
-    val_every: int | None = None  # steps; None = once per epoch (and at the end)
-    save_every: int | None = None  # steps between last.pt writes; None = at each validation
+    device: str = option("auto", pattern=DEVICE_PATTERN, allowed="auto | cpu | cuda | cuda:N | mps")
+    seed: int = option(0, ge=0, le=2**32 - 1)  # numpy's global seed takes 32 bits
+    num_workers: int = option(0, ge=0)
+    log_every: int = option(10, ge=1)
+    val_every: int | None = option(None, ge=1)  # steps; None = once per epoch (and at the end)
+    save_every: int | None = option(None, ge=1)  # steps between last.pt writes; None = at each validation
     resume: str | None = None  # a run dir, a checkpoint file, or "auto" (this run's last.pt when it exists)
     exist_ok: bool = False  # a new run may write into an existing run folder (otherwise refused)
-    performance: int = 0  # >0: run this many steps, print samples/s, save nothing
+    performance: int = option(0, ge=0)  # >0: run this many steps, print samples/s, save nothing
     tensorboard: bool = True  # used when tensorboard is installed
     progress: bool = True
 
@@ -85,14 +230,14 @@ class DataConfig:
     root: str | None = None
     # a record that cannot be read: skip (counted, listed) or error; None = skip when training,
     # error when evaluating
-    on_bad_record: str | None = None
+    on_bad_record: str | None = option(None, choices=("skip", "error"))
 
 
 @dataclass
 class EvalConfig:
     """Base of every task's eval section."""
-    batch_size: int = 16
-    max_samples: int | None = None
+    batch_size: int = option(16, ge=1)
+    max_samples: int | None = option(None, ge=1)
 
 
 @dataclass
@@ -105,7 +250,7 @@ class Config:
     task: str = ""
     # modules to import before the task is looked up: how a user's own Task/dataset plugs in
     imports: list[str] = field(default_factory=list)
-    name: str = "run"
+    name: str = "run"  # the run folder inside out_dir: a relative path without '..'
     out_dir: str = "runs"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: Any = field(default_factory=DataConfig)
@@ -115,7 +260,20 @@ class Config:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.out_dir) / self.name
+        """`out_dir/name`, refused when `name` would lead outside `out_dir`."""
+        return Path(self.out_dir) / check_run_name(self.name)
+
+
+def check_run_name(name: str, key: str = "name") -> str:
+    """`name` if it is a plain relative path (no '..', '.', empty part or absolute root), so the
+    run folder `out_dir/name` can never be outside `out_dir`; ConfigError otherwise."""
+    text = str(name)
+    parts = text.replace("\\", "/").split("/")
+    if (not text.strip() or text.startswith(("/", "\\", "~")) or PureWindowsPath(text).drive or "\0" in text
+            or any(p in ("", ".", "..") for p in parts)):
+        raise ConfigError(f"config key '{key}' must be a plain relative folder name inside out_dir "
+                          f"(no '..', no absolute path), got {text!r}")
+    return text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,7 +363,16 @@ def build_dataclass(cls, data: dict | None, prefix: str = ""):
     if unknown:
         where = f"section '{prefix}'" if prefix else "the top level"
         raise ConfigError(f"unknown config key '{_join(prefix, unknown[0])}' in {where}; valid keys: {sorted(fields)}")
-    kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in data.items()}
+    checks = field_checks(cls)
+    kwargs = {}
+    for k, v in data.items():
+        check = checks.get(k)
+        if check is not None:
+            v = check.normalise(v)
+            if check.choices is not None and isinstance(v, bool):  # YAML's on/yes/true
+                raise ConfigError(f"config key '{_join(prefix, k)}' must be one of {check.describe()}, got {v!r}")
+        v = _coerce(v, hints[k], _join(prefix, k))
+        kwargs[k] = check(v, _join(prefix, k)) if check is not None else v
     return cls(**kwargs)
 
 

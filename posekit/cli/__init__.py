@@ -10,12 +10,15 @@ from pathlib import Path
 EXAMPLES = {
     "train": """examples:
   posekit train configs/mpii_synthetic.yaml
+  posekit train mpii_synthetic                     # a recipe shipped with posekit, by name
   posekit train configs/mpii_hourglass4.yaml train.lr=1.0e-4 train.max_steps=2000 data.root=/data/mpii
   posekit train configs/dogs_mobilenetv2.yaml model.init_from=runs/dogs/best.pt
   posekit train configs/mpii_hourglass4.yaml train.resume=runs/mpii_hourglass4      # continue a run
   posekit train configs/mpii_hourglass4.yaml train.performance=20                  # samples/s only
   torchrun --nproc_per_node=4 -m posekit train configs/mpii_hourglass8.yaml       # DDP""",
     "eval": """examples:
+  posekit eval runs/mpii_hourglass4/best.pt data.root=/data/mpii   # the checkpoint's own config
+  posekit eval runs/mpii_hourglass4                                # a run folder: its best.pt
   posekit eval configs/mpii_hourglass4.yaml checkpoint=runs/mpii_hourglass4/best.pt
   posekit eval configs/h36m_gmh_mdn.yaml checkpoint=runs/h36m/best.pt data.root=/data/h36m
   posekit eval configs/mpii_hourglass4.yaml --oracle data.dataset=mpii   # the codec's ceiling on your labels""",
@@ -25,7 +28,8 @@ EXAMPLES = {
     "export": """examples:
   posekit export runs/mpii/best.pt --format onnx --out mpii.onnx""",
     "models": """examples:
-  posekit models
+  posekit models                    # names, family, skeleton, input size (nothing is built)
+  posekit models --params           # also the exact parameter counts
   posekit models --json --family hourglass""",
     "demo": """examples:
   posekit demo                      # every family, about 10 minutes on 2 CPU cores
@@ -63,15 +67,31 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _is_checkpoint_path(text: str) -> bool:
+    """The first argument of `posekit eval` names a checkpoint (a file that is no YAML, or a run
+    folder holding best.pt/last.pt) rather than a recipe."""
+    p = Path(text)
+    if p.is_dir():
+        return (p / "best.pt").is_file() or (p / "last.pt").is_file()
+    return p.suffix.lower() in (".pt", ".pth", ".ckpt") or (p.is_file() and p.suffix.lower() not in (".yaml", ".yml"))
+
+
 def cmd_eval(args) -> int:
     from posekit.engine.evaluation import evaluate_checkpoint
     from posekit.engine.recipes import load_config
     overrides, special = _split_overrides(args.overrides)
     checkpoint = args.checkpoint or special.get("checkpoint")
-    if not checkpoint and not args.oracle:
-        raise SystemExit("posekit eval: give the weights as checkpoint=PATH (or --oracle to score the codec)")
-    cfg = load_config(args.config, overrides)
-    metrics = evaluate_checkpoint(cfg, checkpoint, oracle=args.oracle)
+    if _is_checkpoint_path(args.config):
+        if checkpoint:
+            raise ValueError(f"posekit eval: {args.config} is a checkpoint and checkpoint={checkpoint} another; "
+                             "give one (and a recipe first if the checkpoint's own config should not be used)")
+        metrics = evaluate_checkpoint(None, args.config, oracle=args.oracle, overrides=overrides)
+    else:
+        if not checkpoint and not args.oracle:
+            raise ValueError("posekit eval: give the weights as checkpoint=PATH (or --oracle to score the codec), "
+                             "or a checkpoint alone: posekit eval runs/NAME/best.pt")
+        cfg = load_config(args.config, overrides)
+        metrics = evaluate_checkpoint(cfg, checkpoint, oracle=args.oracle)
     if args.oracle:
         print("oracle: ground truth -> targets -> decode, no network (the codec's ceiling on this data)")
     table = metrics.pop("table", None)
@@ -87,16 +107,21 @@ def cmd_eval(args) -> int:
 
 def cmd_models(args) -> int:
     from posekit.models.registry import model_table
-    rows = [r for r in model_table() if not args.family or r["family"] == args.family]
+    params = bool(args.params or args.json)  # exact counts: built on the meta device (shapes only)
+    rows = model_table(args.family, params=params)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    header = f"{'name':<24} {'family':<10} {'params':>12} {'trainable':>12} {'skeleton':<17} input"
+    header = (f"{'name':<20} {'family':<10} {'skeleton':<17} {'input':<12}"
+              + (f" {'params':>12} {'trainable':>12}" if params else "") + "  description")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['name']:<24} {r['family']:<10} {r['params']:>12,} {r['trainable_params']:>12,} "
-              f"{r['skeleton']:<17} {'x'.join(map(str, r['input_size']))}")
+        counts = f" {r['params']:>12,} {r['trainable_params']:>12,}" if params else ""
+        print(f"{r['name']:<20} {r['family']:<10} {r['skeleton']:<17} {'x'.join(map(str, r['input_size'])):<12}"
+              f"{counts}  {r['description']}")
+    if not params:
+        print("(parameter counts: posekit models --params)")
     return 0
 
 
@@ -120,30 +145,76 @@ def cmd_data(args) -> int:
     return 0
 
 
-def _benchmarks_dir() -> Path:
-    for candidate in (Path.cwd() / "benchmarks", Path(__file__).resolve().parent.parent / "benchmarks"):
-        if candidate.is_dir():
-            return candidate
-    raise SystemExit("no benchmarks/ folder found (run from a posekit checkout)")
+def _benchmark_folders() -> list[Path]:
+    """Where benchmark scripts may be: ./benchmarks and the checkout around this package, then
+    the copy a wheel installs as data under <prefix>/share/posekit/benchmarks (the prefix of
+    this environment, of --user, or a `pip install --target` folder)."""
+    import site
+    import sysconfig
+    folders = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
+    share = Path("share") / "posekit" / "benchmarks"
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+        try:
+            dist = distribution("posekit")
+            # the distribution's own root (a --target install keeps share/ beside the package)
+            folders.append(Path(dist.locate_file("")) / share)
+            for f in dist.files or []:
+                if Path(str(f)).name == "RESULTS.md" and "share" in Path(str(f)).parts:
+                    folders.append(Path(dist.locate_file(f)).parent)
+        except PackageNotFoundError:
+            pass
+    except ImportError:  # pragma: no cover
+        pass
+    for prefix in (sysconfig.get_paths().get("data"), sys.prefix, getattr(site, "USER_BASE", None)):
+        if prefix:
+            folders.append(Path(prefix) / share)
+    return folders
+
+
+def _benchmark_scripts() -> dict[str, Path]:
+    """{name: script} from the first folder of `_benchmark_folders` holding bench_*.py files."""
+    folders = _benchmark_folders()
+    for folder in folders:
+        scripts = {p.stem[len("bench_"):]: p for p in sorted(folder.glob("bench_*.py"))}
+        if scripts:
+            return scripts
+    raise FileNotFoundError(f"no benchmark scripts (bench_*.py) found; looked in: "
+                            f"{', '.join(dict.fromkeys(str(f) for f in folders))}")
 
 
 def cmd_bench(args) -> int:
     import subprocess
-    folder = _benchmarks_dir()
-    available = sorted(p.stem[len("bench_"):] for p in folder.glob("bench_*.py"))
+    scripts = _benchmark_scripts()
     if not args.name:
-        print("benchmarks (run with `posekit bench NAME [ARGS]`):")
-        for name in available:
+        folder = next(iter(scripts.values())).parent
+        print(f"benchmarks in {folder} (run with `posekit bench NAME [ARGS]`):")
+        for name in scripts:
             print(f"  {name}")
         return 0
-    if args.name not in available:
-        raise SystemExit(f"unknown benchmark {args.name!r}; available: {available}")
-    return subprocess.call([sys.executable, str(folder / f"bench_{args.name}.py"), *args.args])
+    if args.name not in scripts:
+        raise ValueError(f"unknown benchmark {args.name!r}; available: {', '.join(scripts)}")
+    return subprocess.call([sys.executable, str(scripts[args.name]), *args.args])
+
+
+def package_version() -> str:
+    """The installed distribution's version (importlib.metadata), else posekit.__version__."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version("posekit")
+        except PackageNotFoundError:
+            pass
+    except ImportError:  # pragma: no cover
+        pass
+    import posekit
+    return posekit.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posekit", description="Keypoint and pose estimation: train, "
                                      "evaluate, predict, export.")
+    parser.add_argument("--version", action="version", version=f"posekit {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name, help_text, fn):
@@ -153,11 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("train", "train a recipe (YAML) with key=value overrides", cmd_train)
-    p.add_argument("config", help="recipe YAML path or name in configs/")
+    p.add_argument("config", help="recipe YAML path, or the name of a recipe shipped with posekit")
     p.add_argument("overrides", nargs="*", help="key=value, nested keys with dots (train.lr=1.0e-4)")
 
-    p = add("eval", "evaluate a checkpoint on a recipe's validation data", cmd_eval)
-    p.add_argument("config")
+    p = add("eval", "evaluate a checkpoint on its own stored config's or a recipe's validation data", cmd_eval)
+    p.add_argument("config", metavar="CHECKPOINT_OR_RECIPE", help="a checkpoint (.pt) or run folder: evaluated "
+                   "with the config stored in it; or a recipe, with checkpoint=PATH")
     p.add_argument("overrides", nargs="*", help="checkpoint=PATH and key=value overrides")
     p.add_argument("--checkpoint", help="same as checkpoint=PATH")
     p.add_argument("--json", help="also write the metrics to this JSON file")
@@ -168,8 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict_cli.add_parsers(add)
 
     p = add("models", "list the registered models", cmd_models)
-    p.add_argument("--json", action="store_true", help="machine-readable list")
-    p.add_argument("--family")
+    p.add_argument("--json", action="store_true", help="machine-readable list (with parameter counts)")
+    p.add_argument("--params", action="store_true", help="also count the parameters at default arguments")
+    p.add_argument("--family", help="only this family's models")
 
     p = add("demo", "train briefly, evaluate, predict and plot every family on synthetic data", cmd_demo)
     p.add_argument("--out", default="runs/demo")
@@ -189,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", help="its image folder")
     p.add_argument("--out", required=True, help="folder for <image_id>.png masks")
 
-    p = add("bench", "list or run the benchmarks in benchmarks/", cmd_bench)
+    p = add("bench", "list or run the benchmarks (benchmarks/ of a checkout, or those installed with posekit)",
+            cmd_bench)
     p.add_argument("name", nargs="?", help="benchmark to run (omit to list them)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
 
@@ -199,7 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb. Any error is ONE line on stderr, `posekit VERB: error: MESSAGE`, exit code 2
+    (POSEKIT_DEBUG=1 re-raises it with its traceback); Ctrl-C and SystemExit pass through."""
     from posekit.config import ConfigError
     parser = build_parser()
     # `key=value` overrides may follow flags (`posekit eval CONFIG --oracle data.root=...`)
@@ -210,12 +290,20 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     try:
         return int(args.fn(args) or 0)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
-        # user errors: one clear line, no traceback from deep inside (POSEKIT_DEBUG=1 shows it)
+    except Exception as e:
         if os.environ.get("POSEKIT_DEBUG"):
             raise
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"posekit {args.command}: error: {message}", file=sys.stderr)
+        if isinstance(e, RecursionError):
+            message = "the input is nested too deeply to process (RecursionError)"
+        elif isinstance(e, KeyError):
+            message = str(e.args[0]) if e.args else "KeyError"
+        elif isinstance(e, (ConfigError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+                            NotADirectoryError)) or getattr(e, "errno", None) is not None:
+            message = str(e) or type(e).__name__  # user errors and OS errors (disk full...) say what happened
+        else:
+            message = (f"internal error ({type(e).__name__}: {e}); please report it: rerun with POSEKIT_DEBUG=1 "
+                       "for the traceback")
+        print(f"posekit {args.command}: error: {_one_line(message)}", file=sys.stderr)
         return 2
 
 

@@ -9,6 +9,21 @@ HELP = ("lift 2-D poses (a JSON file, or an image through a Hourglass checkpoint
         "GMH-MDN checkpoint")
 
 
+def parse_box(text: str | None) -> list[float] | None:
+    """`--box x,y,w,h`: four finite numbers with positive width and height (NaN would give NaN
+    poses in the output JSON)."""
+    import math
+    if not text:
+        return None
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--box must be x,y,w,h numbers, got {text!r}") from None
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
+        raise ValueError(f"--box must be x,y,w,h: four finite numbers with positive w and h, got {text!r}")
+    return box
+
+
 def add_arguments(p) -> None:
     p.add_argument("checkpoint", help="a trained gmh_mdn checkpoint (best.pt / last.pt)")
     p.add_argument("--json", nargs="*", default=[], help="JSON files of 2-D poses (Results JSON, "
@@ -55,14 +70,7 @@ def run(args) -> int:
         if hg_task.name != "hourglass":
             raise ValueError(f"{args.hourglass}: a {hg_task.name!r} checkpoint; --hourglass needs a hourglass one")
         rescale = True if args.rescale is None else bool(args.rescale)
-        box = None
-        if args.box:
-            try:
-                box = [float(v) for v in args.box.split(",")]
-            except ValueError:
-                raise ValueError(f"--box must be x,y,w,h numbers, got {args.box!r}") from None
-            if len(box) != 4:
-                raise ValueError(f"--box must be x,y,w,h, got {args.box!r}")
+        box = parse_box(args.box)
         for path in args.image:
             image = read_image(path)
             (det,) = predict(hg_task, hg_model, [image], boxes=[box] if box else None)

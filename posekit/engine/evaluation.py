@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,23 +115,121 @@ def predict(task: Task, model: nn.Module, inputs: list, *, boxes=None, batch_siz
     return out
 
 
-def evaluate_checkpoint(cfg, checkpoint: str | None = None, *, oracle: bool = False) -> dict[str, Any]:
-    """`posekit eval`: a checkpoint (or, with `oracle`, no model at all) on the recipe's
-    evaluation splits. Only the splits the task scores are built (plus "train" for the
-    oracle, whose codec may need training-set statistics)."""
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's `best.pt` (its `last.pt` when no best was kept)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise FileNotFoundError(f"checkpoint not found: {p} is a folder without best.pt or last.pt")
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    return p
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint at `path` (a file or a run folder), loaded safely; an unreadable file is one
+    short ValueError (the loader's long explanation stays in the exception chain)."""
+    from posekit.engine.checkpoint import load_checkpoint
+    p = find_checkpoint(path)
+    try:
+        ckpt = load_checkpoint(p)
+    except ValueError as e:
+        if "cannot load checkpoint" not in str(e):
+            raise
+        raise ValueError(f"{p}: not a readable checkpoint (truncated or corrupt, or not a PyTorch checkpoint "
+                         "of tensors; POSEKIT_DEBUG=1 shows the loader's error)") from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{p}: not a posekit checkpoint (it holds a {type(ckpt).__name__}, not a mapping)")
+    return ckpt
+
+
+def config_from_checkpoint(ckpt: dict, overrides: list[str] | None = None, *, source: str = "<checkpoint>"):
+    """The `Config` stored in a checkpoint with the user's `key=value` overrides. A checkpoint is
+    data: the modules its config lists under `imports` are never imported; only an `imports=`
+    override given by the user is (the rule of `engine.predictor.load_for_inference`)."""
+    from posekit.config import ConfigError, deep_merge, parse_overrides
+    from posekit.engine.recipes import config_from_dict
+    raw = ckpt.get("config")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: not a posekit checkpoint (no stored config); evaluate it with a recipe: "
+                         f"posekit eval RECIPE checkpoint={source}")
+    extra = parse_overrides(list(overrides or []))
+    user_imports = extra.pop("imports", [])
+    stored_imports = raw.get("imports") or []
+    raw = deep_merge(raw, extra)
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    raw = {**raw, "imports": user_imports, "model": {**model, "init_from": None}}
+    try:
+        return config_from_dict(raw, source=source)
+    except ConfigError as e:
+        if stored_imports and "unknown task" in str(e):
+            raise ConfigError(f"{e}; the checkpoint was trained with user modules {stored_imports}: pass "
+                              f"imports=[{', '.join(map(str, stored_imports))}] if you trust them") from None
+        raise
+
+
+def _check_checkpoint_fits(ckpt: dict, cfg, source: str) -> None:
+    """A checkpoint of another task or model than the recipe's is refused, naming both."""
+    held = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    held_task = held.get("task")
+    held_model = (held.get("model") or {}).get("name") if isinstance(held.get("model"), dict) else None
+    other_task = bool(held_task) and held_task != cfg.task
+    other_model = bool(held_model) and bool(cfg.model.name) and held_model != cfg.model.name
+    if other_task or other_model:
+        raise ValueError(f"{source} holds task {held_task!r} with model {held_model!r}, but the recipe is task "
+                         f"{cfg.task!r} with model {cfg.model.name or '(the task default)'!r}: evaluate it with its "
+                         f"own recipe, or with none (posekit eval {source})")
+
+
+def _load_weights(model: nn.Module, state_dict: dict, cfg, source: str) -> None:
+    """load_state_dict with a one-line error when the weights do not fit the built model."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError:
+        own = model.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state_dict.items()
+                  if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+        first = (shapes or missing or unexpected or ["?"])[0]
+        raise ValueError(f"{source}: its weights do not fit model {cfg.model.name or cfg.task!r} with args "
+                         f"{cfg.model.args}: {len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} "
+                         f"of another shape (first: {first}); was it trained with other model.args?") from None
+
+
+def evaluate_checkpoint(cfg=None, checkpoint: str | None = None, *, oracle: bool = False,
+                        overrides: list[str] | None = None) -> dict[str, Any]:
+    """`posekit eval`: a checkpoint (or, with `oracle`, no model at all) on the evaluation splits
+    of `cfg`, the recipe. Without a recipe the checkpoint's own stored config is used, with
+    `overrides` applied (e.g. data.root on this machine). Only the splits the task scores are
+    built (plus "train" for the oracle, whose codec may need training-set statistics)."""
     from posekit.engine import distributed
-    from posekit.engine.checkpoint import inference_state_dict, load_checkpoint
+    from posekit.engine.checkpoint import inference_state_dict
     from posekit.families import build_task
 
+    if cfg is None and not checkpoint:
+        raise ValueError("posekit eval: give a recipe, a checkpoint, or both (RECIPE checkpoint=PATH)")
+    ckpt = read_checkpoint(checkpoint) if checkpoint and not (oracle and cfg is not None) else None
+    source = str(checkpoint)
+    if cfg is None:
+        cfg = config_from_checkpoint(ckpt, overrides, source=source)
+    elif ckpt is not None:
+        _check_checkpoint_fits(ckpt, cfg, source)
     task = build_task(cfg)
     splits = tuple(dict.fromkeys(task.eval_splits + (("train",) if oracle else ())))
     datasets = task.build_datasets(splits)
     if oracle:
         return evaluate(task, None, datasets, oracle=True)
-    if not checkpoint:
+    if ckpt is None:
         raise ValueError("posekit eval: give the weights as checkpoint=PATH (or --oracle to score the codec)")
     model = task.build_model()
-    model.load_state_dict(inference_state_dict(load_checkpoint(checkpoint)))
+    try:
+        state = inference_state_dict(ckpt)
+    except KeyError:
+        raise ValueError(f"{source}: not a posekit checkpoint (no 'model' weights)") from None
+    _load_weights(model, state, cfg, source)
     model.to(distributed.pick_device(cfg.train.device)).eval()
     task.prepare(model, {})
     return evaluate(task, model, datasets)

@@ -3,8 +3,8 @@ registers its `@register_model` builders: a new model is its file, nothing else 
 import importlib
 import pkgutil
 
-from .registry import (ModelEntry, count_parameters, create_model, get_entry, list_models,  # noqa: F401
-                       register_model, unwrap)
+from .registry import (ModelArgumentError, ModelEntry, check_model_args, count_parameters,  # noqa: F401
+                       create_model, get_entry, list_families, list_models, model_table, register_model, unwrap)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "registry":

@@ -1,16 +1,28 @@
 """A plain decorator registry of model builders (timm/torchvision style).
 
 A builder is a keyword-only function returning an `nn.Module`. Registering records its family,
-skeleton and default input size next to it, so `posekit models` can list everything without
-chasing strings through configs.
+skeleton and default input size next to it, so `posekit models` lists everything without
+building anything; exact parameter counts come from building on PyTorch's "meta" device (no
+memory, no initialisation work), only when asked for.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import typing
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 import torch.nn as nn
+
+from posekit.config import ConfigError, _coerce
+
+
+class ModelArgumentError(ConfigError, TypeError):
+    """`model.args` do not fit the builder (unknown name or wrong type); names the model and its
+    valid arguments. A ConfigError (one line on the command line) and a TypeError (as Python's
+    own error for a bad keyword would be)."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +36,25 @@ class ModelEntry:
 
     def signature(self) -> inspect.Signature:
         return inspect.signature(self.builder)
+
+    def arguments(self) -> dict[str, str]:
+        """{argument: "type = default"} of the builder, for messages and `posekit models --json`."""
+        hints = _hints(self.builder)
+        out = {}
+        for p in self.signature().parameters.values():
+            if p.kind == p.VAR_KEYWORD:
+                continue
+            tp = hints.get(p.name, p.annotation)
+            text = "" if tp is inspect.Parameter.empty else getattr(tp, "__name__", None) or str(tp)
+            out[p.name] = text.replace("typing.", "") + ("" if p.default is p.empty else f" = {p.default!r}")
+        return out
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(total, trainable) parameters at the default arguments (cached; built on the meta device)."""
+        return _parameter_counts(self.name)
+
+    def describe_arguments(self) -> str:
+        return ", ".join(f"{k}: {v}" for k, v in self.arguments().items()) or "(none)"
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -59,25 +90,65 @@ def get_entry(name: str) -> ModelEntry:
         return _MODELS[name]
     except KeyError:
         import difflib
-        close = difflib.get_close_matches(name, list(_MODELS), n=3)
+        close = difflib.get_close_matches(str(name), list(_MODELS), n=3)
         hint = f" Did you mean {close}?" if close else ""
         raise KeyError(f"unknown model {name!r}.{hint} Registered: {sorted(_MODELS)}") from None
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model; unknown keyword arguments are an error naming the valid ones."""
+def _hints(builder) -> dict:
+    try:
+        return typing.get_type_hints(builder)
+    except Exception:  # an annotation that does not evaluate: no type checking for that builder
+        return {}
+
+
+def check_model_args(name: str, kwargs: dict) -> dict:
+    """`kwargs` for model `name`'s builder, converted to its annotated types (so YAML's "false"
+    string is False for a bool argument, "3" is 3 for an int); an unknown argument or a value of
+    the wrong type is a ModelArgumentError naming the model and its valid arguments."""
     entry = get_entry(name)
     params = entry.signature().parameters
     accepts_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
     unknown = [k for k in kwargs if k not in params]
     if unknown and not accepts_any:
-        raise TypeError(f"model {name!r} got unknown argument(s) {unknown}; valid: {sorted(params)}")
-    return entry.builder(**kwargs)
+        raise ModelArgumentError(f"model {name!r} got unknown argument(s) {unknown} (model.args); valid: "
+                                 f"{entry.describe_arguments()}")
+    hints = _hints(entry.builder)
+    out = {}
+    for key, value in kwargs.items():
+        tp = hints.get(key)
+        if tp is None or tp is typing.Any:
+            out[key] = value
+            continue
+        try:
+            out[key] = _coerce(value, tp, f"model.args.{key}")
+        except ConfigError as e:
+            raise ModelArgumentError(f"{e} (model {name!r}; valid arguments: {entry.describe_arguments()})") from None
+    return out
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model; unknown keyword arguments or values of the wrong type are an
+    error naming the valid ones, and a builder's own ValueError names the model."""
+    entry = get_entry(name)
+    kwargs = check_model_args(name, kwargs)
+    try:
+        return entry.builder(**kwargs)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"model {name!r} with args {kwargs}: {e}") from None
 
 
 def list_models(family: str | None = None) -> list[str]:
     _load_families()
     return sorted(n for n, e in _MODELS.items() if family is None or e.family == family)
+
+
+def list_families() -> list[str]:
+    """Families that have at least one registered model."""
+    _load_families()
+    return sorted({e.family for e in _MODELS.values()})
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -87,16 +158,32 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def model_table() -> list[dict]:
-    """One row per registered model with its parameter counts at default arguments."""
-    rows = []
-    for name in list_models():
-        entry = _MODELS[name]
+@functools.lru_cache(maxsize=None)
+def _parameter_counts(name: str) -> tuple[int, int]:
+    entry = get_entry(name)
+    try:  # shapes only: parameters on the meta device take no memory and no initialisation time
+        with torch.device("meta"):
+            model = entry.builder()
+    except Exception:  # a builder doing real tensor work at construction: build it for real
         model = entry.builder()
-        total, trainable = count_parameters(model)
-        rows.append({"name": name, "family": entry.family, "params": total, "trainable_params": trainable,
-                     "skeleton": entry.skeleton, "input_size": list(entry.input_size),
-                     "description": entry.description})
+    return count_parameters(model)
+
+
+def model_table(family: str | None = None, *, params: bool = False) -> list[dict]:
+    """One row per registered model: family, skeleton, input size, description and the builder's
+    arguments (static, nothing built); with `params`, its exact parameter counts at default
+    arguments. An unknown `family` is a ValueError listing the families."""
+    if family is not None and family not in list_families():
+        raise ValueError(f"unknown family {family!r}; families with models: {', '.join(list_families())}")
+    rows = []
+    for name in list_models(family):
+        entry = _MODELS[name]
+        row = {"name": name, "family": entry.family, "skeleton": entry.skeleton,
+               "input_size": list(entry.input_size), "description": entry.description,
+               "args": entry.arguments()}
+        if params:
+            row["params"], row["trainable_params"] = entry.parameter_counts()
+        rows.append(row)
     return rows
 
 
