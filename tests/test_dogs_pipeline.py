@@ -257,10 +257,89 @@ def test_pck_and_pixel_error_hand_computed():
     pred[:, 5] = [999, 999]  # unlabelled joints never count
     bbox = np.array([[0, 0, 100, 40], [0, 0, 10, 30]], float)
     m = pck_box_metrics(pred, gt, bbox, threshold=0.1)
-    assert m["pck"] == pytest.approx(2 / 4)
+    assert m["pck"] == pytest.approx(100 * 2 / 4)  # percent, like PCKh
     assert m["mean_px_error"] == pytest.approx((5 + 12 + 4 + 0) / 4)
-    assert m["pck/left_front_paw"] == pytest.approx(0.5)
-    assert m["pck/left_front_middle"] == pytest.approx(0.5)
+    assert m["pck/left_front_paw"] == pytest.approx(50.0)
+    assert m["pck/left_front_middle"] == pytest.approx(50.0)
+    assert "pck_seg" not in m  # no segmentation areas given: no WLDO number
     assert m["px_error/left_front_paw"] == pytest.approx(4.5)
     assert "pck/right_front_paw" not in m  # never labelled: no per-joint entry
     assert m["num_joints"] == 4
+
+
+def test_wldo_pck_hand_computed():
+    """StanfordExtra/WLDO PCK: dist < 0.15 x sqrt(seg area) (strict), mean over images of each
+    image's fraction of labelled joints (not pooled over joints like the bbox PCK)."""
+    j = {name: i for i, name in enumerate(SK.keypoints)}
+    gt = np.zeros((3, 24, 3))
+    pred = np.zeros((3, 24, 2))
+    # dog 0: seg area 400 -> sqrt 20 -> threshold 3 px; three labelled joints
+    gt[0, [j["left_front_paw"], j["tail_end"], j["nose"]], 2] = 1
+    pred[0, j["left_front_paw"]] = [3, 0]  # exactly 3 px: NOT correct (strict <)
+    pred[0, j["tail_end"]] = [2.9, 0]  # correct
+    pred[0, j["nose"]] = [0, 1]  # correct
+    # dog 1: seg area 10000 -> 100 -> threshold 15 px; one labelled joint, 10 px off: correct
+    gt[1, j["left_ear_tip"], 2] = 1
+    pred[1, j["left_ear_tip"]] = [6, 8]
+    pred[1, j["nose"]] = [500, 500]  # unlabelled: never counts
+    # dog 2: no labelled joint: does not count as an image
+    bbox = np.array([[0, 0, 40, 40], [0, 0, 40, 40], [0, 0, 40, 40]], float)
+    m = pck_box_metrics(pred, gt, bbox, threshold=0.1, seg_area=np.array([400.0, 10_000.0, 900.0]))
+    assert m["pck_seg"] == pytest.approx(100 * (2 / 3 + 1) / 2)  # per-image mean: 83.3
+    assert m["pck_seg_images"] == 2
+    assert m["pck_seg/legs"] == pytest.approx(0.0)  # one image has a leg joint, and it missed
+    assert m["pck_seg/tail"] == pytest.approx(100.0)
+    assert m["pck_seg/ears"] == pytest.approx(100.0)
+    assert m["pck_seg/face"] == pytest.approx(100.0)
+    # the pooled bbox PCK on the same predictions: <= 0.1 x 40 = 4 px, 3 of 4 joints (3.0 px counts here)
+    assert m["pck"] == pytest.approx(75.0)
+    # an image without an area (NaN) does not count
+    m = pck_box_metrics(pred, gt, bbox, seg_area=np.array([400.0, np.nan, np.nan]))
+    assert m["pck_seg"] == pytest.approx(100 * 2 / 3) and m["pck_seg_images"] == 1
+
+
+def test_wldo_pck_on_the_real_samples_uses_the_seg_masks(realdata):
+    """The validation items of the real StanfordExtra samples carry the dog's mask area, the
+    same number as the decoded `seg` RLE, and score 100 for the ground truth."""
+    from posekit.data.formats.stanford_extra import decode_seg
+    task = dogs_task(dataset="stanford_extra", train_on_all=True, input_size=64)
+    val = task.build_datasets()["val"]
+    record = val.source.records[3]
+    item = val[3]
+    assert float(item["seg_area"]) == float(decode_seg(record).sum()) > 0
+    gt = item["keypoints"].numpy()[None]
+    m = pck_box_metrics(gt[..., :2], gt, item["box"].numpy()[None], seg_area=item["seg_area"].numpy()[None])
+    assert m["pck_seg"] == 100.0 and m["pck"] == 100.0
+
+
+class _Scripted:
+    """A stand-in Generator for the keras_dogs draws: random() in order, then the zoom."""
+
+    def __init__(self, randoms, zoom):
+        self.randoms, self.zoom = list(randoms), zoom
+
+    def random(self):
+        return self.randoms.pop(0)
+
+    def uniform(self, lo, hi):
+        assert (lo, hi) == (0.5, 0.7)
+        return self.zoom
+
+
+def test_faithful_rotation_is_clockwise_on_screen():
+    """imgaug's Affine(rotate=10) turns the image clockwise on screen (y down): a point right of
+    the centre moves down. Hand-computed on a 64x64 image (the faithful stretch is the identity):
+    centre (31.5, 31.5), point 10 px right of it, zoom 0.5 -> centre + 0.5 x 10 x (cos 10, sin 10)."""
+    src = DotSource(xy=(41.0, 31.0), size=(64, 64))
+    ds = dot_pipeline(src, augment=True, input_size=64, faithful=True)
+    no_flip_rotate = _Scripted([0.9, 0.1], zoom=0.5)  # flip draw >= 0.3: no flip; rotation draw < 0.3
+    matrix, swap = ds.crop_matrix((64, 64), None, no_flip_rotate)
+    assert not swap
+    t = np.deg2rad(10.0)
+    expected = np.array([31.5 + 5 * np.cos(t), 31.5 + 5 * np.sin(t)])  # (36.42, 32.37): below the centre row
+    assert np.allclose(affine_points(np.array([[41.5, 31.5]]), matrix)[0], expected)
+    # a point above the centre moves right (clockwise), and the image content moves with the matrix
+    assert affine_points(np.array([[31.5, 21.5]]), matrix)[0][0] > 31.5 + 0.8
+    moved = affine_points(np.array([[41.0, 31.0]]), matrix)[0]
+    warped = ds.crop_image(src.image, matrix)
+    assert np.allclose(_bright_centroid(torch.from_numpy(warped.transpose(2, 0, 1))), moved, atol=0.3)

@@ -244,3 +244,45 @@ def test_trainer_integration(tmp_path):
     metrics = evaluate_checkpoint(cfg, run / "best.pt")
     assert 0.0 <= metrics["pckh"] <= 100.0
     assert evaluate_checkpoint(cfg, oracle=True)["pckh"] == 100.0  # `posekit eval --oracle`: no checkpoint
+
+
+def test_absent_joints_masked_or_trained_to_zero():
+    """loss.absent_joints: `mask` (default) gives an absent joint's map no loss; `zero` trains it
+    towards the all-zero map the codec gives it, as Newell's code does. Hand-computed on one
+    sample, one stack, two 2x2 maps: joint 0 present (target all 1, output all 0), joint 1 absent
+    (target all 0, output all 2)."""
+    outputs = torch.zeros(1, 1, 16, 2, 2)
+    target = torch.zeros(1, 16, 2, 2)
+    target[0, 0] = 1.0
+    outputs[0, 0, 1] = 2.0
+    weight = torch.zeros(1, 16)
+    weight[0, 0] = 1.0
+    batch = {"target": target, "target_weight": weight}
+    masked = build_task(_cfg()).loss(outputs, batch)[0]
+    zero = build_task(_cfg("loss.absent_joints=zero")).loss(outputs, batch)[0]
+    # the mean over joints and pixels: mask sees only joint 0's error 1; zero also joint 1's 4
+    assert float(masked) == pytest.approx(1.0 / 16)
+    assert float(zero) == pytest.approx((1.0 + 4.0) / 16)
+    with pytest.raises(ValueError, match="loss.absent_joints"):
+        build_task(_cfg("loss.absent_joints=ignore"))
+
+
+def test_absent_joints_zero_pulls_absent_maps_down():
+    """One training step on real pipeline items: with `zero` an unlabelled joint's map gets a
+    gradient towards zero; with `mask` it gets none."""
+    grads = {}
+    for mode in ("mask", "zero"):
+        task = build_task(_cfg(f"loss.absent_joints={mode}"))
+        item = task.build_datasets()["val"][0]
+        batch = task.collate([item])
+        absent = int(np.flatnonzero(batch["target_weight"][0].numpy() == 0)[0]) if \
+            (batch["target_weight"] == 0).any() else None
+        if absent is None:  # make one joint absent, as an unlabelled MPII joint is
+            absent = 3
+            batch["target_weight"][0, absent] = 0.0
+            batch["target"][0, absent] = 0.0
+        outputs = torch.full((1, 2) + tuple(batch["target"].shape[1:]), 0.5, requires_grad=True)
+        task.loss(outputs, batch)[0].backward()
+        grads[mode] = outputs.grad[0, :, absent]
+    assert torch.count_nonzero(grads["mask"]) == 0
+    assert (grads["zero"] > 0).all()  # d/dy (y - 0)^2 > 0 at y = 0.5: pushed down

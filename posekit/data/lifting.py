@@ -1,15 +1,19 @@
 """The lifting pipeline: root-relative (2-D input, 3-D target) pairs for 2-D -> 3-D lifters.
 
 Arrays in memory (Human3.6M is ~1.5 M frames of 16 joints): a sample is a row of each array.
-RNG: `item_rng()` (torch-seeded, per item), like every pipeline.
+RNG: one torch-drawn seed per item, as `item_rng()` draws it; the item's draws are a pure
+function of that seed (`seeded_uniform`), so a batch sliced at once gets exactly the draws its
+items get one by one.
 """
 from __future__ import annotations
+
+import collections.abc
 
 import numpy as np
 import torch
 
 from posekit.data.formats.h36m import ACTIONS, LIMB_INPUT_JOINTS, H36MFormatError, Sequence
-from posekit.data.transforms import item_rng
+from posekit.data.transforms import item_seeds, seeded_uniform
 from posekit.skeletons.builtin import H36M17_LIFT_INPUTS as INPUT_JOINTS
 from posekit.skeletons.builtin import H36M17_LIFT_OUTPUTS as OUTPUT_JOINTS
 
@@ -19,9 +23,14 @@ class LiftingDataset(torch.utils.data.Dataset):
 
     Items: {"input_2d": (16, 2) float32 px, "target_3d": (16, 3) float32 mm, "mask": (16,) bool
     (True = joint missing), "action": int64}. `miss_num` > 0 enables the missing-joint augmentation
-    (off by default, as in the paper): with probability `miss_prob` a sample loses between 1 and
-    `miss_num` of its limb joints (knees, feet, elbows, wrists), which the model sees as a zero
-    normalised coordinate.
+    (off by default, as in the paper): with probability `miss_prob` a sample loses exactly
+    `miss_num` of its limb joints (knees, feet, elbows, wrists), drawn without replacement as the
+    reference does, which the model sees as a zero normalised coordinate.
+
+    Batches: `__getitems__` (which the DataLoader calls with a whole batch of indices) slices the
+    arrays once and returns a `SlicedItems`, which the lifting Task's collate passes through as
+    the batch and any other collate reads as a list of items; either way the batch equals the
+    item-by-item one (the same per-item seeds, in index order).
     """
 
     def __init__(self, inputs_2d: np.ndarray, targets_3d: np.ndarray, action_index: np.ndarray,
@@ -68,21 +77,60 @@ class LiftingDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def _masks(self, n: int) -> np.ndarray:
+        """(n, 16) missing-joint masks for n items (in order), from one torch-drawn seed each: with
+        probability miss_prob exactly miss_num limb joints, the ones with the smallest keys."""
+        mask = np.zeros((n, len(INPUT_JOINTS)), dtype=bool)
+        if self.miss_num <= 0 or n == 0:
+            return mask
+        u = seeded_uniform(item_seeds(n), 1 + len(LIMB_INPUT_JOINTS))
+        chosen = np.argsort(u[:, 1:], axis=1, kind="stable")[:, :self.miss_num]  # a uniform k-subset
+        rows = np.flatnonzero(u[:, 0] < self.miss_prob)
+        mask[rows[:, None], np.asarray(LIMB_INPUT_JOINTS)[chosen[rows]]] = True
+        return mask
+
     def __getitem__(self, i: int) -> dict:
-        mask = np.zeros(len(INPUT_JOINTS), dtype=bool)
-        if self.miss_num > 0:
-            rng = item_rng()
-            if rng.random() < self.miss_prob:
-                k = rng.integers(1, self.miss_num + 1)
-                mask[rng.choice(LIMB_INPUT_JOINTS, size=k, replace=False)] = True
+        mask = self._masks(1)[0]
         return {"input_2d": torch.from_numpy(self.inputs[i]), "target_3d": torch.from_numpy(self.targets[i]),
                 "mask": torch.from_numpy(mask), "action": torch.tensor(self.action_index[i])}
+
+    def __getitems__(self, indices) -> "SlicedItems":
+        """A whole batch by slicing the arrays (the DataLoader's batched fetch)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        return SlicedItems({"input_2d": torch.from_numpy(self.inputs[idx]),
+                            "target_3d": torch.from_numpy(self.targets[idx]),
+                            "mask": torch.from_numpy(self._masks(len(idx))),
+                            "action": torch.from_numpy(self.action_index[idx])})
 
     def subset(self, indices: np.ndarray) -> "LiftingDataset":
         indices = np.asarray(indices)
         meta = {k: np.asarray(v)[indices] for k, v in self.meta.items()}
         return LiftingDataset(self.inputs[indices], self.targets[indices], self.action_index[indices], self.action_names,
                               meta=meta, miss_num=self.miss_num, miss_prob=self.miss_prob, name=self.name)
+
+
+class SlicedItems(collections.abc.Sequence):
+    """A batch already stacked (`batch`: name -> (B, ...) tensor) that still reads as a list of
+    per-item dicts, so a plain `default_collate` restacks it correctly; a collate that knows it
+    (`collate_items`) returns `batch` as is."""
+
+    def __init__(self, batch: dict):
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return len(next(iter(self.batch.values())))
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return {k: v[i] for k, v in self.batch.items()}
+
+
+def collate_items(items) -> dict:
+    """Collate for lifting datasets: a `SlicedItems` batch as is, a list of items stacked."""
+    if isinstance(items, SlicedItems):
+        return items.batch
+    return torch.utils.data.default_collate(items)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,17 +167,22 @@ def as_h36m17(points: np.ndarray, scores: np.ndarray | None, skeleton: str) -> n
 
 def rescale_to_reference(x: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, list[dict]]:
     """Similarity-normalise each (16, 2) pose (NaN = missing) to the reference pose's centre and
-    RMS size over the joints it has: poses from cameras unlike the training data."""
+    RMS size over the joints it has: poses from cameras unlike the training data. Vectorised over
+    the poses (a lifter's batch is thousands of them)."""
     reference = np.asarray(reference, dtype=np.float64).reshape(-1, 2)
-    out, transforms = np.array(x, dtype=np.float64, copy=True), []
-    for p in range(len(out)):
-        ok = np.isfinite(out[p]).all(axis=1)
-        if ok.sum() < 2:
-            raise ValueError("rescale: a pose needs at least 2 visible joints")
-        c_in, c_ref = out[p, ok].mean(0), reference[ok].mean(0)
-        s_in = np.sqrt(((out[p, ok] - c_in) ** 2).sum(1).mean())
-        s_ref = np.sqrt(((reference[ok] - c_ref) ** 2).sum(1).mean())
-        scale = s_ref / max(s_in, 1e-9)
-        out[p] = (out[p] - c_in) * scale + c_ref
-        transforms.append({"scale": float(scale), "center_in": c_in.tolist(), "center_ref": c_ref.tolist()})
+    x = np.asarray(x, dtype=np.float64).reshape(-1, reference.shape[0], 2)
+    ok = np.isfinite(x).all(axis=2)  # (N, J)
+    count = ok.sum(axis=1)
+    if np.any(count < 2):
+        raise ValueError("rescale: a pose needs at least 2 visible joints")
+    w = ok[..., None]
+    filled = np.where(w, x, 0.0)
+    c_in = filled.sum(axis=1) / count[:, None]  # (N, 2)
+    c_ref = (w * reference[None]).sum(axis=1) / count[:, None]
+    s_in = np.sqrt((np.where(w, filled - c_in[:, None], 0.0) ** 2).sum(axis=(1, 2)) / count)
+    s_ref = np.sqrt((np.where(w, reference[None] - c_ref[:, None], 0.0) ** 2).sum(axis=(1, 2)) / count)
+    scale = s_ref / np.maximum(s_in, 1e-9)
+    out = (x - c_in[:, None]) * scale[:, None, None] + c_ref[:, None]
+    transforms = [{"scale": float(f), "center_in": ci.tolist(), "center_ref": cr.tolist()}
+                  for f, ci, cr in zip(scale, c_in, c_ref)]
     return out, transforms

@@ -15,10 +15,18 @@ Item schema (every top-down family):
     index          position in the source
 
 RNG: `item_rng()` (torch-seeded, per item); nothing touches numpy's global RNG.
+
+Reduced decode (`reduced_decode=True`): when a source leaves the image on disk (a JPEG path) and
+the crop box is at least 2x (4x) the input size, the JPEG is decoded at 1/2 (1/4) size, which
+is several times cheaper than the full frame, and the crop matrix is composed with the
+reduced -> original pixel map (pixel j of the reduced image covers original pixels
+[r*j, r*j + r), centre r*j + (r - 1)/2). `matrix` (original -> crop) and so the keypoint targets
+are unchanged; the image is the crop of a pre-filtered frame (less aliasing, not bit-equal).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +36,33 @@ from posekit.data.transforms import (affine_points, color_jitter, compose_affine
 from posekit.skeletons import Skeleton, get_skeleton
 
 CROP_MODES = ("box", "image", "resize")
+REDUCTIONS = (4, 2)  # JPEG scaled decoding factors tried, largest first
+_REDUCIBLE = (".jpg", ".jpeg", ".jpe")
+
+
+def decode_reduction(matrix: np.ndarray) -> int:
+    """The largest JPEG reduction r in REDUCTIONS with a crop box >= r x the output size (in
+    every direction of the 2x3 `matrix`), else 1."""
+    stretch = float(np.linalg.svd(np.asarray(matrix, np.float64)[:, :2], compute_uv=False)[0])
+    source_px = 1.0 / stretch if stretch > 0 else 0.0  # original pixels per output pixel
+    return next((r for r in REDUCTIONS if source_px >= r), 1)
+
+
+def reduced_to_original(r: int) -> np.ndarray:
+    """2x3 map from a 1/r decoded image's pixels to the original's (pixel-centre aligned)."""
+    return np.array([[r, 0.0, (r - 1) / 2.0], [0.0, r, (r - 1) / 2.0]])
+
+
+def read_reduced(path, reduction: int) -> tuple[np.ndarray, int]:
+    """(RGB image decoded at 1/reduction, the reduction actually used): full size when
+    `data.io.read_image` has no `reduction` yet."""
+    from posekit.data.io import read_image
+    if reduction > 1:
+        try:
+            return read_image(path, reduction=reduction), reduction
+        except TypeError:
+            pass
+    return read_image(path), 1
 
 
 @dataclass
@@ -73,7 +108,8 @@ class TopDownAugment:
     `rotation_prob`; translate: U(+-t) x the crop side; flip: with the skeleton's left/right swap;
     channel_scale: each channel x U(1 +- c) (Newell); color_jitter: brightness/contrast/saturation.
     `reference="keras_dogs"` replaces all of it by the keras-io dog recipe: Fliplr(0.3) WITHOUT
-    the left/right swap, then Sometimes(0.3) a fixed 10 degree rotation with zoom U(0.5, 0.7)."""
+    the left/right swap, then Sometimes(0.3) a fixed 10 degree clockwise (on screen) rotation with
+    zoom U(0.5, 0.7)."""
     scale: tuple[float, float] = (1.0, 1.0)
     rotation: float = 0.0
     rotation_prob: float = 1.0
@@ -92,7 +128,8 @@ class TopDownDataset(torch.utils.data.Dataset):
     """Single-person items (see the module docstring) from a source of `Sample`s."""
 
     def __init__(self, source, codec, *, skeleton: str | Skeleton, input_size: int, crop: CropRule | None = None,
-                 augment: TopDownAugment | None = None, pad_value=(0, 0, 0), meta_keys: tuple[str, ...] = ()):
+                 augment: TopDownAugment | None = None, pad_value=(0, 0, 0), meta_keys: tuple[str, ...] = (),
+                 reduced_decode: bool = False):
         self.source, self.codec = source, codec
         self.skeleton = get_skeleton(skeleton)
         self.input_size = int(input_size)
@@ -100,6 +137,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.pad_value = tuple(pad_value)
         self.meta_keys = tuple(meta_keys)
+        self.reduced_decode = bool(reduced_decode)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -118,7 +156,9 @@ class TopDownDataset(torch.utils.data.Dataset):
                 m = compose_affine(crop_affine((s / 2 - 0.5, s / 2 - 0.5), s, (s, s), flip=True), m)
             if rng.random() < 0.3:  # Sometimes(0.3, Affine(rotate=10, scale=(0.5, 0.7)))
                 zoom = rng.uniform(0.5, 0.7)
-                m = compose_affine(crop_affine((s / 2 - 0.5, s / 2 - 0.5), s / zoom, (s, s), rotation=10.0), m)
+                # imgaug's positive angle turns the image clockwise on screen (y down: a point
+                # right of the centre moves down); crop_affine's positive angle is counter-clockwise
+                m = compose_affine(crop_affine((s / 2 - 0.5, s / 2 - 0.5), s / zoom, (s, s), rotation=-10.0), m)
             return m, False
         size = size * rng.uniform(*a.scale)
         rotation = 0.0
@@ -132,12 +172,24 @@ class TopDownDataset(torch.utils.data.Dataset):
         s = self.input_size
         return warp_image(image, matrix, (s, s), border_value=self.pad_value)
 
+    def _reducible(self, sample: Sample, box) -> bool:
+        """A JPEG still on disk, cropped around a valid box (the crop does not need the image size)."""
+        return (self.reduced_decode and sample.image is None and sample.image_path is not None
+                and Path(sample.image_path).suffix.lower() in _REDUCIBLE and self.crop.mode == "box"
+                and box is not None and bool(np.isfinite(np.asarray(box, float)).all()))
+
     def __getitem__(self, i: int) -> dict:
-        sample: Sample = self.source[i].load()
+        sample: Sample = self.source[i]
         rng = item_rng() if self.augment is not None else None
         box = sample.boxes[0] if sample.boxes is not None and len(sample.boxes) else None
-        matrix, swap = self.crop_matrix(sample.image.shape, box, rng)
-        crop = self.crop_image(sample.image, matrix)
+        if self._reducible(sample, box):
+            matrix, swap = self.crop_matrix((0, 0), box, rng)  # box crops ignore the image size
+            image, r = read_reduced(sample.image_path, decode_reduction(matrix))
+            crop = self.crop_image(image, compose_affine(matrix, reduced_to_original(r)) if r > 1 else matrix)
+        else:
+            sample = sample.load()
+            matrix, swap = self.crop_matrix(sample.image.shape, box, rng)
+            crop = self.crop_image(sample.image, matrix)
         if rng is not None and self.augment.reference is None:
             a = self.augment
             if a.channel_scale or a.color_jitter:

@@ -64,20 +64,32 @@ def swap_left_right(keypoints: np.ndarray, skeleton: Skeleton) -> np.ndarray:
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, *, brightness=0.2, contrast=0.2,
                  saturation=0.2, channel_scale=0.0) -> np.ndarray:
-    """Photometric jitter on RGB uint8; `channel_scale` multiplies each channel by U(1-c, 1+c)
-    (Newell's colour augmentation)."""
-    img = image.astype(np.float32)
+    """Photometric jitter on RGB uint8, drawn in this order: channel scale (each channel x
+    U(1-c, 1+c), Newell's colour augmentation), brightness (x U(1-b, 1+b)), contrast (towards the
+    image mean by U(1-c, 1+c)), saturation (towards each pixel's grey, the channel mean).
+
+    Every step is affine in the RGB value and only the end result is clipped, so the whole jitter
+    is one 3x4 matrix applied in one pass (`cv2.transform`); the contrast's image mean comes from
+    the per-channel means, which the earlier steps only scale. Rounds to the nearest level."""
+    scale = np.ones(3)
     if channel_scale:
-        img *= rng.uniform(1 - channel_scale, 1 + channel_scale, size=3).astype(np.float32)
+        scale = rng.uniform(1 - channel_scale, 1 + channel_scale, size=3)
     if brightness:
-        img *= rng.uniform(1 - brightness, 1 + brightness)
+        scale = scale * rng.uniform(1 - brightness, 1 + brightness)
+    linear, offset = np.diag(scale), np.zeros(3)
     if contrast:
-        mean = img.mean()
-        img = (img - mean) * rng.uniform(1 - contrast, 1 + contrast) + mean
+        # the mean over pixels and channels of the image so far
+        mean = float(np.dot(scale, cv2.mean(image)[:3]) / 3.0)
+        alpha = rng.uniform(1 - contrast, 1 + contrast)
+        linear, offset = alpha * linear, offset + (1 - alpha) * mean
     if saturation:
-        grey = img.mean(axis=2, keepdims=True)
-        img = (img - grey) * rng.uniform(1 - saturation, 1 + saturation) + grey
-    return np.clip(img, 0, 255).astype(np.uint8)
+        sat = rng.uniform(1 - saturation, 1 + saturation)
+        towards_grey = sat * np.eye(3) + (1 - sat) / 3.0 * np.ones((3, 3))
+        linear, offset = towards_grey @ linear, towards_grey @ offset
+    if not (channel_scale or brightness or contrast or saturation):
+        return image
+    matrix = np.concatenate([linear, offset[:, None]], axis=1)
+    return cv2.transform(np.ascontiguousarray(image), matrix)
 
 
 def item_rng() -> np.random.Generator:
@@ -86,6 +98,30 @@ def item_rng() -> np.random.Generator:
     pipeline touches numpy's or Python's global RNG."""
     import torch
     return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
+def item_seeds(n: int) -> np.ndarray:
+    """(n,) uint64 seeds drawn from torch's generator exactly as n successive `item_rng()` calls
+    draw theirs (torch's CPU generator fills the tensor in order): a batch draws its items' seeds
+    in one call and gets the ones it would item by item."""
+    import torch
+    return torch.randint(0, 2**62, (int(n),)).numpy().astype(np.uint64)
+
+
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def seeded_uniform(seeds: np.ndarray, count: int) -> np.ndarray:
+    """(n, count) float64 uniforms in [0, 1), a pure function of each seed (splitmix64 of the seed
+    and a counter). For array pipelines whose per-item draws must be vectorised over a batch yet
+    equal the item-by-item ones: one numpy Generator per item costs ~0.1 ms to create."""
+    seeds = np.asarray(seeds, dtype=np.uint64).reshape(-1, 1)
+    with np.errstate(over="ignore"):
+        z = seeds + (np.arange(1, count + 1, dtype=np.uint64)[None] * _GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
 
 
 def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:

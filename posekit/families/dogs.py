@@ -3,7 +3,9 @@
     Sample (data.formats.stanford_extra or data.synthetic.dogs) -> top-down crop (data.topdown)
     -> RegressionCodec.encode (normalised targets + visibility weights) -> model (B, K, 2) in
     [0, 1] -> masked_coordinate_mse. forward_decode: codec.decode (crop pixels), optional flip
-    test -> postprocess (inverse affine) -> Results -> PCK@0.1 x max(bbox w, h), pixel errors.
+    test -> postprocess (inverse affine) -> Results -> PCK@0.1 x max(bbox w, h) (mmpose style,
+    the primary metric), PCK@0.15 x sqrt(segmentation area) (the StanfordExtra/WLDO protocol),
+    pixel errors. Every PCK is in percent.
 """
 from __future__ import annotations
 
@@ -14,18 +16,27 @@ import torch
 
 from posekit.codecs.regression import RegressionCodec
 from posekit.config import DataConfig, EvalConfig, LossConfig
-from posekit.data.formats.stanford_extra import (PAD_VALUE, StanfordExtraSource, load_split, load_stanford_extra,
-                                                 resolve_stanford_extra_paths, seeded_split)
+from posekit.data.formats.stanford_extra import (PAD_VALUE, StanfordExtraSource, decode_seg, load_split,
+                                                 load_stanford_extra, resolve_stanford_extra_paths, seeded_split)
 from posekit.data.topdown import CropRule, TopDownAugment, TopDownDataset, to_original_frame
 from posekit.families.base import Evaluator, ExportSpec, Task, register_task
 from posekit.losses.regression import masked_coordinate_mse
-from posekit.metrics.pck import bbox_normalizer, keypoint_distances, pck
+from posekit.metrics.pck import bbox_normalizer, keypoint_distances, pck, per_image_pck, segmentation_normalizer
 from posekit.models import unwrap
 from posekit.results import Results
 from posekit.skeletons import get_skeleton
 from posekit.skeletons.builtin import STANFORD_EXTRA_LABELLED
 
 SKELETON = get_skeleton("stanford_extra24")
+# WLDO's part groups (the joints StanfordExtra labels; eyes, withers and throat never are)
+_J = {name: i for i, name in enumerate(SKELETON.keypoints)}
+SEG_PCK_GROUPS = {
+    "legs": [_J[f"{side}_{end}_{part}"] for side in ("left", "right") for end in ("front", "rear")
+             for part in ("paw", "middle", "top")],
+    "tail": [_J["tail_start"], _J["tail_end"]],
+    "ears": [_J["left_ear_base"], _J["right_ear_base"], _J["left_ear_tip"], _J["right_ear_tip"]],
+    "face": [_J["nose"], _J["chin"]],
+}
 
 
 @dataclass
@@ -66,38 +77,83 @@ class DogsLossConfig(LossConfig):
 @dataclass
 class DogsEvalConfig(EvalConfig):
     flip_test: bool = False
-    pck_threshold: float = 0.1
+    pck_threshold: float = 0.1  # mmpose-style PCK@bbox: x max(bbox w, h), dist <= t (the primary metric)
+    seg_pck_threshold: float = 0.15  # StanfordExtra/WLDO PCK: x sqrt(seg area), dist < t, mean per image
 
 
 class PCKBoxEvaluator(Evaluator):
     """PCK@threshold x max(bbox w, h) and mean pixel error, per keypoint and overall, in original
-    image pixels over labelled joints (v > 0) only."""
+    image pixels over labelled joints (v > 0) only; beside it the StanfordExtra/WLDO protocol,
+    PCK@seg_threshold x sqrt(segmentation area), where the items carry `seg_area`."""
 
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self.pred, self.gt, self.box = [], [], []
+    def __init__(self, threshold: float, seg_threshold: float = 0.15):
+        self.threshold, self.seg_threshold = threshold, seg_threshold
+        self.pred, self.gt, self.box, self.seg_area = [], [], [], []
 
     def update(self, split, results, batch):
         self.pred += [r.keypoints[0] for r in results]
         self.gt.append(batch["keypoints"].cpu().numpy())
         self.box.append(batch["box"].cpu().numpy())
+        area = batch.get("seg_area")
+        self.seg_area.append(area.cpu().numpy() if area is not None else np.full(len(results), np.nan))
 
     def compute(self):
         return pck_box_metrics(np.stack(self.pred), np.concatenate(self.gt), np.concatenate(self.box),
-                               threshold=self.threshold)
+                               threshold=self.threshold, seg_area=np.concatenate(self.seg_area),
+                               seg_threshold=self.seg_threshold)
 
 
-def pck_box_metrics(pred: np.ndarray, gt: np.ndarray, bbox: np.ndarray, *, threshold: float = 0.1) -> dict:
+def pck_box_metrics(pred: np.ndarray, gt: np.ndarray, bbox: np.ndarray, *, threshold: float = 0.1,
+                    seg_area: np.ndarray | None = None, seg_threshold: float = 0.15) -> dict:
+    """Dog metrics (PCK in percent). `pck`: joints with dist <= threshold x max(bbox w, h), pooled
+    over every labelled joint (mmpose). `pck_seg`: StanfordExtra/WLDO, dist < seg_threshold x
+    sqrt(seg_area), the mean over images of each image's fraction, overall and per part group
+    (legs, tail, ears, face); only where a segmentation area is known (`pck_seg_images` says how
+    many images count)."""
     visible = gt[..., 2] > 0
     res = pck(pred, gt, visible, bbox_normalizer(bbox), threshold)
     dist = keypoint_distances(pred, gt)
-    out = {"pck": res["mean"], "mean_px_error": float(dist[visible].mean()) if visible.any() else float("nan"),
+    out = {"pck": 100.0 * res["mean"],
+           "mean_px_error": float(dist[visible].mean()) if visible.any() else float("nan"),
            "num_samples": float(len(gt)), "num_joints": float(visible.sum())}
+    if seg_area is not None and np.isfinite(np.asarray(seg_area, dtype=np.float64)).any():
+        norm = segmentation_normalizer(seg_area)
+        seg = per_image_pck(pred, gt, visible, norm, seg_threshold)
+        out["pck_seg"] = 100.0 * seg["mean"]
+        out["pck_seg_images"] = float(seg["images"])
+        for group, joints in SEG_PCK_GROUPS.items():
+            part = per_image_pck(pred, gt, visible, norm, seg_threshold, joints=joints)
+            if part["images"]:
+                out[f"pck_seg/{group}"] = 100.0 * part["mean"]
     for j, name in enumerate(SKELETON.keypoints):
         if res["counts"][j]:
-            out[f"pck/{name}"] = float(res["per_joint"][j])
+            out[f"pck/{name}"] = 100.0 * float(res["per_joint"][j])
             out[f"px_error/{name}"] = float(dist[visible[:, j], j].mean())
     return out
+
+
+class SegAreaSource:
+    """A StanfordExtra source whose samples also carry `meta["seg_area"]`: the pixel count of the
+    dog's mask (the reader's `seg` RLE), the normaliser of the StanfordExtra/WLDO PCK. NaN for a
+    record without `seg` (or without the image size it needs)."""
+
+    def __init__(self, source: StanfordExtraSource):
+        self.source = source
+        self.records, self.image_dir = source.records, source.image_dir
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def seg_area(self, i: int) -> float:
+        r = self.records[i]
+        if r.seg is None or r.width is None or r.height is None:
+            return float("nan")
+        return float(decode_seg(r).sum())
+
+    def __getitem__(self, i: int):
+        sample = self.source[i]
+        sample.meta["seg_area"] = self.seg_area(i)
+        return sample
 
 
 @register_task
@@ -138,7 +194,8 @@ class DogsTask(Task):
                                      flip_prob=d.flip_prob, color_jitter=d.color_jitter)
         return TopDownDataset(source, self.codec, skeleton=SKELETON, input_size=d.input_size, crop=crop,
                               augment=augment if train and d.augment else None,
-                              pad_value=(0, 0, 0) if d.faithful else PAD_VALUE)
+                              pad_value=(0, 0, 0) if d.faithful else PAD_VALUE,
+                              meta_keys=() if train else ("seg_area",))
 
     def build_datasets(self, splits=None):
         d = self.cfg.data
@@ -164,7 +221,8 @@ class DogsTask(Task):
             else:
                 train_idx, val_idx = seeded_split(len(records), d.val_fraction, d.split_seed)
             train_src = StanfordExtraSource([records[i] for i in train_idx], image_dir, source=str(json_path))
-            val_src = StanfordExtraSource([records[i] for i in val_idx], image_dir, source=str(json_path))
+            val_src = SegAreaSource(StanfordExtraSource([records[i] for i in val_idx], image_dir,
+                                                        source=str(json_path)))
         else:
             raise ValueError(f"data.dataset must be 'synthetic' or 'stanford_extra', got {d.dataset!r}")
         out = {"train": self._pipeline(train_src, train=True)}
@@ -225,7 +283,7 @@ class DogsTask(Task):
         return out
 
     def build_evaluator(self, datasets):
-        return PCKBoxEvaluator(self.cfg.eval.pck_threshold)
+        return PCKBoxEvaluator(self.cfg.eval.pck_threshold, self.cfg.eval.seg_pck_threshold)
 
     # --- use ----------------------------------------------------------------------------
     def prepare_inputs(self, inputs, *, boxes=None, **options):

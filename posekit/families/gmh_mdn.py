@@ -23,7 +23,7 @@ from posekit.codecs.mdn import INPUT_JOINTS, NUM_JOINTS, MDNCodec, to_root_relat
 from posekit.config import DataConfig, EvalConfig, LossConfig
 from posekit.data.formats.h36m import (TEST_SUBJECTS, TRAIN_SUBJECTS, find_cameras_file, load_baseline,
                                        load_videopose3d, split_tail)
-from posekit.data.lifting import LiftingDataset, as_h36m17, rescale_to_reference
+from posekit.data.lifting import LiftingDataset, as_h36m17, collate_items, rescale_to_reference
 from posekit.families.base import Evaluator, ExportSpec, Task, register_task
 from posekit.losses.mdn import MDNLoss
 from posekit.metrics.mpjpe import best_of_m, format_table, hypothesis_errors, per_action_mean, select_hypothesis
@@ -51,7 +51,7 @@ class GMHDataConfig(DataConfig):
     val_fraction: float = 0.1  # tail of every training sequence held out for model selection
     val_gap: int = 25  # frames dropped between the training part and the validation tail
     eval_split: str = "val"  # val | test; test only for the final `posekit eval`, never for selection
-    miss_num: int = 0  # missing-joint augmentation: drop up to this many limb joints (0 = off, the paper)
+    miss_num: int = 0  # missing-joint augmentation: drop exactly this many limb joints (0 = off, the paper)
     miss_prob: float = 1.0  # probability that a training sample is augmented when miss_num > 0
     synthetic_train: int = 50000
     synthetic_val: int = 5000
@@ -215,6 +215,10 @@ class GMHMDNTask(Task):
                            "max_weight": float(out["weights"].detach().max(dim=1).values.mean())}
         return loss
 
+    def collate(self, items):
+        """Batches sliced from the arrays in one go (LiftingDataset.__getitems__) pass through."""
+        return collate_items(items)
+
     def model_inputs(self, batch):
         return batch["input_2d"].float()
 
@@ -250,6 +254,7 @@ class GMHMDNTask(Task):
         best = weights.argmax(axis=1)
         groups = batch.get("groups") or [[i] for i in range(len(hyps))]  # samples of one input (people)
         shown = batch.get("keypoints_2d_17")
+        shown = _fill_neck(np.asarray(shown)) if shown is not None else None  # once for the whole batch
         images, paths, extra = batch.get("images"), batch.get("paths"), batch.get("meta")
         out = []
         for g, rows in enumerate(groups):
@@ -261,7 +266,7 @@ class GMHMDNTask(Task):
             out.append(Results(keypoints=keypoints, scores=scores, skeleton=SKELETON,
                                person_scores=weights[rows].max(axis=1), hypotheses=hyps[rows],
                                hypothesis_weights=weights[rows],
-                               keypoints_2d=_fill_neck(np.asarray(shown)[rows]) if shown is not None else None,
+                               keypoints_2d=shown[rows] if shown is not None else None,
                                image=images[g] if images else None, path=paths[g] if paths else None, meta=meta))
         return out
 
@@ -326,12 +331,12 @@ class GMHMDNTask(Task):
         out_dir = Path(out_dir)
         picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
         poses = dataset.meta.get("poses_2d_17")
+        if poses is not None:  # one batched prediction for every pick
+            predicted = predict([np.asarray(poses[i], dtype=np.float64) for i in picks], skeleton="h36m17")
+        else:
+            predicted = predict([np.asarray(dataset.inputs[i], dtype=np.float64) for i in picks], skeleton="h36m16")
         paths = []
-        for n, i in enumerate(picks):
-            if poses is not None:
-                (res,) = predict([np.asarray(poses[i], dtype=np.float64)], skeleton="h36m17")
-            else:
-                (res,) = predict([np.asarray(dataset.inputs[i], dtype=np.float64)], skeleton="h36m16")
+        for n, (i, res) in enumerate(zip(picks, predicted)):
             gt = to_root_relative_17(dataset.targets[i:i + 1].astype(np.float64))[0]
             res.meta["mpjpe_per_hypothesis_mm"] = np.linalg.norm(res.hypotheses[0] - gt, axis=-1).mean(-1).tolist()
             action = dataset.action_names[dataset.action_index[i]] if dataset.action_index[i] >= 0 else "?"

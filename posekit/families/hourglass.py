@@ -51,6 +51,7 @@ class HourglassDataConfig(DataConfig):
     rotation_prob: float = 0.4
     flip: bool = True
     color_scale: float = 0.2  # per-channel x U(1 - c, 1 + c)
+    reduced_decode: bool = True  # decode JPEGs at 1/2 or 1/4 size when the crop box is >= 2x / 4x the input
     synthetic_train_size: int = 2000
     synthetic_val_size: int = 200
     synthetic_image_size: int = 256
@@ -61,6 +62,9 @@ class HourglassDataConfig(DataConfig):
 class HourglassLossConfig(LossConfig):
     kind: str = "mse"  # mse (Newell) | bce (the TF reference, masked per joint here)
     stack_reduction: str = "sum"  # sum (Newell) | mean over stacks
+    # joints without a target (unlabelled, or outside the crop): mask = no loss on their maps;
+    # zero = trained towards an all-zero map, as Newell's code (and the TF reference) do
+    absent_joints: str = "mask"
 
 
 @dataclass
@@ -125,6 +129,8 @@ class HourglassTask(Task):
             raise ValueError(f"loss.kind={loss.kind!r}; valid: mse, bce")
         if loss.stack_reduction not in ("sum", "mean"):
             raise ValueError(f"loss.stack_reduction={loss.stack_reduction!r}; valid: sum, mean")
+        if loss.absent_joints not in ("mask", "zero"):
+            raise ValueError(f"loss.absent_joints={loss.absent_joints!r}; valid: mask, zero")
         if self.cfg.eval.refine not in REFINEMENTS:
             raise ValueError(f"eval.refine={self.cfg.eval.refine!r}; valid: {', '.join(REFINEMENTS)}")
         if d.input_size % d.heatmap_size:
@@ -152,10 +158,15 @@ class HourglassTask(Task):
         return model
 
     def build_loss(self):
+        """Heatmap loss over every stack. absent_joints=mask weights each joint map by its target
+        weight (0 for a joint without a target); zero trains every map, the absent joints' towards
+        the all-zero map the codec gives them (Newell)."""
         kind, reduction = self.cfg.loss.kind, self.cfg.loss.stack_reduction
+        masked = self.cfg.loss.absent_joints == "mask"
 
         def loss(outputs, batch):
-            total, per_stack = heatmap_loss(outputs.float(), batch["target"].float(), batch["target_weight"].float(),
+            weights = batch["target_weight"].float() if masked else None
+            total, per_stack = heatmap_loss(outputs.float(), batch["target"].float(), weights,
                                             kind=kind, stack_reduction=reduction)
             return total, {"loss_last_stack": float(per_stack[-1].detach())}
         return loss
@@ -166,7 +177,8 @@ class HourglassTask(Task):
                                  rotation_prob=d.rotation_prob, flip_prob=0.5 if d.flip else 0.0,
                                  channel_scale=d.color_scale) if train and d.augment else None
         return TopDownDataset(source, self.codec, skeleton=SKELETON, input_size=d.input_size,
-                              crop=CropRule("box", 1.0), augment=augment, meta_keys=("head_size",))
+                              crop=CropRule("box", 1.0), augment=augment, meta_keys=("head_size",),
+                              reduced_decode=d.reduced_decode)
 
     def _mpii_sources(self):
         from posekit.data.io import realdata_root

@@ -38,3 +38,35 @@ def bbox_normalizer(bbox: np.ndarray) -> np.ndarray:
     """PCK@bbox normaliser: max(w, h) of each [x, y, w, h] box."""
     bbox = np.asarray(bbox, dtype=np.float64).reshape(-1, 4)
     return np.maximum(bbox[:, 2], bbox[:, 3])
+
+
+def per_image_pck(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, normalizer: np.ndarray, threshold: float,
+                  *, joints=None) -> dict:
+    """PCK as StanfordExtra/WLDO score it: a joint is correct when dist < threshold * normalizer
+    (strict), each image's accuracy is the fraction of its visible joints that are correct, and
+    the result is the mean over images (images without a visible joint, or without a usable
+    normaliser, do not count). `joints` restricts the joints scored (a part group).
+
+    Returns per-image accuracy (NaN where an image does not count), the mean and the image count.
+    """
+    dist = keypoint_distances(pred, gt)
+    visible = np.asarray(visible).reshape(dist.shape) > 0
+    if joints is not None:
+        keep = np.zeros(dist.shape[1], bool)
+        keep[list(joints)] = True
+        visible = visible & keep
+    normalizer = np.asarray(normalizer, dtype=np.float64).reshape(-1)
+    if normalizer.shape[0] != dist.shape[0]:
+        raise ValueError(f"{normalizer.shape[0]} normalisers for {dist.shape[0]} samples")
+    usable = np.isfinite(normalizer) & (normalizer > 0) & visible.any(axis=1)
+    safe = np.where(usable, normalizer, 1.0)[:, None]
+    correct = (dist < threshold * safe) & visible
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_image = np.where(usable, correct.sum(axis=1) / np.maximum(visible.sum(axis=1), 1), np.nan)
+    mean = float(per_image[usable].mean()) if usable.any() else float("nan")
+    return {"per_image": per_image, "mean": mean, "images": int(usable.sum())}
+
+
+def segmentation_normalizer(seg_area: np.ndarray) -> np.ndarray:
+    """StanfordExtra/WLDO PCK normaliser: sqrt of each dog's segmentation area (pixels^2)."""
+    return np.sqrt(np.asarray(seg_area, dtype=np.float64).reshape(-1))

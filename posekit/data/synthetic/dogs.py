@@ -10,7 +10,8 @@ through the skeleton's flip pairs, exactly like a flip augmentation.
 
 Visibility: v = 2 visible, v = 1 labelled but hidden by an occluder, v = 0 unlabelled (outside
 the image, or joints 20-23 unless `label_all`, mirroring StanfordExtra where they are never
-labelled). Every sample is a pure function of (seed, index).
+labelled). `meta["seg_area"]` is the visible silhouette's pixel count (StanfordExtra's `seg`, the
+normaliser of the WLDO PCK). Every sample is a pure function of (seed, index).
 """
 from __future__ import annotations
 
@@ -106,8 +107,10 @@ def _pt(p) -> tuple[int, int]:
     return int(round(p[0] * 16)), int(round(p[1] * 16))  # cv2 shift=4 sub-pixel drawing
 
 
-def render_dog(image: np.ndarray, joints: np.ndarray, facing_right: bool, scale: float, rng: np.random.Generator) -> None:
-    """Draw the figure (in image coordinates, canonical labels: left = near side) in place."""
+def render_dog(image: np.ndarray, joints: np.ndarray, facing_right: bool, scale: float, rng: np.random.Generator,
+               mask: np.ndarray | None = None) -> None:
+    """Draw the figure (in image coordinates, canonical labels: left = near side) in place; with
+    `mask` ((H, W) uint8), also paint the figure's silhouette there (255, anti-aliased)."""
     coat = rng.uniform(30, 230, 3)
     near = tuple(float(c) for c in np.clip(coat * 1.15 + 15, 0, 255))
     far = tuple(float(c) for c in np.clip(coat * 0.6, 0, 255))
@@ -115,8 +118,13 @@ def render_dog(image: np.ndarray, joints: np.ndarray, facing_right: bool, scale:
     thick = max(2, int(round(scale * rng.uniform(0.07, 0.1))))
     aa, sh = cv2.LINE_AA, 4
 
+    def paint(fn, *geometry, color, width):
+        fn(image, *geometry, color, width, aa, sh)
+        if mask is not None:
+            fn(mask, *geometry, 255, width, aa, sh)
+
     def line(a, b, color, t):
-        cv2.line(image, _pt(joints[a]), _pt(joints[b]), color, t, aa, sh)
+        paint(cv2.line, _pt(joints[a]), _pt(joints[b]), color=color, width=t)
 
     for leg in ("right_front", "right_rear"):  # far legs
         line(J[f"{leg}_top"], J[f"{leg}_middle"], far, thick)
@@ -127,22 +135,22 @@ def render_dog(image: np.ndarray, joints: np.ndarray, facing_right: bool, scale:
     centre = (w_ + r_) / 2 + np.array([0, 0.1 * scale])
     length = np.linalg.norm(w_ - r_)
     angle = float(np.degrees(np.arctan2(w_[1] - r_[1], w_[0] - r_[0])))
-    cv2.ellipse(image, _pt(centre), (int(length * 16 * 0.62), int(scale * 16 * rng.uniform(0.16, 0.22))), angle,
-                0, 360, body, -1, aa, sh)
+    paint(cv2.ellipse, _pt(centre), (int(length * 16 * 0.62), int(scale * 16 * rng.uniform(0.16, 0.22))), angle,
+          0, 360, color=body, width=-1)
     line(J["tail_start"], J["tail_end"], body, max(2, int(thick * 0.7)))
     head = (joints[J["left_ear_base"]] + joints[J["right_ear_base"]] + joints[J["chin"]]) / 3
     line(J["withers"], J["throat"], body, int(thick * 1.6))
-    cv2.line(image, _pt(w_), _pt(head), body, int(thick * 1.8), aa, sh)
-    cv2.circle(image, _pt(head), int(scale * 16 * 0.11), body, -1, aa, sh)
-    cv2.line(image, _pt(head), _pt(joints[J["nose"]]), body, int(thick * 1.3), aa, sh)
+    paint(cv2.line, _pt(w_), _pt(head), color=body, width=int(thick * 1.8))
+    paint(cv2.circle, _pt(head), int(scale * 16 * 0.11), color=body, width=-1)
+    paint(cv2.line, _pt(head), _pt(joints[J["nose"]]), color=body, width=int(thick * 1.3))
     line(J["chin"], J["nose"], body, max(2, thick // 2))
-    cv2.circle(image, _pt(joints[J["nose"]]), max(16, int(thick * 8)), (20.0, 20.0, 20.0), -1, aa, sh)
+    paint(cv2.circle, _pt(joints[J["nose"]]), max(16, int(thick * 8)), color=(20.0, 20.0, 20.0), width=-1)
     for leg in ("left_front", "left_rear"):  # near legs, on top
         line(J[f"{leg}_top"], J[f"{leg}_middle"], near, thick)
         line(J[f"{leg}_middle"], J[f"{leg}_paw"], near, thick)
-        cv2.circle(image, _pt(joints[J[f"{leg}_paw"]]), max(16, int(thick * 10)), near, -1, aa, sh)
+        paint(cv2.circle, _pt(joints[J[f"{leg}_paw"]]), max(16, int(thick * 10)), color=near, width=-1)
     line(J["left_ear_base"], J["left_ear_tip"], near, max(2, thick))
-    cv2.circle(image, _pt(joints[J["left_eye"]]), max(16, int(thick * 5)), (10.0, 10.0, 10.0), -1, aa, sh)
+    paint(cv2.circle, _pt(joints[J["left_eye"]]), max(16, int(thick * 5)), color=(10.0, 10.0, 10.0), width=-1)
 
 
 class SyntheticDogs:
@@ -181,7 +189,8 @@ class SyntheticDogs:
         off = np.where(hi_off > lo_off, rng.uniform(np.minimum(lo_off, hi_off), np.maximum(lo_off, hi_off)),
                        (lo_off + hi_off) / 2)
         pts = pts + off
-        render_dog(image, pts, facing_right, scale, rng)
+        silhouette = np.zeros((h, w), np.uint8)
+        render_dog(image, pts, facing_right, scale, rng, silhouette)
         labels = pts if facing_right else pts[SKELETON.flip_index]
         v = np.full(24, 2.0)
         occluded = np.zeros(24, bool)
@@ -195,6 +204,7 @@ class SyntheticDogs:
             else:
                 cv2.ellipse(occ_mask, (int(cx), int(cy)), (int(ow / 2) + 1, int(oh / 2) + 1), 0, 0, 360, 1, -1)
             image[occ_mask > 0] = patch[occ_mask > 0]
+            silhouette[occ_mask > 0] = 0
             xi = np.clip(np.round(labels[:, 0]).astype(int), 0, w - 1)
             yi = np.clip(np.round(labels[:, 1]).astype(int), 0, h - 1)
             occluded = occ_mask[yi, xi] > 0
@@ -213,4 +223,6 @@ class SyntheticDogs:
         bbox = np.array([x0, y0, max(x1 - x0, 1.0), max(y1 - y0, 1.0)])
         return Sample(keypoints=kps[None], image=image, boxes=bbox[None],
                       meta={"name": f"synthetic_{self.seed}_{i:05d}", "facing_right": facing_right,
-                            "occluded": occluded})
+                            "occluded": occluded,
+                            # the visible silhouette's pixel count, like StanfordExtra's `seg` mask
+                            "seg_area": float((silhouette >= 128).sum())})
