@@ -54,14 +54,20 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     written = 0
     for path in args.json:
-        for rec in read_pose_json(path):
-            skeleton = rec["skeleton"] or args.skeleton
-            (res,) = predict(task, model, [rec["keypoints"]], skeleton=skeleton, rescale=bool(args.rescale))
-            res.path = str(path)
-            stem = rec["name"].replace(" ", "_")
-            res.save(out / f"{stem}.json")
-            res.save(out / f"{stem}.png")
-            written += 1
+        records = read_pose_json(path)
+        # one batched predict per skeleton in the file, not one forward pass per pose
+        by_skeleton: dict[str, list[dict]] = {}
+        for rec in records:
+            by_skeleton.setdefault(rec["skeleton"] or args.skeleton, []).append(rec)
+        for skeleton, recs in by_skeleton.items():
+            results = predict(task, model, [r["keypoints"] for r in recs], skeleton=skeleton,
+                              rescale=bool(args.rescale))
+            for rec, res in zip(recs, results):
+                res.path = str(path)
+                stem = rec["name"].replace(" ", "_")
+                res.save(out / f"{stem}.json")
+                res.save(out / f"{stem}.png")
+                written += 1
     if args.image:
         if not args.hourglass:
             raise ValueError("posekit lift --image needs --hourglass CHECKPOINT (a posekit Hourglass model "
