@@ -1,67 +1,343 @@
 """`posekit predict` and `posekit export`: the inference verbs."""
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from pathlib import Path
 
+PREDICT_EPILOG = """examples:
+  posekit predict runs/dogs/best.pt dog.jpg more_dogs/ --out preds/
+  posekit predict runs/mpii/best.pt photo.jpg --out preds/ --box 100,50,200,400 --box 320,40,180,420
+  posekit predict runs/coco/best.pt images/ --out preds/ --boxes dets.json --box-thr 0.3
+  posekit predict runs/coco/best.pt images/ --out preds/ --detector fasterrcnn
+  posekit predict mpii.onnx clip.mp4 --out preds/                    # onnxruntime, no recipe
+  posekit predict runs/mpii/best.pt photos/ --out preds/ --backend onnxruntime
 
-def _parse_box(text: str | None):
-    if not text:
-        return None
-    try:
-        box = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise SystemExit(f"--box must be x,y,w,h numbers, got {text!r}") from None
-    if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
-        raise SystemExit(f"--box must be x,y,w,h with positive w, h, got {text!r}")
-    return box
+outputs: <name>.png (overlay) and <name>.json per image, mirroring sub-folders of a folder input
+(a name taken twice gets _2, _3, ... in input order); a video gives <name>.mp4 (annotated) and
+<name>.jsonl (one JSON object per frame). JSON is strict: a non-finite coordinate is null.
+
+boxes (top-down models): --box (repeatable) gives every image those boxes; --boxes reads COCO
+detections [{image_id, bbox, score}] (an image matches by --images-json or by its numeric stem,
+000000000785.jpg -> 785), a COCO annotation file, or {"file name": [[x, y, w, h, score], ...]};
+--detector runs a torchvision person detector. With --boxes or --detector, an image with no box
+above --box-thr gets an empty result (no person; said once, counted in the summary), as MMPose
+does. Without any box option the whole image is one person. Bottom-up models and lifters ignore
+boxes. A lifter (gmh_mdn) takes 2-D pose JSON files instead of images (see also `posekit lift`).
+
+exit status: 0 when every input was predicted; 1 when some inputs could not be read (each is
+reported in one line and the rest are still written); 2 for usage, file or model errors."""
+
+EXPORT_EPILOG = """examples:
+  posekit export runs/mpii/best.pt --format onnx --out mpii.onnx
+  posekit predict mpii.onnx photo.jpg --out preds/      # the file carries its own metadata
+
+The .onnx file's metadata_props hold the config, skeleton, input size, normalisation, crop rule
+and output names (see docs/deploy.md for running it with onnxruntime alone)."""
+
+
+class OutputNames:
+    """Output stems that never collide: a stem taken before gets _2, _3, ... (in input order, so
+    the same inputs always give the same names)."""
+
+    def __init__(self):
+        self.used: set[str] = set()
+
+    def claim(self, stem: str) -> str:
+        candidate, n = stem, 1
+        while candidate.lower() in self.used:
+            n += 1
+            candidate = f"{stem}_{n}"
+        self.used.add(candidate.lower())
+        return candidate
+
+
+class BoxProvider:
+    """Per image, what to give the predictor as its boxes (None = the whole image)."""
+
+    def __init__(self, args, predictor):
+        from posekit.engine.detector import PersonDetector, load_box_file, parse_box
+        chosen = [flag for flag, on in (("--box", args.box), ("--boxes", args.boxes), ("--detector", args.detector))
+                  if on]
+        if len(chosen) > 1:
+            raise ValueError(f"give one of --box, --boxes, --detector (got {', '.join(chosen)})")
+        self.fixed = [(b + [1.0])[:5] for b in (parse_box(t) for t in args.box or [])]  # x, y, w, h, score
+        self.threshold = float(args.box_thr)
+        self.max_boxes = args.max_boxes
+        self.file = self.detector = None
+        self.missing: list[str] = []
+        self.active = bool(chosen)
+        if self.active and not predictor.takes_boxes:
+            what = "takes 2-D poses" if not predictor.takes_images else "finds every person itself"
+            print(f"posekit predict: note: this {predictor.task.name} model {what}: {chosen[0]} is ignored",
+                  file=sys.stderr)
+            self.active = False
+            return
+        if args.boxes:
+            self.file = load_box_file(args.boxes, images_json=args.images_json, category_id=args.box_category)
+        if args.detector:
+            self.detector = PersonDetector(args.detector, weights=None if args.detector_weights.lower() == "none"
+                                           else args.detector_weights, score_threshold=self.threshold,
+                                           device=args.device)
+
+    def for_batch(self, names: list[str], relatives: list[str | None], images: list) -> list | None:
+        if not self.active:
+            return None
+        if self.fixed:  # one --box keeps the single-person result of before; several give N persons
+            return [self.fixed[0][:4] if len(self.fixed) == 1 else self.fixed for _ in images]
+        import numpy as np
+
+        from posekit.engine.detector import keep_boxes
+        if self.file is not None:
+            rows = [keep_boxes(self.file.lookup(n, r), self.threshold) for n, r in zip(names, relatives)]
+        else:
+            rows = self.detector(images)
+        out = []
+        for name, r in zip(names, rows):
+            if r is not None and self.max_boxes:
+                r = r[np.argsort(-r[:, 4], kind="stable")][:self.max_boxes]
+            if r is None or not len(r):
+                self._no_box(name)
+                out.append([])
+            else:
+                out.append(r)
+        return out
+
+    def _no_box(self, name: str) -> None:
+        if not self.missing:
+            print(f"posekit predict: no box above --box-thr {self.threshold:g} for {name}: it gets an empty result "
+                  "(no person); later ones are counted in the summary", file=sys.stderr)
+        self.missing.append(name)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, allow_nan=False))
+
+
+class Run:
+    """One `posekit predict` call: inputs in, files out, failures counted."""
+
+    def __init__(self, args, predictor, boxes: BoxProvider, out: Path):
+        self.args, self.predictor, self.boxes, self.out = args, predictor, boxes, out
+        self.names = OutputNames()
+        self.written, self.failed = 0, []
+        self.batch_size = args.batch_size or predictor.cfg.eval.batch_size
+        self.pending: list[tuple[str, str | None, object, str]] = []
+
+    def fail(self, name: str, message: str) -> None:
+        message = message if name in message else f"{name}: {message}"
+        print(f"posekit predict: skipped: {message}", file=sys.stderr)
+        self.failed.append(name)
+
+    # --- images --------------------------------------------------------------------------------
+    def add_image(self, name: str, relative: str | None, image, stem: str) -> None:
+        self.pending.append((name, relative, image, self.names.claim(stem)))
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        names, relatives, images, stems = (list(v) for v in zip(*self.pending))
+        self.pending = []
+        boxes = self.boxes.for_batch(names, relatives, images)
+        results = self.predictor(images, boxes=boxes, paths=names, batch_size=self.batch_size)
+        for res, stem in zip(results, stems):
+            res.save(self.out / f"{stem}.png")
+            _write_json(self.out / f"{stem}.json", self._json(res))
+            self.written += 1
+
+    def _json(self, res, **extra) -> dict:
+        from posekit.engine.predictor import results_json
+        return results_json(res, **extra)
+
+    def images(self, source: Path) -> None:
+        from posekit.data import io
+        folder = source.is_dir()
+        try:
+            stream = io.iter_sources([source], on_error=self.fail)
+        except TypeError:  # an iter_sources without on_error: read file by file here
+            stream = self._fallback_images(source)
+        for name, image in stream:
+            if folder:
+                rel = Path(name).relative_to(source)
+                self.add_image(name, rel.as_posix(), image, rel.with_suffix("").as_posix())
+            else:
+                self.add_image(name, None, image, Path(name).stem)
+
+    def _fallback_images(self, source: Path):
+        from posekit.data.io import IMAGE_EXTENSIONS, read_image
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) if source.is_dir() \
+            else [source]
+        if not files:
+            raise FileNotFoundError(f"no images in folder {source}")
+        for f in files:
+            try:
+                yield str(f), read_image(f)
+            except (OSError, ValueError) as e:
+                self.fail(str(f), str(e))
+
+    # --- video ---------------------------------------------------------------------------------
+    def video(self, source: Path) -> None:
+        from tqdm import tqdm
+
+        from posekit.data.video import VideoReader, VideoWriter
+        self.flush()
+        try:
+            reader = VideoReader(source)
+        except ValueError as e:
+            self.fail(str(source), str(e))
+            return
+        stem = self.names.claim(source.stem)
+        frames = 0
+        bar = tqdm(total=reader.frame_count or None, desc=source.name, unit="frame", disable=not self.args.progress,
+                   file=sys.stderr, leave=False)
+        with VideoWriter(self.out / f"{stem}.mp4", fps=reader.fps) as writer, \
+                (self.out / f"{stem}.jsonl").open("w") as lines:
+            chunk: list = []
+
+            def run_chunk():
+                nonlocal frames
+                names = [f"{source}#{frames + i:06d}" for i in range(len(chunk))]
+                boxes = self.boxes.for_batch(names, [None] * len(chunk), chunk)
+                for i, res in enumerate(self.predictor(chunk, boxes=boxes, paths=names, batch_size=self.batch_size)):
+                    writer.write(res.plot())
+                    index = frames + i
+                    lines.write(json.dumps(self._json(res, frame=index, time_s=round(index / reader.fps, 6)),
+                                           allow_nan=False) + "\n")
+                frames += len(chunk)
+                bar.update(len(chunk))
+                chunk.clear()
+
+            for frame in reader:
+                chunk.append(frame)
+                if len(chunk) >= self.batch_size:
+                    run_chunk()
+            if chunk:
+                run_chunk()
+        bar.close()
+        if frames == 0:
+            (self.out / f"{stem}.mp4").unlink(missing_ok=True)
+            self.fail(str(source), "video has no readable frames")
+            return
+        self.written += 1
+        print(f"{source}: {frames} frame(s) -> {self.out / f'{stem}.mp4'} and {stem}.jsonl")
+
+    # --- 2-D poses for a lifter ----------------------------------------------------------------
+    def poses(self, source: Path) -> None:
+        from posekit.data.formats.pose_json import read_pose_json
+        files = sorted(source.rglob("*.json")) if source.is_dir() else [source]
+        for f in files:
+            try:
+                records = read_pose_json(f)
+            except (OSError, ValueError) as e:
+                self.fail(str(f), str(e))
+                continue
+            for rec in records:
+                res = self.predictor([rec["keypoints"]], skeleton=rec["skeleton"] or self.args.skeleton)[0]
+                res.path = str(f)
+                stem = self.names.claim(rec["name"].replace(" ", "_"))
+                res.save(self.out / f"{stem}.png")
+                _write_json(self.out / f"{stem}.json", self._json(res))
+                self.written += 1
 
 
 def cmd_predict(args) -> int:
-    from posekit.data.io import iter_sources
-    from posekit.engine.evaluation import predict
-    from posekit.engine.predictor import load_for_inference
-    task, model, cfg = load_for_inference(args.checkpoint, args.overrides, device=args.device)
+    from posekit.data.io import VIDEO_EXTENSIONS
+    from posekit.engine.detector import parse_box
+    from posekit.engine.predictor import Predictor
+    ckpt = Path(args.checkpoint)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{'ONNX file' if ckpt.suffix.lower() == '.onnx' else 'checkpoint'} not found: {ckpt}")
+    sources = [Path(s) for s in args.sources]
+    for s in sources:
+        if not s.exists():
+            raise FileNotFoundError(f"input not found: {s}")
+    for b in args.box or []:
+        parse_box(b)  # a bad --box is an error before the model loads
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_boxes is not None and args.max_boxes < 1:
+        raise ValueError(f"--max-boxes must be at least 1, got {args.max_boxes}")
+    if not 0 <= args.box_thr <= 1:
+        raise ValueError(f"--box-thr must be in [0, 1], got {args.box_thr}")
+    predictor = Predictor(args.checkpoint, device=args.device, overrides=args.overrides, backend=args.backend)
+    if args.overrides and predictor.metadata is not None and Path(args.checkpoint).suffix.lower() == ".onnx":
+        print("posekit predict: note: --set on an .onnx file changes pre/post-processing only; the graph (flip "
+              "test, scales, decoding) was fixed at export", file=sys.stderr)
+    boxes = BoxProvider(args, predictor)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    box = _parse_box(args.box)
-    n = 0
-    for name, image in iter_sources(args.sources):
-        (result,) = predict(task, model, [image], boxes=[box] if box else None)
-        result.path = name
-        source, _, frame = name.partition("#")  # video frames are named "<file>#<frame>"
-        stem = Path(source).stem + (f"_{frame}" if frame else "")
-        result.save(out / f"{stem}.png")
-        result.save(out / f"{stem}.json")
-        n += 1
-    print(f"{n} prediction(s) written to {out}")
-    return 0
+    run = Run(args, predictor, boxes, out)
+    for source in sources:
+        if not predictor.takes_images:
+            run.poses(source)
+        elif source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
+            run.video(source)
+        else:
+            run.images(source)
+    run.flush()
+    summary = f"{run.written} prediction(s) written to {out} ({predictor.backend})"
+    if boxes.missing:
+        summary += f"; {len(boxes.missing)} input(s) had no box and got an empty result"
+    if run.failed:
+        summary += f"; {len(run.failed)} input(s) could not be read and were skipped"
+    print(summary)
+    return 1 if run.failed else 0
 
 
 def cmd_export(args) -> int:
     from posekit.engine.export import export_task
     from posekit.engine.predictor import load_for_inference
     if args.format != "onnx":
-        raise SystemExit(f"unsupported --format {args.format!r}; supported: onnx")
+        raise ValueError(f"unsupported --format {args.format!r}; supported: onnx")
     task, model, cfg = load_for_inference(args.checkpoint, device="cpu")
     path = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
     report = export_task(task, model, path)
-    print(f"exported {report['path']} (outputs: {', '.join(report['outputs'])}); "
-          f"onnxruntime parity: max abs difference {report['max_abs_diff']:.3g}")
+    print(f"exported {report['path']} (outputs: {', '.join(report['outputs'])}; {len(report['metadata'])} metadata "
+          f"entries); onnxruntime parity: max abs difference {report['max_abs_diff']:.3g}")
     return 0
 
 
 def add_parsers(add) -> None:
     """Register the verbs on the main parser (`add(name, help, fn)` returns a subparser)."""
-    p = add("predict", "run a checkpoint on images, folders or a video", cmd_predict)
-    p.add_argument("checkpoint")
-    p.add_argument("sources", nargs="+", help="image files, folders of images, video files")
-    p.add_argument("--out", required=True, help="folder for overlay PNGs and JSON results")
-    p.add_argument("--box", help="person/animal box x,y,w,h for top-down models (default: whole image)")
+    p = add("predict", "run a checkpoint or an exported .onnx file on images, folders or videos", cmd_predict)
+    p.epilog = PREDICT_EPILOG
+    p.add_argument("checkpoint", help="a posekit checkpoint (.pt) or an exported .onnx file")
+    p.add_argument("sources", nargs="+", help="image files, folders of images, video files (2-D pose JSON files "
+                   "for a lifter)")
+    p.add_argument("--out", required=True, help="folder for overlays and JSON results")
+    p.add_argument("--box", action="append", metavar="X,Y,W,H", help="a person box for top-down models; repeat for "
+                   "several people (default: the whole image)")
+    p.add_argument("--boxes", metavar="JSON", help="boxes per image: COCO detections, a COCO annotation file or "
+                   "{file name: [[x, y, w, h, score], ...]}")
+    p.add_argument("--images-json", metavar="JSON", help="a COCO file whose 'images' map --boxes image ids to files")
+    p.add_argument("--box-category", type=int, help="keep only --boxes of this COCO category id (default: all)")
+    p.add_argument("--box-thr", type=float, default=0.3, help="minimum box score for --boxes and --detector "
+                   "(default 0.3)")
+    p.add_argument("--max-boxes", type=int, metavar="N", help="keep the N best-scoring boxes per image of --boxes "
+                   "and --detector (default: all above --box-thr)")
+    p.add_argument("--detector", choices=["fasterrcnn", "fasterrcnn_v2", "fasterrcnn_mobilenet",
+                                          "fasterrcnn_mobilenet_320"],
+                   help="find person boxes with a torchvision Faster R-CNN")
+    p.add_argument("--detector-weights", default="DEFAULT", help="torchvision weights name (DEFAULT: COCO, fetched "
+                   "by torchvision), a local state-dict file, or none (random: testing only)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+                   help="auto: .onnx files run with onnxruntime, checkpoints with PyTorch; onnxruntime on a "
+                   "checkpoint exports it once (cached in the temp folder)")
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default: the checkpoint's eval.batch_size)")
+    p.add_argument("--skeleton", default="h36m17", choices=["h36m17", "h36m16", "mpii16"],
+                   help="lifters: joint order of pose JSON files that do not name their skeleton")
+    p.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction,
+                   help="progress bar for videos")
     p.add_argument("--device", default="cpu")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value stored in the checkpoint (e.g. eval.flip_test=false)")
 
     p = add("export", "export a checkpoint with decoding inside the graph", cmd_export)
+    p.epilog = EXPORT_EPILOG
     p.add_argument("checkpoint")
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--out", help="output path (default: next to the checkpoint)")

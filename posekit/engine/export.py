@@ -2,7 +2,9 @@
 
 The graph is the family's `forward_decode` (network, flip test, in-graph decoding: keypoints
 out, not raw heatmaps); what stays outside the graph is the family's `postprocess` (inverse
-affine, person grouping), which runs on the ONNX outputs exactly as on PyTorch's.
+affine, person grouping), which runs on the ONNX outputs exactly as on PyTorch's. The file
+carries `metadata_props` (see `engine.onnx_backend`), so `Predictor("model.onnx")` and plain
+onnxruntime users (docs/deploy.md) need nothing else.
 """
 from __future__ import annotations
 
@@ -30,11 +32,18 @@ class DecodeGraph(nn.Module):
 
 
 def export_task(task: Task, model: nn.Module, path: str | Path, *, check: bool = True) -> dict:
-    """Export a family's decode graph (see the module docstring) to ONNX, with parity."""
+    """Export a family's decode graph (see the module docstring) to ONNX, with parity, and write
+    the metadata that lets the file run with no recipe and no checkpoint
+    (`engine.onnx_backend`: config, skeleton, input size, normalisation, crop rule, outputs)."""
+    from posekit.engine.onnx_backend import build_metadata, write_metadata
     spec = task.export_spec()
     graph = DecodeGraph(task, model, spec.output_names).eval()
-    return export_onnx(graph, spec.example_inputs, path, input_names=spec.input_names,
-                       output_names=spec.output_names, dynamic_axes=spec.dynamic_axes, check=check)
+    report = export_onnx(graph, spec.example_inputs, path, input_names=spec.input_names,
+                         output_names=spec.output_names, dynamic_axes=spec.dynamic_axes, check=check)
+    props = build_metadata(task, model, spec)
+    write_metadata(path, props)
+    report["metadata"] = sorted(props)
+    return report
 
 
 def export_onnx(module: nn.Module, example_inputs: tuple, path: str | Path, *, input_names: list[str],

@@ -1,13 +1,27 @@
-"""Checkpoint -> task + model -> `Results` for images, folders, videos or 2-D poses.
+"""Checkpoint or exported ONNX file -> task + model -> `Results` for images or a lifter's 2-D poses.
 
     predictor = Predictor("runs/mpii/best.pt")
-    results = predictor(image)                    # one Results
-    results = predictor([img1, img2], boxes=[b1, None])
+    results = predictor(image)                             # one Results
+    results = predictor([img1, img2], boxes=[b1, None])    # one box (or None = whole image) each
+    results = predictor(img, boxes=[[x, y, w, h, score], ...])   # many people: one Results, N persons
+    fast = Predictor("mpii.onnx")                          # onnxruntime, metadata from the file
+    fast = Predictor("runs/mpii/best.pt", backend="onnxruntime")  # exported on the fly (cached)
+
+Many people in one image (top-down models): each box is cropped and run like a single person,
+and the N crops come back as one `Results` with keypoints (N, K, 2), boxes (N, 4) and
+person_scores = box score x mean keypoint score. Models that find every person themselves
+(bottom-up) and lifters ignore boxes.
 """
 from __future__ import annotations
 
+import hashlib
+import math
+import os
+import tempfile
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch.nn as nn
 
 from posekit.config import Config, ConfigError, deep_merge, parse_overrides
@@ -16,6 +30,28 @@ from posekit.engine.checkpoint import inference_state_dict, load_checkpoint
 from posekit.engine.evaluation import predict
 from posekit.engine.recipes import config_from_dict
 from posekit.families import Task, build_task
+from posekit.results import Results
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def config_from_stored(raw, *, source: str, overrides: list[str] | None = None,
+                       imports: list[str] | None = None) -> Config:
+    """The Config stored in a checkpoint or an ONNX file. It is data: the `imports` it lists are
+    never imported (a stranger's file must not run code); only `imports` given here are."""
+    if not isinstance(raw, dict) or "model" not in raw:
+        raise ValueError(f"{source}: not a posekit checkpoint (no stored config)")
+    if overrides:
+        raw = deep_merge(raw, parse_overrides(overrides))
+    stored_imports = raw.get("imports") or []
+    raw = {**raw, "imports": list(imports or []), "model": {**(raw.get("model") or {}), "init_from": None}}
+    try:
+        return config_from_dict(raw, source=source)
+    except ConfigError as e:
+        if stored_imports and "unknown task" in str(e):
+            raise ConfigError(f"{e}; the file was made with user modules {stored_imports}: import them "
+                              "yourself (Python) if you trust them") from None
+        raise
 
 
 def load_for_inference(checkpoint_path: str | Path, overrides: list[str] | None = None,
@@ -26,19 +62,7 @@ def load_for_inference(checkpoint_path: str | Path, overrides: list[str] | None 
     raw = ckpt.get("config")
     if not isinstance(raw, dict):
         raise ValueError(f"{checkpoint_path}: not a posekit checkpoint (no 'config' entry)")
-    if overrides:
-        raw = deep_merge(raw, parse_overrides(overrides))
-    # a checkpoint is data: it never names code to import (a user's task module is imported by
-    # the user's own recipe or `imports=` override, never because a stranger's file lists it)
-    stored_imports = raw.get("imports") or []
-    raw = {**raw, "imports": list(imports or []), "model": {**raw["model"], "init_from": None}}
-    try:
-        cfg = config_from_dict(raw, source=str(checkpoint_path))
-    except ConfigError as e:
-        if stored_imports and "unknown task" in str(e):
-            raise ConfigError(f"{e}; the checkpoint was trained with user modules {stored_imports}: import them "
-                              "yourself (Python) if you trust them") from None
-        raise
+    cfg = config_from_stored(raw, source=str(checkpoint_path), overrides=overrides, imports=imports)
     task = build_task(cfg)
     model = task.build_model()
     model.load_state_dict(inference_state_dict(ckpt))
@@ -47,29 +71,235 @@ def load_for_inference(checkpoint_path: str | Path, overrides: list[str] | None 
     return task, model, cfg
 
 
+def onnx_cache_path(checkpoint: str | Path, overrides: list[str] | None = None) -> Path:
+    """Where `backend="onnxruntime"` keeps the export of a checkpoint: the temp folder, keyed by
+    the file's absolute path, size and modification time and the overrides (a retrained
+    checkpoint or other settings get a new export)."""
+    import posekit
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    st = path.stat()
+    key = "\n".join([str(path.resolve()), str(st.st_size), str(st.st_mtime_ns), *(overrides or []),
+                     posekit.__version__])
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "posekit-onnx" / f"{path.stem}-{digest}.onnx"
+
+
+def export_cached(checkpoint: str | Path, overrides: list[str] | None = None, *,
+                  imports: list[str] | None = None) -> Path:
+    """The checkpoint exported to ONNX (with metadata), reusing an earlier export when the
+    checkpoint and overrides are unchanged. Written to a temporary name, then renamed."""
+    from posekit.engine.export import export_task
+    target = onnx_cache_path(checkpoint, overrides)
+    if target.is_file():
+        return target
+    task, model, _ = load_for_inference(checkpoint, overrides, device="cpu", imports=imports)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.onnx")
+    try:
+        export_task(task, model, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
+def normalize_boxes(spec, where: str = "box") -> tuple[np.ndarray | None, bool]:
+    """One input's boxes -> ((N, 5) x, y, w, h, score array or None, whether it is a list).
+
+    None: no box (the whole image). [x, y, w, h(, score)]: one box. [[...], ...] or an (N, 4|5)
+    array: a list of boxes (possibly empty). Non-finite numbers or w, h <= 0 are a ValueError."""
+    if spec is None:
+        return None, False
+    try:
+        arr = np.asarray(spec, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: boxes must be numbers [x, y, w, h(, score)], got {spec!r}") from None
+    if arr.size == 0:
+        return np.zeros((0, 5)), True
+    if arr.ndim == 1:
+        arr, many = arr[None], False
+    elif arr.ndim == 2:
+        many = True
+    else:
+        raise ValueError(f"{where}: a box is [x, y, w, h] or [x, y, w, h, score], got {spec!r}")
+    if arr.shape[1] not in (4, 5):
+        raise ValueError(f"{where}: a box is [x, y, w, h] or [x, y, w, h, score], got {spec!r}")
+    if arr.shape[1] == 4:
+        arr = np.concatenate([arr, np.ones((len(arr), 1))], axis=1)
+    for row in arr:
+        if not np.isfinite(row).all() or row[2] <= 0 or row[3] <= 0:
+            raise ValueError(f"{where}: a box must be finite numbers x, y, w, h with positive w, h; got "
+                             f"{[float(v) for v in row[:4]]}")
+    return arr, many
+
+
+def merge_persons(parts: list[Results], rows: np.ndarray, *, skeleton, image=None, path=None) -> Results:
+    """The single-person Results of N crops of one image -> one Results with N persons;
+    person_scores = box score x mean keypoint score."""
+    k = skeleton.num_keypoints
+    if not parts:
+        return Results(keypoints=np.zeros((0, k, 2)), scores=np.zeros((0, k)), skeleton=skeleton,
+                       person_scores=np.zeros(0), boxes=np.zeros((0, 4)), image=image, path=path,
+                       meta={"box_scores": []})
+    keypoints = np.concatenate([p.keypoints for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    box_scores = rows[:, 4]
+    meta = {"box_scores": [float(s) for s in box_scores]}
+    extra = [p.meta for p in parts if p.meta]
+    if extra:
+        meta["persons"] = [p.meta for p in parts]
+    return Results(keypoints=keypoints, scores=scores, skeleton=skeleton,
+                   person_scores=box_scores * (scores.mean(axis=1) if scores.size else 0.0),
+                   boxes=rows[:, :4].copy(), image=image, path=path, meta=meta)
+
+
+def _strict(value):
+    """JSON-ready values with every non-finite float as None (strict JSON has no NaN token)."""
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _strict(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def results_json(res: Results, **extra) -> dict:
+    """`Results.to_dict()` (plus `extra`) as strict JSON: non-finite keypoints become null."""
+    d = _strict({**res.to_dict(), **extra})
+    if res.image is not None:
+        d.setdefault("image_size", [int(res.image.shape[1]), int(res.image.shape[0])])
+    return d
+
+
 class Predictor:
-    """Load a checkpoint once, then call it on RGB images (or a lifter's 2-D poses)."""
+    """Load a checkpoint (or an exported .onnx file) once, then call it on RGB images (or a
+    lifter's 2-D poses).
 
-    def __init__(self, checkpoint, *, device: str = "cpu", overrides: list[str] | None = None):
-        self.task, self.model, self.cfg = load_for_inference(checkpoint, overrides, device=device)
+    backend: "auto" (an .onnx file runs with onnxruntime, a checkpoint with PyTorch), "torch", or
+    "onnxruntime" (a checkpoint is exported once, cached in the temp folder by its path and
+    modification time). Results of the two backends agree within float tolerance."""
 
-    def __call__(self, inputs, *, boxes=None, paths: list[str] | None = None, **options):
+    def __init__(self, checkpoint, *, device: str = "cpu", overrides: list[str] | None = None,
+                 backend: str = "auto", imports: list[str] | None = None):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        path = Path(checkpoint)
+        is_onnx = path.suffix.lower() == ".onnx"
+        if is_onnx and backend == "torch":
+            raise ValueError(f"{path}: an exported .onnx file runs with onnxruntime; the torch backend needs a "
+                             "checkpoint (.pt)")
+        self.metadata: dict | None = None
+        self.model = self.runner = None
+        if is_onnx or backend == "onnxruntime":
+            from posekit.engine.onnx_backend import load_onnx
+            onnx_path = path if is_onnx else export_cached(path, overrides, imports=imports)
+            self.task, self.runner, self.cfg, self.metadata = load_onnx(
+                onnx_path, overrides if is_onnx else None, device=device, imports=imports)
+            self.backend, self.onnx_path = "onnxruntime", Path(onnx_path)
+        else:
+            self.task, self.model, self.cfg = load_for_inference(checkpoint, overrides, device=device, imports=imports)
+            self.backend, self.onnx_path = "torch", None
+        self._crop = None
+
+    @property
+    def skeleton(self):
+        return self.task.skeleton
+
+    @property
+    def crop(self) -> dict | None:
+        """The crop rule (see `onnx_backend.describe_crop`); None for non-image inputs."""
+        if self._crop is None:
+            if self.metadata is not None:
+                self._crop = {"rule": self.metadata.get("crop")}
+            else:
+                from posekit.engine.onnx_backend import describe_crop
+                self._crop = {"rule": describe_crop(self.task)}
+        return self._crop["rule"]
+
+    @property
+    def takes_images(self) -> bool:
+        if self.metadata is not None:
+            return self.metadata.get("input", {}).get("kind", "image") == "image"
+        return self.task.export_spec().example_inputs[0].ndim == 4
+
+    @property
+    def takes_boxes(self) -> bool:
+        """Whether person boxes change what the model sees (top-down); bottom-up models and
+        lifters ignore them."""
+        crop = self.crop
+        return bool(crop and crop.get("with_box"))
+
+    def run(self, items: list, *, boxes=None, batch_size: int | None = None, **options) -> list[Results]:
+        """The backend on prepared inputs: one box (or None) per item."""
+        if self.backend == "torch":
+            return predict(self.task, self.model, items, boxes=boxes, batch_size=batch_size, **options)
+        from posekit.engine.onnx_backend import predict_onnx
+        return predict_onnx(self.task, self.runner, items, boxes=boxes, batch_size=batch_size, **options)
+
+    def __call__(self, inputs, *, boxes=None, paths: list[str] | None = None, batch_size: int | None = None,
+                 **options):
         """inputs: one input or a list (RGB uint8 arrays or image paths; 2-D poses for a lifter).
-        boxes: one person box [x, y, w, h] (or None = the whole image) per input, for top-down
-        models. Returns one `Results` per input (a single one for a single input)."""
+        boxes: per input None (the whole image), one box [x, y, w, h(, score)] (one person, as
+        before), or a list of boxes (N persons in one Results; an empty list gives an empty
+        Results). For a single input, `boxes` is that input's. Ignored, with a warning, by models
+        that take no boxes. Returns one `Results` per input (a single one for a single input)."""
         from posekit.data.io import read_image
 
         single = not isinstance(inputs, list)
         items = [inputs] if single else list(inputs)
         names = list(paths) if paths else [None] * len(items)
+        if len(names) != len(items):
+            raise ValueError(f"got {len(names)} paths for {len(items)} inputs")
         for i, item in enumerate(items):
             if isinstance(item, (str, Path)):
                 names[i] = names[i] or str(item)
                 items[i] = read_image(item)
-        if single and boxes is not None and not isinstance(boxes[0], (list, tuple)) and boxes[0] is not None:
+        if boxes is not None and single:
             boxes = [boxes]
-        results = predict(self.task, self.model, items, boxes=boxes, **options)
+        if boxes is not None and len(boxes) != len(items):
+            raise ValueError(f"got {len(boxes)} box entries for {len(items)} inputs (one per input)")
+        if boxes is not None and not self.takes_boxes:
+            warnings.warn(f"this {self.task.name} model finds people itself (or takes no images): boxes are ignored",
+                          stacklevel=2)
+            boxes = None
+        if boxes is None:
+            results = self.run(items, batch_size=batch_size, **options)
+        else:
+            results = self._run_boxes(items, boxes, batch_size=batch_size, **options)
         for res, name in zip(results, names):
             if name is not None:
                 res.path = name
         return results[0] if single else results
+
+    def _run_boxes(self, items, boxes, *, batch_size=None, **options) -> list[Results]:
+        parsed = [normalize_boxes(b, where=f"input {i}: box") for i, b in enumerate(boxes)]
+        if not any(many for _, many in parsed):  # one box or None per input: the family's own Results
+            return self.run(items, boxes=[None if rows is None else list(rows[0, :4]) for rows, _ in parsed],
+                            batch_size=batch_size, **options)
+        crops, crop_boxes, owners = [], [], []
+        for i, (image, (rows, _)) in enumerate(zip(items, parsed)):
+            for row in ([None] if rows is None else rows):
+                crops.append(image)
+                crop_boxes.append(None if row is None else list(row[:4]))
+                owners.append(i)
+        flat = self.run(crops, boxes=crop_boxes, batch_size=batch_size, **options) if crops else []
+        out = []
+        for i, (image, (rows, many)) in enumerate(zip(items, parsed)):
+            mine = [r for r, o in zip(flat, owners) if o == i]
+            if rows is None or not many:
+                out.append(mine[0])
+            else:
+                out.append(merge_persons(mine, rows, skeleton=self.skeleton, image=image))
+        return out

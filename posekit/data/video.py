@@ -1,0 +1,82 @@
+"""Video in and out: RGB frames from a file with its frame rate and frame count, and an mp4
+writer for annotated frames (cv2, the `mp4v` codec: present in every opencv-python wheel)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class VideoReader:
+    """Frames of a video file as RGB uint8 arrays, with `fps`, `frame_count` (the container's
+    claim: CAP_PROP_FRAME_COUNT, 0 when unknown) and `size` (w, h)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"video not found: {self.path}")
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise ValueError(f"cannot open video {self.path} (not a video, or a codec opencv lacks)")
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if np.isfinite(fps) and 0 < fps < 1000 else 25.0
+        self.frame_count = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+    def __iter__(self):
+        try:
+            while True:
+                ok, frame = self._cap.read()
+                if not ok:
+                    break
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._cap.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class VideoWriter:
+    """Write RGB uint8 frames to an mp4 (`mp4v`). The size is taken from the first frame; later
+    frames of another size are resized to it (a container holds one size)."""
+
+    def __init__(self, path: str | Path, fps: float = 25.0, fourcc: str = "mp4v"):
+        self.path = Path(path)
+        self.fps, self.fourcc = float(fps), fourcc
+        self._writer = None
+        self._size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"VideoWriter: frames must be RGB uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._size = (frame.shape[1], frame.shape[0])
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
+            if not self._writer.isOpened():
+                raise OSError(f"cannot write video {self.path} (codec {self.fourcc!r} unavailable?)")
+        if (frame.shape[1], frame.shape[0]) != self._size:
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

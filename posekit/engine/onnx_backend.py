@@ -1,0 +1,278 @@
+"""Exported ONNX files that stand on their own: the metadata they carry, and running them.
+
+`export_task` writes `metadata_props` (all values are strings, JSON where structured):
+
+    posekit.version        the posekit that wrote the file
+    posekit.task           the family name
+    posekit.config         the full stored config as JSON: the Task is rebuilt from it, no recipe
+    posekit.skeleton       {name, keypoints, flip_pairs, flip_index, limbs}
+    posekit.input          {name, kind: image|keypoints_2d, layout, dtype, range, channels, size}
+    posekit.normalization  what the graph does to its input (the mean/std live inside the graph)
+    posekit.crop           how an image becomes the input (probed from the family's prepare_inputs)
+    posekit.outputs        the output names, in order
+    posekit.kind           top-down | bottom-up | whole-image | lifting: what happens after the graph
+    posekit.buffers        model state the family reads outside the graph (a lifter's
+                           normalisation, a fitted regressor), only when there is any
+
+Running (`OnnxRuntimeModel`, `load_onnx`): the Task is rebuilt from `posekit.config` (the
+`imports` it names are never imported: a file is data), and onnxruntime takes the place of
+`forward_decode` in prepare_inputs -> model_inputs -> [graph] -> postprocess, so results are
+those of the PyTorch path within float tolerance.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+
+from posekit.families.base import Task
+
+PREFIX = "posekit."
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+# --- metadata ----------------------------------------------------------------------------------
+def _pad_value(crop: np.ndarray, matrix: np.ndarray, width: int, height: int) -> list[int] | None:
+    """The value of an output pixel whose source lies well outside the image (None: there is none)."""
+    out_h, out_w = crop.shape[1:]
+    inv = cv2.invertAffineTransform(matrix)
+    ys, xs = np.mgrid[0:out_h, 0:out_w]
+    src = np.einsum("ij,jhw->ihw", inv[:, :2], np.stack([xs, ys]).astype(np.float64)) + inv[:, 2:, None]
+    outside = (src[0] < -2) | (src[0] > width + 1) | (src[1] < -2) | (src[1] > height + 1)
+    if not outside.any():
+        return None
+    y, x = np.argwhere(outside)[0]
+    return [int(v) for v in crop[:, y, x]]
+
+
+def describe_crop(task: Task) -> dict | None:
+    """How `task.prepare_inputs` turns an image (and a person box) into the network input, probed
+    with a 100x60 image: {"input_size": [W, H], "without_box": {"mode": image|resize|letterbox_top_left|
+    custom}, "with_box": {"mode": "box", "padding": p} or None when boxes are ignored, "pad_value",
+    interpolation, border, pixel centres}. None for inputs that are not images (a lifter)."""
+    from posekit.data.transforms import crop_affine
+    width, height = 100, 60
+    probe = np.full((height, width, 3), 255, np.uint8)
+    box = [0.0, 0.0, 20.0, 40.0]
+    try:
+        plain = task.prepare_inputs([probe])
+        boxed = task.prepare_inputs([probe], boxes=[box])
+    except Exception:  # a lifter (poses, not images) or a family that cannot take this probe
+        return None
+    if "matrix" not in plain or "image" not in plain:
+        return None
+    out_h, out_w = (int(v) for v in plain["image"].shape[-2:])
+    m0 = plain["matrix"][0].detach().double().cpu().numpy()
+    m1 = boxed["matrix"][0].detach().double().cpu().numpy()
+    info: dict = {"input_size": [out_w, out_h], "interpolation": "bilinear (cv2.INTER_LINEAR)",
+                  "border": "constant (cv2.BORDER_CONSTANT)",
+                  "pixel_centers": "integer coordinates: box [x, y, w, h] centre (x + w/2 - 0.5, y + h/2 - 0.5), "
+                                   "output centre ((W - 1) / 2, (H - 1) / 2)"}
+    centre = (width / 2 - 0.5, height / 2 - 0.5)
+    s = min(out_w / width, out_h / height)
+    top_left = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5]])
+    if np.allclose(m0, crop_affine(centre, max(width, height), (out_w, out_h))):
+        info["without_box"] = {"mode": "image", "rule": "the whole image letterboxed: a square of side max(W, H) "
+                               "centred on the image, aspect kept"}
+    elif np.allclose(m0, crop_affine(centre, (width, height), (out_w, out_h))):
+        info["without_box"] = {"mode": "resize", "rule": "the whole image stretched to the input (aspect not kept)"}
+    elif np.allclose(m0, top_left):
+        info["without_box"] = {"mode": "letterbox_top_left", "rule": "scale s = min(W_in / W, H_in / H), image at "
+                               "the top-left: x -> (x + 0.5) * s - 0.5"}
+    else:
+        info["without_box"] = {"mode": "custom", "rule": "family-specific crop (see its prepare_inputs)"}
+    info["without_box"]["matrix_for_100x60"] = m0.tolist()
+    pad = _pad_value(plain["image"][0].cpu().numpy(), m0, width, height)
+    if np.allclose(m0, m1):
+        info["with_box"] = None  # the family finds every person itself (or crops its own way)
+    else:
+        padding = float(out_w / m1[0, 0] / max(box[2:]))
+        info["with_box"] = {"mode": "box", "padding": round(padding, 6),
+                            "rule": "a square of side padding * max(w, h) centred on the box"}
+        if not np.allclose(m1, crop_affine((box[0] + box[2] / 2 - 0.5, box[1] + box[3] / 2 - 0.5),
+                                           padding * max(box[2:]), (out_w, out_h))):
+            info["with_box"].update(mode="custom", matrix_for_box=m1.tolist())
+        pad = pad if pad is not None else _pad_value(boxed["image"][0].cpu().numpy(), m1, width, height)
+    info["pad_value"] = pad if pad is not None else [0, 0, 0]
+    return info
+
+
+def state_outside_graph(task: Task, model: nn.Module) -> dict:
+    """Buffers of `model` (not batch-norm statistics) whose values differ from a freshly built
+    model's: data-dependent state such as a lifter's normalisation statistics or a fitted
+    regressor, which `task.prepare` links into the task and the family reads outside the graph."""
+    from posekit.models import unwrap
+    net = unwrap(model)
+    mine = {k: v for k, v in net.named_buffers() if not k.endswith(_BN_STATS)}
+    if not mine:
+        return {}
+    with torch.random.fork_rng():
+        fresh = dict(task.build_model().named_buffers())
+    out = {}
+    for name, value in mine.items():
+        ref = fresh.get(name)
+        if ref is not None and ref.shape == value.shape and torch.equal(ref.cpu(), value.detach().cpu()):
+            continue
+        array = value.detach().cpu()
+        out[name] = {"shape": list(array.shape), "dtype": str(array.dtype).replace("torch.", ""),
+                     "data": array.reshape(-1).tolist()}
+    return out
+
+
+def build_metadata(task: Task, model: nn.Module, spec) -> dict[str, str]:
+    """The `metadata_props` of an exported file (see the module docstring)."""
+    import posekit
+    from posekit.config import config_to_dict
+    from posekit.models import unwrap
+
+    cfg = config_to_dict(task.cfg)
+    cfg["model"] = {**cfg["model"], "init_from": None}
+    sk = task.skeleton
+    example = spec.example_inputs[0]
+    image_input = example.ndim == 4
+    crop = describe_crop(task) if image_input else None
+    net = unwrap(model)
+    norm: dict = {"input": "RGB float32 in [0, 1] (uint8 / 255)" if image_input else "pixels (x, y) as float32"}
+    mean, std = getattr(net, "pixel_mean", None), getattr(net, "pixel_std", None)
+    if torch.is_tensor(mean) and torch.is_tensor(std):
+        norm["inside_graph"] = "(x - mean) / std"
+        norm["mean"] = [float(v) for v in mean.reshape(-1)]
+        norm["std"] = [float(v) for v in std.reshape(-1)]
+    else:
+        norm["inside_graph"] = "whatever the model applies in forward (nothing to do outside)"
+    if not image_input:
+        kind = "lifting"
+    elif "pafs" in spec.output_names:
+        kind = "bottom-up"
+    elif crop is not None and crop.get("with_box"):
+        kind = "top-down"
+    else:
+        kind = "whole-image"
+    shape = list(example.shape)
+    meta = {
+        "version": posekit.__version__,
+        "task": task.name,
+        "config": cfg,
+        "skeleton": {"name": sk.name, "keypoints": list(sk.keypoints), "flip_pairs": [list(p) for p in sk.flip_pairs],
+                     "flip_index": [int(i) for i in sk.flip_index], "limbs": [list(p) for p in sk.limbs]},
+        "input": {"name": spec.input_names[0], "kind": "image" if image_input else "keypoints_2d",
+                  "layout": "NCHW" if image_input else "N,J,2", "dtype": "float32",
+                  "range": [0.0, 1.0] if image_input else None, "channels": "RGB" if image_input else None,
+                  "size": shape[-2:] if image_input else shape[1:]},
+        "normalization": norm,
+        "crop": crop,
+        "outputs": list(spec.output_names),
+        "kind": kind,
+    }
+    buffers = state_outside_graph(task, model)
+    if buffers:
+        meta["buffers"] = buffers
+    return {PREFIX + k: v if isinstance(v, str) else json.dumps(v, allow_nan=False) for k, v in meta.items()}
+
+
+def write_metadata(path: str | Path, props: dict[str, str]) -> None:
+    """Add `props` to the `metadata_props` of the ONNX file at `path` (in place)."""
+    import onnx
+    model = onnx.load(str(path))
+    existing = {p.key: p.value for p in model.metadata_props}
+    onnx.helper.set_model_props(model, {**existing, **props})
+    onnx.save(model, str(path))
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The posekit metadata of an ONNX file, JSON values decoded, without the `posekit.` prefix."""
+    import onnx
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # not an ONNX protobuf
+        raise ValueError(f"cannot read ONNX file {path}: {str(e).strip().splitlines()[-1][:200]}") from None
+    out = {}
+    for prop in model.metadata_props:
+        if not prop.key.startswith(PREFIX):
+            continue
+        key = prop.key[len(PREFIX):]
+        try:
+            out[key] = json.loads(prop.value) if key not in ("version", "task", "kind") else prop.value
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: metadata {prop.key} is not valid JSON") from None
+    if "config" not in out:
+        raise ValueError(f"{path}: not a posekit export (no posekit.config metadata); re-export it with "
+                         "`posekit export`")
+    return out
+
+
+# --- running -----------------------------------------------------------------------------------
+class OnnxRuntimeModel:
+    """An onnxruntime session that stands in for `task.forward_decode`: input tensor -> dict of
+    decoded tensors named like the graph's outputs."""
+
+    def __init__(self, path: str | Path, *, device: str = "cpu"):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - the [onnx] extra
+            raise ImportError("the onnxruntime backend needs onnxruntime: pip install 'posekit[onnx]'") from e
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.path = str(path)
+        self.session = ort.InferenceSession(self.path, providers=providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feed = {self.input_names[0]: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)}
+        outs = self.session.run(None, feed)
+        return {name: torch.from_numpy(np.asarray(o)) for name, o in zip(self.output_names, outs)}
+
+
+def restore_buffers(model: nn.Module, buffers: dict) -> None:
+    """Copy the stored `posekit.buffers` into a freshly built model."""
+    own = dict(model.named_buffers())
+    for name, entry in buffers.items():
+        if name not in own:
+            raise ValueError(f"the ONNX metadata stores buffer {name!r} that the model built from its config lacks")
+        dtype = getattr(torch, entry["dtype"])
+        value = torch.tensor(entry["data"], dtype=dtype).reshape(entry["shape"])
+        own[name].data.copy_(value.to(own[name].device))
+
+
+def load_onnx(path: str | Path, overrides: list[str] | None = None, *, device: str = "cpu",
+              imports: list[str] | None = None) -> tuple[Task, OnnxRuntimeModel, object, dict]:
+    """(task rebuilt from the file's metadata, onnxruntime runner, config, metadata).
+    `overrides` change pre/post-processing settings only: what is inside the graph (flip test,
+    test scales, decoding) was fixed at export."""
+    from posekit.engine.predictor import config_from_stored
+    from posekit.families import build_task
+    meta = read_metadata(path)
+    cfg = config_from_stored(meta["config"], source=str(path), overrides=overrides, imports=imports)
+    task = build_task(cfg)
+    buffers = meta.get("buffers") or {}
+    if buffers:  # state the family reads outside the graph: a model built from the config carries it
+        model = task.build_model()
+        restore_buffers(model, buffers)
+        task.prepare(model.eval(), {})
+    else:
+        task.prepare(None, {})
+    return task, OnnxRuntimeModel(path, device=device), cfg, meta
+
+
+@torch.no_grad()
+def predict_onnx(task: Task, runner: OnnxRuntimeModel, inputs: list, *, boxes=None, batch_size: int | None = None,
+                 **options) -> list:
+    """`engine.evaluation.predict` with onnxruntime in place of forward_decode."""
+    step = max(1, batch_size or task.cfg.eval.batch_size)
+    out = []
+    for start in range(0, len(inputs), step):
+        chunk = inputs[start:start + step]
+        chunk_boxes = None if boxes is None else boxes[start:start + step]
+        batch = task.prepare_inputs(chunk, boxes=chunk_boxes, **options)
+        decoded = runner(task.model_inputs(batch))
+        out += task.postprocess(decoded, batch)
+    return out
