@@ -148,9 +148,12 @@ def test_predict_folder_and_video_and_export_with_a_real_family(tmp_path):
     writer.release()
     out = tmp_path / "preds"
     printed = posekit("predict", ckpt, folder, video, "--out", out, "--box", "10,10,60,90").stdout
-    assert "5 prediction(s)" in printed
-    pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["clip_000000.png", "clip_000001.png", "clip_000002.png", "im0.png", "im1.png"]
+    # two images -> a PNG + JSON each; the video -> an annotated mp4 and one JSON line per frame
+    assert "3 prediction(s)" in printed and "3 frame(s)" in printed
+    assert sorted(p.name for p in out.glob("*.png")) == ["im0.png", "im1.png"]
+    assert (out / "clip.mp4").stat().st_size > 0
+    frames = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+    assert len(frames) == 3
     data = json.loads((out / "im0.json").read_text())
     assert np.array(data["keypoints"]).shape == (1, 16, 2) and data["skeleton"] == "mpii16"
     import posekit as api  # the same checkpoint through the Python API

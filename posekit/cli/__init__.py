@@ -22,11 +22,6 @@ EXAMPLES = {
   posekit eval configs/mpii_hourglass4.yaml checkpoint=runs/mpii_hourglass4/best.pt
   posekit eval configs/h36m_gmh_mdn.yaml checkpoint=runs/h36m/best.pt data.root=/data/h36m
   posekit eval configs/mpii_hourglass4.yaml --oracle data.dataset=mpii   # the codec's ceiling on your labels""",
-    "predict": """examples:
-  posekit predict runs/dogs/best.pt dog.jpg more_dogs/ --out preds/
-  posekit predict runs/mpii/best.pt clip.mp4 --out preds/ --box 100,50,200,400""",
-    "export": """examples:
-  posekit export runs/mpii/best.pt --format onnx --out mpii.onnx""",
     "models": """examples:
   posekit models                    # names, family, skeleton, input size (nothing is built)
   posekit models --params           # also the exact parameter counts
