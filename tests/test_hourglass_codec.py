@@ -258,3 +258,24 @@ def test_torso_pck_hand_computed():
     res = torso_pck(pred, gt, np.ones((1, 16), bool), 0.2)
     assert res["mean"] == pytest.approx(50.0)
     assert res["samples"] == 1
+
+
+def test_flat_heatmap_is_not_a_confident_point():
+    """Issue 12.12: a constant map used to decode to cell (0, 0) with score = its level (0.9 read
+    as a confident joint). The score is the peak above the map's floor: 0 for a flat map; a map
+    whose floor is <= 0 (targets, typical network output) keeps score = peak value."""
+    heat = torch.full((1, 3, 8, 8), 0.9)
+    heat[0, 1] = 0.0
+    heat[0, 1, 4, 4] = 0.8  # a real peak on a zero floor
+    heat[0, 2] = 0.25
+    heat[0, 2, 2, 3] = 0.75  # a peak on a raised floor: its contrast
+    for refine in ("none", "shift", "dark"):
+        kp, scores = decode_heatmaps(heat, refine=refine)
+        assert scores[0, 0] == 0.0
+        assert scores[0, 1] == pytest.approx(0.8)
+        assert scores[0, 2] == pytest.approx(0.5)
+        assert torch.isfinite(kp).all()
+    noisy = torch.randn(1, 2, 16, 16) * 0.05
+    noisy[0, :, 5, 7] = 1.0
+    _, s = decode_heatmaps(noisy)
+    assert torch.allclose(s, torch.ones(1, 2))  # floor below 0: unchanged peak value

@@ -80,7 +80,8 @@ def _gather(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, width: int, he
 
 def decode_heatmaps(heatmaps: torch.Tensor, *, refine: str = "shift", stride_xy: tuple[float, float] = (1.0, 1.0),
                     dark_sigma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, K, H, W) heatmaps -> (keypoints (N, K, 2) in input pixels, scores (N, K) = peak values).
+    """(N, K, H, W) heatmaps -> (keypoints (N, K, 2) in input pixels, scores (N, K): the peak value
+    minus the map's minimum when that is positive, so a constant map scores 0, not its level).
 
     refine: "none" (argmax cell), "shift" (0.25 cell toward the higher neighbour in x and y,
     as Newell's code) or "dark" (Taylor refinement on the Gaussian-smoothed log heatmap,
@@ -93,7 +94,11 @@ def decode_heatmaps(heatmaps: torch.Tensor, *, refine: str = "shift", stride_xy:
         raise ValueError(f"heatmaps must be (N, K, H, W), got shape {tuple(heatmaps.shape)}")
     n, k, h, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, h * w)
-    scores, index = flat.max(dim=2)
+    peak, index = flat.max(dim=2)
+    # the score is the peak's height above the map's floor (when that floor is positive): a flat
+    # map has no peak and scores 0 instead of its constant value; Gaussian targets and network
+    # maps (floor <= 0) keep score = peak value
+    scores = peak - flat.amin(dim=2).clamp(min=0)
     x = index % w
     y = torch.div(index, w, rounding_mode="floor")
     fx, fy = x.to(heatmaps.dtype), y.to(heatmaps.dtype)

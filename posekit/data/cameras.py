@@ -12,11 +12,13 @@ Both are read into the same `Camera` record with the convention ``X_cam = R @ (X
 """
 from __future__ import annotations
 
-from posekit.data.io import read_json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from posekit.data.io import read_json
+from posekit.data.sample import MAX_COORDINATE
 
 # camera1..4 of every subject, in the order the 3d-pose-baseline and VideoPose3D files use
 CAMERA_IDS = ("54138969", "55011271", "58860488", "60457274")
@@ -82,13 +84,41 @@ def project_points(points_cam: np.ndarray, f, c, k=(0.0, 0.0, 0.0), p=(0.0, 0.0)
     return distorted * f + c
 
 
+ROTATION_TOLERANCE = 1e-3  # |R R^T - I| and |det R - 1|; calibration files store R to ~1e-6
+
+
 def _vector(group, key: str, size: int, where: str) -> np.ndarray:
     if key not in group:
-        raise KeyError(f"{where}: camera field '{key}' is missing")
-    value = np.asarray(group[key], dtype=np.float64).reshape(-1)
+        raise ValueError(f"{where}: camera field '{key}' is missing")
+    try:
+        value = np.asarray(group[key], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where}: camera field '{key}' must be numbers") from None
     if value.size != size:
         raise ValueError(f"{where}: camera field '{key}' has {value.size} values, expected {size}")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{where}: camera field '{key}' has non-finite values {value.tolist()}")
     return value
+
+
+def check_camera(cam: Camera, where: str) -> Camera:
+    """Refuse calibrations that would silently give wrong 3-D: R not a rotation (R R^T != I or
+    det != 1), a camera centre or principal point beyond 1e6 (mm / px), focal lengths <= 0."""
+    orth = float(np.abs(cam.R @ cam.R.T - np.eye(3)).max())
+    det = float(np.linalg.det(cam.R))
+    if orth > ROTATION_TOLERANCE or abs(det - 1.0) > ROTATION_TOLERANCE:
+        raise ValueError(f"{where}: R is not a rotation matrix (max |R R^T - I| = {orth:.3g}, det = {det:.6g})")
+    if np.abs(cam.T).max() > MAX_COORDINATE:
+        raise ValueError(f"{where}: camera centre T {cam.T.tolist()} is beyond {MAX_COORDINATE:g} mm; a unit error?")
+    if not np.all(cam.f > 0) or cam.f.max() > MAX_COORDINATE:
+        raise ValueError(f"{where}: focal lengths f {cam.f.tolist()} must be positive (and below {MAX_COORDINATE:g} px)")
+    if np.abs(cam.c).max() > MAX_COORDINATE:
+        raise ValueError(f"{where}: principal point c {cam.c.tolist()} is beyond {MAX_COORDINATE:g} px")
+    if np.abs(cam.k).max() > 1e3 or np.abs(cam.p).max() > 1e3:
+        raise ValueError(f"{where}: distortion k {cam.k.tolist()} / p {cam.p.tolist()} is absurd (|value| > 1000)")
+    if not (0 < cam.width <= MAX_COORDINATE and 0 < cam.height <= MAX_COORDINATE):
+        raise ValueError(f"{where}: image size {cam.width}x{cam.height} must be positive")
+    return cam
 
 
 def load_cameras_h5(path: str | Path) -> dict[tuple[str, str], Camera]:
@@ -112,14 +142,19 @@ def load_cameras_h5(path: str | Path) -> dict[tuple[str, str], Camera]:
                 g = f[group_name][cam_name]
                 where = f"{path}: {group_name}/{cam_name}"
                 R = _vector(g, "R", 9, where).reshape(3, 3).T  # stored transposed
-                if "Name" in g:
-                    cam_id = "".join(chr(int(v)) for v in np.asarray(g["Name"]).reshape(-1))
-                else:
-                    index = int(cam_name.replace("camera", "")) - 1
-                    cam_id = CAMERA_IDS[index]
-                cams[(subject, cam_id)] = Camera(R=R, T=_vector(g, "T", 3, where), f=_vector(g, "f", 2, where),
-                                                 c=_vector(g, "c", 2, where), k=_vector(g, "k", 3, where),
-                                                 p=_vector(g, "p", 2, where), id=cam_id, subject=subject)
+                try:
+                    if "Name" in g:
+                        cam_id = "".join(chr(int(v)) for v in np.asarray(g["Name"]).reshape(-1))
+                    else:
+                        index = int(cam_name.replace("camera", "")) - 1
+                        cam_id = CAMERA_IDS[index]
+                except (TypeError, ValueError, OverflowError, IndexError):
+                    raise ValueError(f"{where}: camera 'Name' (or a camera1..4 group name) is needed to identify "
+                                     "the camera") from None
+                cams[(subject, cam_id)] = check_camera(
+                    Camera(R=R, T=_vector(g, "T", 3, where), f=_vector(g, "f", 2, where), c=_vector(g, "c", 2, where),
+                           k=_vector(g, "k", 3, where), p=_vector(g, "p", 2, where), id=cam_id, subject=subject),
+                    where)
     if not cams:
         raise ValueError(f"{path}: no 'subject<k>/camera<n>' groups found")
     return cams
@@ -141,10 +176,20 @@ def load_cameras_json(path: str | Path) -> dict[tuple[str, str], Camera]:
             raise ValueError(f"{where}: expected key 'S<k>/<camera id>' with a mapping value")
         subject, cam_id = key.split("/", 1)
         R = _vector(rec, "R", 9, where).reshape(3, 3).T
-        cams[(subject, cam_id)] = Camera(R=R, T=_vector(rec, "T", 3, where) * 1000.0, f=_vector(rec, "f", 2, where),
-                                         c=_vector(rec, "c", 2, where), k=_vector(rec, "k", 3, where),
-                                         p=_vector(rec, "p", 2, where), id=cam_id, subject=subject,
-                                         width=int(rec.get("w", 1000)), height=int(rec.get("h", 1000)))
+        size = []
+        for name in ("w", "h"):
+            v = rec.get(name, 1000)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()) \
+                    or not 0 < v <= MAX_COORDINATE:
+                raise ValueError(f"{where}: camera field '{name}' must be a positive integer up to "
+                                 f"{MAX_COORDINATE:g}, got {v!r}")
+            size.append(int(v))
+        cams[(subject, cam_id)] = check_camera(
+            Camera(R=R, T=_vector(rec, "T", 3, where) * 1000.0, f=_vector(rec, "f", 2, where),
+                   c=_vector(rec, "c", 2, where), k=_vector(rec, "k", 3, where), p=_vector(rec, "p", 2, where),
+                   id=cam_id, subject=subject, width=size[0], height=size[1]), where)
+    if not cams:
+        raise ValueError(f"{path}: no camera records")
     return cams
 
 

@@ -54,3 +54,51 @@ class Sample:
             raise ValueError("Sample has neither an image nor an image_path")
         from posekit.data.io import read_image
         return replace(self, image=read_image(self.image_path))
+
+
+# --- shared sanity limits for readers -----------------------------------------------------------
+# A coordinate (pixels, or mm for 3-D) beyond MAX_COORDINATE, or a head size beyond MAX_HEAD_SIZE,
+# is a unit or file error, never a real pose: accepting it makes metrics silently meaningless
+# (a 1e300 PCKh normaliser counts every guess as correct).
+MAX_COORDINATE = 1e6
+MAX_HEAD_SIZE = 1e5
+
+
+def check_values(values, what: str, where: str, *, limit: float = MAX_COORDINATE,
+                 error: type[Exception] = BadRecordError) -> np.ndarray:
+    """`values` as float64, or `error` naming `where` and `what` when one is non-finite or beyond
+    +-`limit`. Readers call it on coordinates, boxes and scales before building Samples."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise error(f"{where}: {what} must be numbers") from None
+    if not np.all(np.isfinite(arr)):
+        raise error(f"{where}: {what} has non-finite values (NaN or inf)")
+    if arr.size and float(np.abs(arr).max()) > limit:
+        raise error(f"{where}: {what} has an absurd value {float(np.abs(arr).max()):.6g} (limit {limit:g}); "
+                    "a unit or file error")
+    return arr
+
+
+def check_head_size(value: float, where: str, *, error: type[Exception] = BadRecordError) -> float:
+    """A PCKh normaliser: positive, finite and at most MAX_HEAD_SIZE pixels."""
+    v = float(value)
+    if not (np.isfinite(v) and 0 < v <= MAX_HEAD_SIZE):
+        raise error(f"{where}: head size {v:g} must be positive, finite and at most {MAX_HEAD_SIZE:g} px")
+    return v
+
+
+def relative_path_problem(name) -> str | None:
+    """Why an image path read from an annotation file may not be used under its dataset root
+    (absolute, a drive letter, or `..` escaping it), or None. Lexical, so symlinked dataset
+    folders keep working; backslashes count as separators (Windows-written files)."""
+    import posixpath
+    if not isinstance(name, str) or not name:
+        return f"image path must be a non-empty string, got {name!r}"
+    text = name.replace("\\", "/")
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":"):
+        return f"image path {name!r} is absolute; annotation paths must be relative to the dataset root"
+    norm = posixpath.normpath(text)
+    if norm == ".." or norm.startswith("../"):
+        return f"image path {name!r} leaves the dataset root"
+    return None

@@ -6,6 +6,7 @@ Every other module (flip augmentation, PAF targets, drawing, OKS metrics, export
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,42 +112,97 @@ class Skeleton:
 
     @classmethod
     def from_dict(cls, d: dict, *, source: str = "<dict>") -> "Skeleton":
+        """A skeleton from a mapping (a YAML file's content); every problem is one ValueError
+        naming `source` and the key: names must be a list of distinct strings, pairs must name
+        known keypoints (by name or 0-based index), a keypoint flips with at most one other."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: a skeleton must be a mapping, got {type(d).__name__}")
         allowed = {"name", "keypoints", "flip_pairs", "limbs", "sigmas", "colors", "limb_colors"}
         unknown = set(d) - allowed
         if unknown:
-            raise ValueError(f"{source}: unknown skeleton field(s) {sorted(unknown)}; valid: {sorted(allowed)}")
+            raise ValueError(f"{source}: unknown skeleton field(s) {sorted(map(str, unknown))}; valid: {sorted(allowed)}")
         for required in ("name", "keypoints"):
             if required not in d:
                 raise ValueError(f"{source}: skeleton needs a {required!r} field")
-        names = [str(n) for n in d["keypoints"]]
+        if not isinstance(d["name"], str) or not d["name"]:
+            raise ValueError(f"{source}: 'name' must be a non-empty string, got {d['name']!r}")
+        raw_names = d["keypoints"]
+        if not isinstance(raw_names, list) or not raw_names:
+            raise ValueError(f"{source}: 'keypoints' must be a non-empty list of names, got {raw_names!r}")
+        if not all(isinstance(n, str) and n for n in raw_names):
+            bad = next(n for n in raw_names if not (isinstance(n, str) and n))
+            raise ValueError(f"{source}: 'keypoints' entries must be non-empty strings, got {bad!r}")
+        names = list(raw_names)
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"{source}: 'keypoints' lists {dupes} more than once")
+        k = len(names)
 
-        def idx(v, what):
+        def idx(v, key, entry):
             if isinstance(v, str):
                 if v not in names:
-                    raise ValueError(f"{source}: {what} names unknown keypoint {v!r}")
+                    raise ValueError(f"{source}: {key} entry {entry!r} names unknown keypoint {v!r}")
                 return names.index(v)
-            return int(v)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{source}: {key} entry {entry!r}: {v!r} is neither a keypoint name nor an index")
+            if not 0 <= v < k:
+                raise ValueError(f"{source}: {key} entry {entry!r}: index {v} out of range for {k} keypoints")
+            return v
 
         def pairs(key):
+            raw = d.get(key)
+            if raw is None:
+                return ()
+            if not isinstance(raw, list):
+                raise ValueError(f"{source}: {key!r} must be a list of pairs, got {raw!r}")
             out = []
-            for p in d.get(key) or []:
-                if len(p) != 2:
+            for p in raw:
+                if not isinstance(p, (list, tuple)) or len(p) != 2:
                     raise ValueError(f"{source}: each {key} entry must be a pair, got {p!r}")
-                out.append((idx(p[0], key), idx(p[1], key)))
+                a, b = idx(p[0], key, p), idx(p[1], key, p)
+                if a == b:
+                    raise ValueError(f"{source}: {key} entry {p!r} pairs a keypoint with itself")
+                out.append((a, b))
             return tuple(out)
 
-        def colors(key):
+        def colors(key, count):
             vals = d.get(key)
             if vals is None:
                 return None
-            return tuple(_hex_to_rgb(c) if isinstance(c, str) else tuple(int(x) for x in c) for c in vals)
+            if not isinstance(vals, list) or len(vals) != count:
+                raise ValueError(f"{source}: {key!r} must be a list of {count} colours")
+            out = []
+            for c in vals:
+                try:
+                    rgb = _hex_to_rgb(c) if isinstance(c, str) else tuple(int(x) for x in c)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{source}: {key!r}: {c!r} is not a '#rrggbb' colour or [r, g, b]") from None
+                if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb) \
+                        or (isinstance(c, str) and len(c.lstrip("#")) != 6):
+                    raise ValueError(f"{source}: {key!r}: {c!r} is not a '#rrggbb' colour or [r, g, b] in 0..255")
+                out.append(rgb)
+            return tuple(out)
 
+        flip_pairs, limbs = pairs("flip_pairs"), pairs("limbs")
+        seen = [i for pair in flip_pairs for i in pair]
+        if len(seen) != len(set(seen)):
+            twice = next(names[i] for i in seen if seen.count(i) > 1)
+            raise ValueError(f"{source}: 'flip_pairs': keypoint {twice!r} appears in two pairs (each pair is "
+                             "listed once and swaps both ways)")
+        sigmas = d.get("sigmas")
+        if sigmas is not None:
+            if not isinstance(sigmas, list) or len(sigmas) != k:
+                raise ValueError(f"{source}: 'sigmas' must be a list of {k} numbers (one per keypoint)")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                       for v in sigmas):
+                raise ValueError(f"{source}: 'sigmas' must be positive finite numbers, got {sigmas!r}")
+            sigmas = tuple(float(v) for v in sigmas)
         try:
-            return cls(name=str(d["name"]), keypoints=tuple(names), flip_pairs=pairs("flip_pairs"),
-                       limbs=pairs("limbs"),
-                       sigmas=None if d.get("sigmas") is None else tuple(float(s) for s in d["sigmas"]),
-                       colors=colors("colors"), limb_colors=colors("limb_colors"))
+            return cls(name=d["name"], keypoints=tuple(names), flip_pairs=flip_pairs, limbs=limbs, sigmas=sigmas,
+                       colors=colors("colors", k), limb_colors=colors("limb_colors", len(limbs)))
         except ValueError as e:
+            if str(e).startswith(source):
+                raise
             raise ValueError(f"{source}: {e}") from None
 
 
@@ -169,9 +225,14 @@ def register_skeleton(skeleton: Skeleton) -> Skeleton:
 def load_skeleton_yaml(path: str | Path) -> Skeleton:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"skeleton file not found: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a readable YAML file ({first})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a skeleton YAML must be a mapping")
     return Skeleton.from_dict(data, source=str(path))

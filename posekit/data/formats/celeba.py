@@ -18,12 +18,13 @@ Errors name the file and line.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from posekit.data.io import IMAGE_EXTENSIONS
-from posekit.data.sample import Sample
+from posekit.data.sample import MAX_COORDINATE, BadRecordError, Sample
 
 __all__ = ["CELEBA_COLUMNS", "read_celeba_landmarks", "celeba_samples", "read_name_list", "read_mafl",
            "read_mtfl_list", "read_mtfl", "read_image_folder"]
@@ -35,6 +36,18 @@ MTFL_ATTRIBUTES = ("gender", "smile", "glasses", "head_pose")
 
 class FormatError(ValueError):
     """A malformed annotation file; the message names the file and line."""
+
+
+class RecordError(FormatError, BadRecordError):
+    """One malformed line (a record) of an annotation file."""
+
+
+def _check_coords(values: np.ndarray, where: str, text: str) -> None:
+    if not np.all(np.isfinite(values)):
+        raise RecordError(f"{where}: non-finite coordinate in {text!r}")
+    if np.abs(values).max() > MAX_COORDINATE:
+        raise RecordError(f"{where}: absurd coordinate {np.abs(values).max():.6g} (limit {MAX_COORDINATE:g}) "
+                          f"in {text!r}")
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -53,7 +66,7 @@ def _safe_relative(name: str, where: str) -> PurePosixPath:
     """A relative path that cannot leave its root: backslashes become '/', absolute paths and '..' are refused."""
     rel = PurePosixPath(name.replace("\\", "/"))
     if not name or rel.is_absolute() or (rel.parts and ":" in rel.parts[0]) or ".." in rel.parts:
-        raise FormatError(f"{where}: path {name!r} leaves the dataset root")
+        raise RecordError(f"{where}: path {name!r} leaves the dataset root")
     return rel
 
 
@@ -91,16 +104,15 @@ def read_celeba_landmarks(path: str | Path, *, strict_count: bool = True) -> dic
     for lineno, text in lines[pos:]:
         tokens = text.split()
         if len(tokens) != 11:
-            raise FormatError(f"{path}:{lineno}: expected an image name and 10 coordinates, got {len(tokens)} fields")
+            raise RecordError(f"{path}:{lineno}: expected an image name and 10 coordinates, got {len(tokens)} fields")
         name = str(_safe_relative(tokens[0], f"{path}:{lineno}"))
         try:
             values = np.array([float(t) for t in tokens[1:]])
         except ValueError:
-            raise FormatError(f"{path}:{lineno}: non-numeric coordinate in {text!r}") from None
-        if not np.all(np.isfinite(values)):
-            raise FormatError(f"{path}:{lineno}: non-finite coordinate in {text!r}")
+            raise RecordError(f"{path}:{lineno}: non-numeric coordinate in {text!r}") from None
+        _check_coords(values, f"{path}:{lineno}", text)
         if name in out:
-            raise FormatError(f"{path}:{lineno}: image {name} is listed twice")
+            raise RecordError(f"{path}:{lineno}: image {name} is listed twice")
         out[name] = values[order].reshape(5, 2)
     if strict_count and count is not None and count != len(out):
         raise FormatError(f"{path}: the count line says {count} entries but the file has {len(out)} "
@@ -185,23 +197,28 @@ def read_mtfl_list(list_file: str | Path, root: str | Path | None = None) -> lis
     list_file = Path(list_file)
     root = Path(root) if root is not None else list_file.parent
     samples = []
+    seen: dict[str, int] = {}
     for lineno, text in _lines(list_file):
         tokens = text.split()
         where = f"{list_file}:{lineno}"
         if len(tokens) not in (11, 15):
-            raise FormatError(f"{where}: expected a path, 10 coordinates and optionally 4 attributes, "
+            raise RecordError(f"{where}: expected a path, 10 coordinates and optionally 4 attributes, "
                               f"got {len(tokens)} fields")
         rel = _safe_relative(tokens[0], where)
         try:
             coords = np.array([float(t) for t in tokens[1:11]])
             attrs = [int(t) for t in tokens[11:]]
         except ValueError:
-            raise FormatError(f"{where}: non-numeric value in {text!r}") from None
-        if not np.all(np.isfinite(coords)):
-            raise FormatError(f"{where}: non-finite coordinate in {text!r}")
+            raise RecordError(f"{where}: non-numeric value in {text!r}") from None
+        _check_coords(coords, where, text)
+        seen[str(rel)] = seen.get(str(rel), 0) + 1
         points = np.stack([coords[:5], coords[5:]], axis=1)  # x1..x5, y1..y5 -> (5, 2)
         meta = {"image_id": str(rel), "dataset": "mtfl", **dict(zip(MTFL_ATTRIBUTES, attrs))}
         samples.append(_landmark_sample(points, root / rel, meta))
+    extra = sum(n - 1 for n in seen.values() if n > 1)
+    if extra:  # the same face twice counts twice in NME: reported, not refused
+        warnings.warn(f"{list_file}: {extra} duplicate line(s) for the same image, e.g. "
+                      f"{next(k for k, n in seen.items() if n > 1)}", stacklevel=2)
     return samples
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -25,7 +26,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from posekit.data.io import read_json
-from posekit.data.sample import Sample
+from posekit.data.sample import MAX_COORDINATE, BadRecordError, Sample, check_values
 from posekit.skeletons import map_keypoints
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "MASK_MIN_AREA",
     "MASK_MIN_KEYPOINTS",
     "COCOFormatError",
+    "COCORecordError",
     "COCOSamples",
     "cache_ignore_masks",
     "coco17_to_openpose18",
@@ -51,6 +53,10 @@ class COCOFormatError(ValueError):
     """A COCO annotation file or record is malformed; the message names the file and the record."""
 
 
+class COCORecordError(COCOFormatError, BadRecordError):
+    """One bad image or annotation record (with ``on_bad_record="error"``)."""
+
+
 class COCOSamples(list):
     """The Samples of a COCO file (a plain list), plus what the reader learnt on the way:
     ``skipped`` (one message per dropped record, ``on_bad_record="skip"``), ``keypoint_names``,
@@ -64,12 +70,24 @@ class COCOSamples(list):
         self.ann_file = ann_file
 
 
+def _finite(v) -> bool:
+    """math.isfinite that calls a JSON integer too large for a float (10**400) not finite."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 class _Bad(Exception):
     """Internal: one bad record, turned into an error or a skip by the caller."""
 
 
 def _pick_category(categories, category_id, path) -> dict:
     with_kp = [c for c in categories if isinstance(c, dict) and c.get("keypoints")]
+    for c in with_kp:
+        if not _is_id(c.get("id")):
+            raise COCOFormatError(f"{path}: category {c.get('name')!r} needs an integer or string 'id', "
+                                  f"got {c.get('id')!r}")
     if category_id is not None:
         for c in with_kp:
             if c.get("id") == category_id:
@@ -100,10 +118,16 @@ def _resolve_image(image_dir: Path, file_name, path) -> Path:
 def _check_segmentation(segm, height, width) -> None:
     """Structure only (no decoding): polygons, uncompressed RLE or compressed RLE."""
     if isinstance(segm, list):
+        # pycocotools rasterises every polygon edge point by point: a vertex at 1e7 px costs
+        # gigabytes, so vertices must lie near the image (within one image extent around it)
+        extent = float(max(height, width))
         for poly in segm:
             if (not isinstance(poly, (list, tuple)) or len(poly) < 6 or len(poly) % 2
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in poly)):
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in poly)):
                 raise _Bad("segmentation polygons must be lists of >= 3 finite (x, y) pairs")
+            if not all(-extent <= v <= 2 * extent for v in poly):
+                raise _Bad(f"segmentation polygon has a vertex far outside the {width}x{height} image "
+                           f"(allowed {-extent:g} .. {2 * extent:g})")
         return
     if isinstance(segm, dict):
         size, counts = segm.get("size"), segm.get("counts")
@@ -124,12 +148,13 @@ def _parse_annotation(ann, k, image, *, require_keypoints) -> dict:
     bbox = ann.get("bbox")
     try:
         box = np.asarray(bbox, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _Bad(f"'bbox' must be 4 numbers, got {bbox!r}") from None
     if box.shape != (4,) or not np.all(np.isfinite(box)):
         raise _Bad(f"'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
     if box[2] <= 0 or box[3] <= 0:
         raise _Bad(f"'bbox' has zero or negative area (w={box[2]:g}, h={box[3]:g})")
+    check_values(box, "'bbox'", "bbox", error=_Bad)
     crowd = bool(ann.get("iscrowd", 0))
     raw = ann.get("keypoints")
     if raw is None or (crowd and not raw):
@@ -139,39 +164,53 @@ def _parse_annotation(ann, k, image, *, require_keypoints) -> dict:
     else:
         try:
             kp = np.asarray(raw, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise _Bad("'keypoints' must be numbers") from None
         if kp.ndim != 1 or kp.size != 3 * k:
             raise _Bad(f"'keypoints' has {kp.size} numbers, expected {3 * k} (3 x {k} keypoints)")
         if not np.all(np.isfinite(kp)):
             raise _Bad("'keypoints' contains non-finite values")
+        check_values(kp, "'keypoints'", "keypoints", error=_Bad)
         kp = kp.reshape(k, 3)
         if not np.all(np.isin(kp[:, 2], (0, 1, 2))):
             raise _Bad(f"keypoint visibilities must be 0, 1 or 2, got {sorted(set(kp[:, 2].tolist()))}")
     area = ann.get("area")
     if area is None:
         area = float(box[2] * box[3])  # custom files without 'area': the box is the best scale we have
-    elif not isinstance(area, (int, float)) or not math.isfinite(area) or area <= 0:
-        raise _Bad(f"'area' must be a positive finite number, got {area!r}")
+    elif isinstance(area, bool) or not isinstance(area, (int, float)) or not _finite(area) or area <= 0 \
+            or area > MAX_COORDINATE ** 2:
+        raise _Bad(f"'area' must be a positive finite number below {MAX_COORDINATE ** 2:g}, got {area!r}")
     segm = ann.get("segmentation")
     if segm:
-        _check_segmentation(segm, image["height"], image["width"])
+        try:
+            _check_segmentation(segm, image["height"], image["width"])
+        except (TypeError, ValueError, OverflowError):
+            raise _Bad("segmentation has non-numeric sizes or counts") from None
     else:
         segm = None
     nk = ann.get("num_keypoints")
     if nk is None:
         nk = int(np.count_nonzero(kp[:, 2] > 0))
+    elif isinstance(nk, bool) or not isinstance(nk, (int, float)) or not _finite(nk) or nk < 0:
+        raise _Bad(f"'num_keypoints' must be a non-negative count, got {nk!r}")
     return {"keypoints": kp, "bbox": box, "area": float(area), "iscrowd": crowd, "segmentation": segm,
             "num_keypoints": int(nk)}
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _check_image(img) -> None:
     if not isinstance(img, dict) or "id" not in img:
         raise _Bad("image record needs an 'id'")
+    if not _is_id(img["id"]):
+        raise _Bad(f"image 'id' must be an integer or a string, got {img['id']!r}")
     for key in ("width", "height"):
         v = img.get(key)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 or int(v) != v:
-            raise _Bad(f"'{key}' must be a positive integer, got {v!r}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v) or v <= 0 \
+                or int(v) != v or v > MAX_COORDINATE:
+            raise _Bad(f"'{key}' must be a positive integer up to {MAX_COORDINATE:g}, got {v!r}")
 
 
 def load_coco_keypoints(ann_file, image_dir, *, min_keypoints: int = 0, include_empty: bool = True,
@@ -193,18 +232,24 @@ def load_coco_keypoints(ann_file, image_dir, *, min_keypoints: int = 0, include_
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("annotations"), list):
         raise COCOFormatError(f"{ann_file}: a COCO file needs 'images' and 'annotations' lists")
-    category = _pick_category(data.get("categories") or [], category_id, ann_file)
-    names = tuple(str(n) for n in category["keypoints"])
+    categories = data.get("categories") or []
+    if not isinstance(categories, list):
+        raise COCOFormatError(f"{ann_file}: 'categories' must be a list, got {type(categories).__name__}")
+    category = _pick_category(categories, category_id, ann_file)
+    if not isinstance(category["keypoints"], list) or not all(isinstance(n, str) for n in category["keypoints"]):
+        raise COCOFormatError(f"{ann_file}: category {category.get('id')!r}: 'keypoints' must be a list of names")
+    names = tuple(category["keypoints"])
     k = len(names)
     skipped: list[str] = []
 
     def bad(record: str, message: str):
         text = f"{ann_file}: {record}: {message}"
         if on_bad_record == "error":
-            raise COCOFormatError(text)
+            raise COCORecordError(text)
         skipped.append(text)
 
     images: dict = {}
+    by_file: dict = {}
     for i, img in enumerate(data["images"]):
         label = f"image #{i} (id {img.get('id')!r}, {img.get('file_name')!r})" if isinstance(img, dict) \
             else f"image #{i}"
@@ -219,21 +264,30 @@ def load_coco_keypoints(ann_file, image_dir, *, min_keypoints: int = 0, include_
             bad(label, str(e))
             continue
         images[img["id"]] = (img, path, [])
+        by_file[path] = by_file.get(path, 0) + 1
 
-    declared = {img.get("id") for img in data["images"] if isinstance(img, dict)}
+    repeated = {p: n for p, n in by_file.items() if n > 1}
+    if repeated:  # legal (e.g. merged files) but usually a mistake: people get split across samples
+        first = next(iter(repeated))
+        warnings.warn(f"{ann_file}: {len(repeated)} image file(s) listed under several image ids, e.g. "
+                      f"{first.name} ({repeated[first]} times)", stacklevel=2)
+    declared = {img.get("id") for img in data["images"] if isinstance(img, dict) and _is_id(img.get("id"))}
     seen_ids: set = set()
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             bad(f"annotation #{i}", "not a JSON object")
             continue
-        if ann.get("category_id", category["id"]) != category["id"]:
+        if ann.get("category_id", category["id"]) != category["id"]:  # other categories: not ours
             continue
         ann_id = ann.get("id")
         label = f"annotation id {ann_id!r}"
-        if ann_id is None or ann_id in seen_ids:
-            bad(label if ann_id is not None else f"annotation #{i}", "missing or duplicate 'id'")
+        if not _is_id(ann_id) or ann_id in seen_ids:
+            bad(label if ann_id is not None else f"annotation #{i}", "missing, non-integer or duplicate 'id'")
             continue
         seen_ids.add(ann_id)
+        if not _is_id(ann.get("image_id")):
+            bad(label, f"'image_id' must be an integer or a string, got {ann.get('image_id')!r}")
+            continue
         entry = images.get(ann.get("image_id"))
         if entry is None:
             if ann.get("image_id") not in declared:
@@ -281,8 +335,12 @@ def segment_rle(segmentation, bbox, height: int, width: int) -> dict:
     """One merged RLE of a polygon list, an uncompressed or a compressed RLE; the box when there
     is no segmentation (custom files often have only boxes)."""
     if not segmentation:
-        x, y, w, h = bbox
-        segmentation = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+        # the box, clipped to the image: the same mask, and no cost for a box far outside it
+        x0, y0 = min(max(bbox[0], 0.0), width), min(max(bbox[1], 0.0), height)
+        x1, y1 = min(max(bbox[0] + bbox[2], 0.0), width), min(max(bbox[1] + bbox[3], 0.0), height)
+        if x1 <= x0 or y1 <= y0:
+            return mask_utils.encode(np.zeros((height, width), np.uint8, order="F"))
+        segmentation = [[x0, y0, x1, y0, x1, y1, x0, y1]]
     if isinstance(segmentation, list):
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     if isinstance(segmentation.get("counts"), list):

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import re
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ import numpy as np
 
 from posekit.data.cameras import CAMERA_IDS, Camera, load_cameras
 from posekit.data.io import open_h5
+from posekit.data.sample import check_values
 from posekit.skeletons.builtin import H36M32_TO_17
 from posekit.skeletons.mappings import map_keypoints
 
@@ -115,8 +118,7 @@ def read_world_poses(path: str | Path) -> np.ndarray:
     if raw.ndim != 2 or raw.shape[0] != 96:
         raise H36MFormatError(f"{path}: dataset '3D_positions' has shape {raw.shape}, expected (96, N)")
     poses = raw.T.reshape(-1, 32, 3)
-    if not np.all(np.isfinite(poses)):
-        raise H36MFormatError(f"{path}: dataset '3D_positions' contains non-finite values")
+    check_values(poses, "dataset '3D_positions'", str(path), error=H36MFormatError)
     return poses
 
 
@@ -126,6 +128,7 @@ def read_detections(path: str | Path) -> np.ndarray:
     poses = _read_h5(path, "poses")
     if poses.ndim != 3 or poses.shape[1:] != (16, 2):
         raise H36MFormatError(f"{path}: dataset 'poses' has shape {poses.shape}, expected (N, 16, 2)")
+    check_values(poses, "dataset 'poses'", str(path), error=H36MFormatError)
     return poses
 
 
@@ -153,6 +156,13 @@ def _camera(cams: dict, subject: str, cam_id: str, source: Path) -> Camera:
         return cams[(subject, cam_id)]
     except KeyError:
         raise H36MFormatError(f"{source}: no calibration for subject {subject} camera {cam_id}") from None
+
+
+def _project(cam: Camera, p3d: np.ndarray, where: str) -> np.ndarray:
+    try:
+        return cam.project(p3d)
+    except ValueError as e:
+        raise H36MFormatError(f"{where}: {e} (wrong camera or units?)") from None
 
 
 def _detection_file(folder: Path, sequence_name: str, cam_id: str) -> Path | None:
@@ -208,7 +218,7 @@ def load_baseline(root: str | Path, subjects, *, actions=None, input_2d: str = "
                 cam = _camera(cams, subject, cam_id, cam_path)
                 p3d = cam.world_to_camera(world)
                 if input_2d == "gt":
-                    p2d, source = cam.project(p3d), "gt"
+                    p2d, source = _project(cam, p3d, f"{path} camera {cam_id}"), "gt"
                 else:
                     det_path = _detection_file(det_dir, name, cam_id)
                     if det_path is None:
@@ -227,17 +237,56 @@ def load_baseline(root: str | Path, subjects, *, actions=None, input_2d: str = "
     return out
 
 
+# what a cut-short or corrupt .npz raises, from the zip layer, zlib, or numpy's header parser
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, UnicodeDecodeError)
+
+
+def _load_npz(path: Path, allow_pickle: bool):
+    """An open NpzFile. Only zip archives are passed to numpy: with allow_pickle, np.load would
+    unpickle any other file (a renamed pickle runs code)."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise H36MFormatError(f"{path}: not an .npz (zip) archive, truncated or corrupt? (starts with {magic!r})")
+    try:
+        return np.load(path, allow_pickle=allow_pickle)
+    except Exception as e:  # zipfile, zlib and numpy raise many types for a cut-short archive
+        raise H36MFormatError(f"{path}: not a readable .npz file, truncated or corrupt? "
+                              f"({type(e).__name__}: {e})") from None
+
+
 def _npz_dict(npz, key: str, path: Path) -> dict:
+    if not hasattr(npz, "files"):
+        raise H36MFormatError(f"{path}: a plain .npy array, expected an .npz archive with '{key}'")
     if key not in npz.files:
         raise H36MFormatError(f"{path}: missing key '{key}' (found {npz.files})")
     try:
         value = npz[key]
-    except ValueError as e:  # object arrays without allow_pickle
-        raise H36MFormatError(f"{path}: '{key}' is a pickled dict; VideoPose3D files need data.allow_pickle=true "
-                              f"(only for files you trust) ({e})") from None
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # object arrays without allow_pickle
+            raise H36MFormatError(f"{path}: '{key}' is a pickled dict; VideoPose3D files need data.allow_pickle=true "
+                                  f"(only for files you trust) ({e})") from None
+        raise H36MFormatError(f"{path}: '{key}' cannot be read, truncated or corrupt? ({e})") from None
+    except _NPZ_ERRORS as e:
+        raise H36MFormatError(f"{path}: '{key}' cannot be read, truncated or corrupt? "
+                              f"({type(e).__name__}: {e})") from None
+    except Exception as e:  # unpickling a damaged object array raises whatever pickle hits
+        raise H36MFormatError(f"{path}: '{key}' cannot be unpickled ({type(e).__name__}: {e})") from None
     value = value.item() if value.dtype == object and value.shape == () else value
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise H36MFormatError(f"{path}: '{key}' should be a dict of subject -> action -> array")
+    return value
+
+
+def _npz_dict_flat(npz, key: str, path: Path) -> dict:
+    """A plain dict entry (VideoPose3D's `metadata`), with the same errors as `_npz_dict`."""
+    try:
+        value = npz[key]
+        value = value.item() if value.dtype == object and value.shape == () else value
+    except Exception as e:  # noqa: BLE001  (corrupt member or pickle: named, one line)
+        raise H36MFormatError(f"{path}: '{key}' cannot be read ({type(e).__name__}: {e})") from None
+    if not isinstance(value, dict):
+        raise H36MFormatError(f"{path}: '{key}' should be a dict")
     return value
 
 
@@ -252,23 +301,17 @@ def load_videopose3d(npz_3d: str | Path, cameras: str | Path, subjects, *, actio
         raise H36MFormatError(f"file not found: {npz_3d}")
     cam_path = Path(cameras)
     cams = load_cameras(cam_path)
-    try:
-        data3 = np.load(npz_3d, allow_pickle=allow_pickle)
-    except (OSError, ValueError) as e:
-        raise H36MFormatError(f"{npz_3d}: not a readable .npz file ({e})") from None
+    data3 = _load_npz(npz_3d, allow_pickle)
     positions = _npz_dict(data3, "positions_3d", npz_3d)
     det = None
     if npz_2d is not None:
         npz_2d = Path(npz_2d)
         if not npz_2d.is_file():
             raise H36MFormatError(f"file not found: {npz_2d}")
-        try:
-            data2 = np.load(npz_2d, allow_pickle=allow_pickle)
-        except (OSError, ValueError) as e:
-            raise H36MFormatError(f"{npz_2d}: not a readable .npz file ({e})") from None
+        data2 = _load_npz(npz_2d, allow_pickle)
         det = _npz_dict(data2, "positions_2d", npz_2d)
         if "metadata" in data2.files:
-            meta = _npz_dict(data2, "metadata", npz_2d)
+            meta = _npz_dict_flat(data2, "metadata", npz_2d)
             if meta.get("num_joints", 17) != 17 or meta.get("layout_name", "h36m") != "h36m":
                 raise H36MFormatError(f"{npz_2d}: metadata layout {meta.get('layout_name')!r} with "
                                       f"{meta.get('num_joints')} joints; expected the 17-joint 'h36m' layout")
@@ -280,19 +323,27 @@ def load_videopose3d(npz_3d: str | Path, cameras: str | Path, subjects, *, actio
         for name in sorted(positions[subject]):
             if wanted is not None and action_of(name) not in wanted:
                 continue
-            world = np.asarray(positions[subject][name], dtype=np.float64)
+            try:
+                world = np.asarray(positions[subject][name], dtype=np.float64)
+            except (TypeError, ValueError, OverflowError):
+                raise H36MFormatError(f"{npz_3d}: positions_3d[{subject}][{name}] is not a numeric array") from None
             if world.ndim != 3 or world.shape[1:] not in ((32, 3), (17, 3)):
                 raise H36MFormatError(f"{npz_3d}: positions_3d[{subject}][{name}] has shape {world.shape}, "
                                       "expected (N, 32, 3) or (N, 17, 3)")
+            check_values(world, f"positions_3d[{subject}][{name}]", str(npz_3d), limit=1e4, error=H36MFormatError)
             world = (world[:, list(H36M32_TO_17)] if world.shape[1] == 32 else world) * 1000.0  # m -> mm
             for ci, cam_id in enumerate(camera_ids):
                 cam = _camera(cams, subject, cam_id, cam_path)
                 p3d = cam.world_to_camera(world)
                 if det is None:
-                    out.append(Sequence(subject, name, cam_id, p3d, cam.project(p3d), "gt"))
+                    out.append(Sequence(subject, name, cam_id, p3d,
+                                        _project(cam, p3d, f"{npz_3d}: {subject} '{name}' camera {cam_id}"), "gt"))
                     continue
                 try:
                     p2d = np.asarray(det[subject][name][ci], dtype=np.float64)
+                except (TypeError, ValueError, OverflowError):
+                    raise H36MFormatError(f"{npz_2d}: positions_2d[{subject}][{name}][{ci}] is not a numeric "
+                                          "array") from None
                 except (KeyError, IndexError):
                     warnings.warn(f"{npz_2d}: no detections for {subject} '{name}' camera {cam_id}; skipping",
                                   stacklevel=2)
@@ -300,6 +351,8 @@ def load_videopose3d(npz_3d: str | Path, cameras: str | Path, subjects, *, actio
                 if p2d.ndim != 3 or p2d.shape[1] != 17 or p2d.shape[2] < 2:
                     raise H36MFormatError(f"{npz_2d}: positions_2d[{subject}][{name}][{ci}] has shape {p2d.shape}, "
                                           "expected (N, 17, 2)")
+                check_values(p2d[..., :2], f"positions_2d[{subject}][{name}][{ci}]", str(npz_2d),
+                             error=H36MFormatError)
                 n = min(len(p2d), len(p3d))  # VideoPose3D's detections can be a few frames longer
                 out.append(Sequence(subject, name, cam_id, p3d[:n], p2d[:n, :, :2], "detections"))
     if not out:

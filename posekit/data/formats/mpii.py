@@ -24,15 +24,17 @@ A malformed record raises `MPIIFormatError` naming the file, the record and the 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from posekit.data.io import open_h5, read_json
-from posekit.data.sample import Sample
+from posekit.data.sample import (MAX_COORDINATE, MAX_HEAD_SIZE, BadRecordError, Sample, check_values,
+                                 relative_path_problem)
 
-__all__ = ["MPIIRecord", "MPIIFormatError", "load_mpii_json", "load_mpii_h5", "load_mpii_mat", "load_mpii",
+__all__ = ["MPIIRecord", "MPIIFormatError", "MPIIRecordError", "load_mpii_json", "load_mpii_h5", "load_mpii_mat", "load_mpii",
            "attach_head_sizes", "MPIIImageSource", "record_to_sample", "NUM_JOINTS", "SCALE_PAD", "CENTER_SHIFT"]
 
 NUM_JOINTS = 16
@@ -42,6 +44,11 @@ CENTER_SHIFT = 15.0  # objpos y + 15 * MPII scale, so the crop keeps the feet
 
 class MPIIFormatError(ValueError):
     """An MPII annotation file or record is malformed; the message names file, record and field."""
+
+
+class MPIIRecordError(MPIIFormatError, BadRecordError):
+    """One malformed person record."""
+
 
 
 @dataclass
@@ -62,13 +69,47 @@ class MPIIRecord:
 
 
 def _err(path, record, message) -> MPIIFormatError:
-    return MPIIFormatError(f"{path}: record {record}: {message}")
+    return MPIIRecordError(f"{path}: record {record}: {message}")
+
+
+def _check_name(name, path, record) -> str:
+    problem = relative_path_problem(name)
+    if problem:
+        raise _err(path, record, problem)
+    return name
+
+
+def _check_record(rec: "MPIIRecord", path, record) -> "MPIIRecord":
+    """Absurd values that would make PCKh meaningless: coordinates, crop box, head size."""
+    where = f"{path}: record {record}"
+    check_values(rec.center, "crop centre", where, error=MPIIRecordError)
+    check_values(rec.joints[rec.annotated], "joint coordinates", where, error=MPIIRecordError)
+    if not rec.scale * 200.0 <= MAX_COORDINATE:
+        raise _err(path, record, f"scale {rec.scale:g} gives a crop box of {rec.scale * 200:g} px (limit "
+                                 f"{MAX_COORDINATE:g}); a unit or file error")
+    head = rec.head_size
+    if not np.isnan(head) and not (0 < head <= MAX_HEAD_SIZE) and rec.annotated.any():
+        raise _err(path, record, f"head size {head:g} must be positive, finite and at most {MAX_HEAD_SIZE:g} px")
+    return rec
+
+
+def _warn_duplicates(records: list, key, path, what: str) -> None:
+    """Duplicate persons are legal in a file but count twice in PCKh: one warning with the count."""
+    seen: dict = {}
+    for r in records:
+        k = key(r)
+        if k is not None:
+            seen[k] = seen.get(k, 0) + 1
+    extra = sum(n - 1 for n in seen.values() if n > 1)
+    if extra:
+        first = next(k for k, n in seen.items() if n > 1)
+        warnings.warn(f"{path}: {extra} duplicate record(s) ({what}), e.g. {first}", stacklevel=3)
 
 
 def _vector(value, length, path, record, name) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _err(path, record, f"field '{name}' must be numeric, got {value!r}") from None
     if arr.shape != (length,) or not np.all(np.isfinite(arr)):
         raise _err(path, record, f"field '{name}' must be {length} finite numbers, got {value!r}")
@@ -78,7 +119,7 @@ def _vector(value, length, path, record, name) -> np.ndarray:
 def _positive(value, path, record, name) -> float:
     try:
         v = float(np.asarray(value, dtype=np.float64).reshape(()))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _err(path, record, f"field '{name}' must be a number, got {value!r}") from None
     if not np.isfinite(v) or v <= 0:
         raise _err(path, record, f"field '{name}' must be positive, got {value!r}")
@@ -111,6 +152,7 @@ def load_mpii_json(path: str | Path) -> list[MPIIRecord]:
                 raise _err(path, i, f"missing field '{key}'")
         if not isinstance(rec["image"], str) or not rec["image"]:
             raise _err(path, i, f"field 'image' must be a file name, got {rec['image']!r}")
+        _check_name(rec["image"], path, i)
         center, scale = _adjusted_box(_vector(rec["center"], 2, path, i, "center"),
                                       _positive(rec["scale"], path, i, "scale"))
         joints = np.zeros((NUM_JOINTS, 2))
@@ -118,7 +160,7 @@ def load_mpii_json(path: str | Path) -> list[MPIIRecord]:
         if "joints" in rec:
             try:
                 raw = np.asarray(rec["joints"], dtype=np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise _err(path, i, "field 'joints' must be 16 [x, y] pairs") from None
             if raw.shape != (NUM_JOINTS, 2) and not (raw.ndim == 2 and raw.shape[0] == NUM_JOINTS and raw.shape[1] == 3):
                 raise _err(path, i, f"field 'joints' must be 16 [x, y] pairs, got shape {raw.shape}")
@@ -136,8 +178,11 @@ def load_mpii_json(path: str | Path) -> list[MPIIRecord]:
             if not np.all(np.isfinite(raw[annotated])):
                 raise _err(path, i, "field 'joints' has non-finite coordinates")
             joints = np.where(annotated[:, None], raw - 1.0, 0.0)
-        records.append(MPIIRecord(image=rec["image"], center=center, scale=scale, joints=joints, annotated=annotated,
-                                  is_visible=np.full(NUM_JOINTS, np.nan), source=f"{path}:{i}"))
+        records.append(_check_record(MPIIRecord(image=rec["image"], center=center, scale=scale, joints=joints,
+                                                annotated=annotated, is_visible=np.full(NUM_JOINTS, np.nan),
+                                                source=f"{path}:{i}"), path, i))
+    _warn_duplicates(records, lambda r: (r.image, *np.round(r.center, 3).tolist(), *np.round(r.joints, 3).ravel().tolist()),
+                     path, "same image, centre and joints")
     return records
 
 
@@ -166,8 +211,12 @@ def load_mpii_h5(path: str | Path) -> list[MPIIRecord]:
             arrays[key] = arr
     records = []
     for i in range(n):
-        name = names[i].decode() if isinstance(names[i], bytes) else str(names[i])
+        try:
+            name = names[i].decode() if isinstance(names[i], bytes) else str(names[i])
+        except UnicodeDecodeError:
+            raise _err(path, i, "field 'imgname' is not UTF-8 text") from None
         label = f"{i} ({name})"
+        _check_name(name, path, label)
         center = _vector(arrays["center"][i], 2, path, label, "center") - 1.0
         scale = _positive(arrays["scale"][i], path, label, "scale")
         part = arrays["part"][i]
@@ -177,13 +226,21 @@ def load_mpii_h5(path: str | Path) -> list[MPIIRecord]:
         joints = np.where(annotated[:, None], part - 1.0, 0.0)
         is_visible = arrays["visible"][i] if "visible" in arrays else np.full(NUM_JOINTS, np.nan)
         head = float(arrays["normalize"][i]) if "normalize" in arrays else float("nan")
-        if "normalize" in arrays and annotated.any() and not head > 0:
-            raise _err(path, label, f"field 'normalize' (head size) must be positive, got {head}")
-        records.append(MPIIRecord(image=name, center=center, scale=scale, joints=joints, annotated=annotated,
-                                  is_visible=np.asarray(is_visible, dtype=np.float64), head_size=head,
-                                  index=int(arrays["index"][i]) if "index" in arrays else -1,
-                                  person=int(arrays["person"][i]) if "person" in arrays else -1,
-                                  source=f"{path}:{i}"))
+        if "normalize" in arrays and annotated.any() and not 0 < head <= MAX_HEAD_SIZE:
+            raise _err(path, label, f"field 'normalize' (head size) must be positive, finite and at most "
+                                    f"{MAX_HEAD_SIZE:g} px, got {head}")
+        ids = {}
+        for key in ("index", "person"):
+            v = arrays[key][i] if key in arrays else -1.0
+            if not np.isfinite(v) or v != int(v):
+                raise _err(path, label, f"field '{key}' must be an integer, got {v}")
+            ids[key] = int(v)
+        records.append(_check_record(MPIIRecord(image=name, center=center, scale=scale, joints=joints,
+                                                annotated=annotated, is_visible=np.asarray(is_visible, dtype=np.float64),
+                                                head_size=head, index=ids["index"], person=ids["person"],
+                                                source=f"{path}:{i}"), path, label))
+    _warn_duplicates(records, lambda r: (r.index, r.person) if r.index >= 0 and r.person >= 0 else None, path,
+                     "same annolist index and person")
     return records
 
 
@@ -211,7 +268,7 @@ def _scalar(value):
             return None
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -268,6 +325,7 @@ def load_mpii_mat(path: str | Path, split: str = "valid", valid_pairs=None) -> l
             name = str(anno.image.name)
         except AttributeError:
             raise _err(path, f"annolist[{idx}]", "missing field 'image.name'") from None
+        _check_name(name, path, f"annolist[{idx}]")
         for pid, rect in enumerate(_items(getattr(anno, "annorect", None))):
             label = f"annolist[{idx}].annorect[{pid}] ({name})"
             in_valid = (idx, pid) in pairs
@@ -281,8 +339,8 @@ def load_mpii_mat(path: str | Path, split: str = "valid", valid_pairs=None) -> l
                 if in_valid:
                     raise _err(path, label, "is in the validation list but has no objpos/scale")
                 continue  # persons without a rough position are not part of the single-person protocol
-            if not scale > 0:
-                raise _err(path, label, f"field 'scale' must be positive, got {scale}")
+            if not scale > 0 or not np.isfinite(ox) or not np.isfinite(oy):
+                raise _err(path, label, f"field 'scale' must be positive and objpos finite, got {scale}, ({ox}, {oy})")
             center, box_scale = _adjusted_box(np.array([ox, oy]), scale)
             joints = np.zeros((NUM_JOINTS, 2))
             annotated = np.zeros(NUM_JOINTS, bool)
@@ -296,7 +354,8 @@ def load_mpii_mat(path: str | Path, split: str = "valid", valid_pairs=None) -> l
                     continue
                 for p in _items(points):
                     jid, x, y = _scalar(getattr(p, "id", None)), _scalar(getattr(p, "x", None)), _scalar(getattr(p, "y", None))
-                    if jid is None or x is None or y is None or not (0 <= jid < NUM_JOINTS) or jid != int(jid):
+                    if jid is None or x is None or y is None or not (0 <= jid < NUM_JOINTS) or jid != int(jid) \
+                            or not (np.isfinite(x) and np.isfinite(y)):
                         raise _err(path, label, f"bad annopoints.point entry (id={getattr(p, 'id', None)!r})")
                     j = int(jid)
                     joints[j] = (x - 1.0, y - 1.0)
@@ -312,9 +371,9 @@ def load_mpii_mat(path: str | Path, split: str = "valid", valid_pairs=None) -> l
                     raise _err(path, label, "missing head rectangle x1/y1/x2/y2 (needed for PCKh)") from None
                 if not head > 0:
                     raise _err(path, label, f"degenerate head rectangle (head size {head})")
-            records.append(MPIIRecord(image=name, center=center, scale=box_scale, joints=joints, annotated=annotated,
-                                      is_visible=is_visible, head_size=head, index=idx, person=pid,
-                                      source=f"{path}:{label}"))
+            records.append(_check_record(MPIIRecord(image=name, center=center, scale=box_scale, joints=joints,
+                                                    annotated=annotated, is_visible=is_visible, head_size=head,
+                                                    index=idx, person=pid, source=f"{path}:{label}"), path, label))
     if split in ("valid",) and len(records) != len(pairs):
         found = {(r.index, r.person) for r in records}
         lost = sorted(pairs - found)[:5]
@@ -379,6 +438,10 @@ class MPIIImageSource:
 
     def __init__(self, records: list[MPIIRecord], image_dir: str | Path, *, skip_missing_images: bool = False):
         self.image_dir = Path(image_dir)
+        for r in records:  # records built by hand skip the loaders' check
+            problem = relative_path_problem(r.image)
+            if problem:
+                raise MPIIRecordError(f"{r.source or 'MPII record'}: {problem}")
         if skip_missing_images:
             records = [r for r in records if (self.image_dir / r.image).is_file()]
         self.records = records

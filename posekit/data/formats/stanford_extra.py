@@ -13,13 +13,14 @@ pipeline (posekit.data.topdown) crops, augments and encodes them.
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from posekit.data.io import read_image, read_json
-from posekit.data.sample import Sample
+from posekit.data.sample import MAX_COORDINATE, BadRecordError, Sample, check_values, relative_path_problem
 
 NUM_JOINTS = 24
 # border fill for letterboxing/augmentation: the ImageNet mean colour, i.e. ~0 after normalisation
@@ -28,6 +29,10 @@ PAD_VALUE = (124, 116, 104)  # ImageNet mean RGB: letterbox borders look like av
 
 class StanfordExtraError(ValueError):
     """A StanfordExtra file or record is malformed; the message names the file and the record."""
+
+
+class StanfordExtraRecordError(StanfordExtraError, BadRecordError):
+    """One record (an annotation, or its image at load time) cannot be used."""
 
 
 @dataclass
@@ -47,42 +52,52 @@ class StanfordExtraRecord:
 def _number_array(value, what: str, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise StanfordExtraError(f"{where}: '{what}' must contain numbers, got {str(value)[:80]}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise StanfordExtraRecordError(f"{where}: '{what}' must contain numbers, got {str(value)[:80]}") from None
     return arr
 
 
 def parse_record(raw, index: int, source: str = "<json>") -> StanfordExtraRecord:
     """Validate one JSON entry; every problem is a StanfordExtraError naming file, index and image."""
     if not isinstance(raw, dict):
-        raise StanfordExtraError(f"{source}: record {index}: expected an object, got {type(raw).__name__}")
+        raise StanfordExtraRecordError(f"{source}: record {index}: expected an object, got {type(raw).__name__}")
     img_path = raw.get("img_path")
     where = f"{source}: record {index} ({img_path})"
     if not isinstance(img_path, str) or not img_path:
-        raise StanfordExtraError(f"{source}: record {index}: missing or empty 'img_path'")
+        raise StanfordExtraRecordError(f"{source}: record {index}: missing or empty 'img_path'")
+    problem = relative_path_problem(img_path)
+    if problem:
+        raise StanfordExtraRecordError(f"{source}: record {index}: {problem}")
     for key in ("joints", "img_bbox"):
         if key not in raw:
-            raise StanfordExtraError(f"{where}: missing field '{key}'")
+            raise StanfordExtraRecordError(f"{where}: missing field '{key}'")
     joints = _number_array(raw["joints"], "joints", where)
     if joints.ndim != 2 or joints.shape[1] != 3:
-        raise StanfordExtraError(f"{where}: 'joints' must be {NUM_JOINTS} x [x, y, v], got shape {joints.shape}")
+        raise StanfordExtraRecordError(f"{where}: 'joints' must be {NUM_JOINTS} x [x, y, v], got shape {joints.shape}")
     if joints.shape[0] != NUM_JOINTS:
-        raise StanfordExtraError(f"{where}: 'joints' has {joints.shape[0]} entries, expected {NUM_JOINTS}")
+        raise StanfordExtraRecordError(f"{where}: 'joints' has {joints.shape[0]} entries, expected {NUM_JOINTS}")
     bad = np.flatnonzero(~np.isfinite(joints).all(axis=1))
     if bad.size:
-        raise StanfordExtraError(f"{where}: 'joints' has NaN/inf values at joint(s) {bad.tolist()}")
+        raise StanfordExtraRecordError(f"{where}: 'joints' has NaN/inf values at joint(s) {bad.tolist()}")
     bbox = _number_array(raw["img_bbox"], "img_bbox", where)
     if bbox.shape != (4,) or not np.isfinite(bbox).all():
-        raise StanfordExtraError(f"{where}: 'img_bbox' must be 4 finite numbers [x, y, w, h], got {raw['img_bbox']}")
+        raise StanfordExtraRecordError(f"{where}: 'img_bbox' must be 4 finite numbers [x, y, w, h], got {raw['img_bbox']}")
     if bbox[2] <= 0 or bbox[3] <= 0:
-        raise StanfordExtraError(f"{where}: 'img_bbox' [x, y, w, h] needs positive w and h, got {bbox.tolist()}")
+        raise StanfordExtraRecordError(f"{where}: 'img_bbox' [x, y, w, h] needs positive w and h, got {bbox.tolist()}")
+    check_values(joints[:, :2], "'joints'", where, error=StanfordExtraRecordError)
+    if not np.all(np.isin(joints[:, 2], (0, 1, 2))):
+        raise StanfordExtraRecordError(f"{where}: 'joints' visibilities must be 0 or 1 (2 accepted), got "
+                                       f"{sorted(set(joints[:, 2].tolist()))[:5]}")
+    check_values(bbox, "'img_bbox'", where, error=StanfordExtraRecordError)
     width, height = raw.get("img_width"), raw.get("img_height")
     for key, value in (("img_width", width), ("img_height", height)):
-        if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-            raise StanfordExtraError(f"{where}: '{key}' must be a positive number, got {value!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 < value <= MAX_COORDINATE):
+            raise StanfordExtraRecordError(f"{where}: '{key}' must be a positive number up to {MAX_COORDINATE:g}, "
+                                           f"got {value!r}")
     seg = raw.get("seg")
     if seg is not None and not isinstance(seg, str):
-        raise StanfordExtraError(f"{where}: 'seg' must be a compressed-RLE string, got {type(seg).__name__}")
+        raise StanfordExtraRecordError(f"{where}: 'seg' must be a compressed-RLE string, got {type(seg).__name__}")
     return StanfordExtraRecord(index=index, img_path=img_path, bbox=bbox, joints=joints,
                                width=None if width is None else int(width),
                                height=None if height is None else int(height),
@@ -98,6 +113,16 @@ def load_stanford_extra(json_path: str | Path, image_dir: str | Path | None = No
     if not isinstance(data, list):
         raise StanfordExtraError(f"{json_path}: expected a JSON list of records, got {type(data).__name__}")
     records = [parse_record(raw, i, str(json_path)) for i, raw in enumerate(data)]
+    # several dogs of one image share img_path (legal); the same dog twice is not
+    seen: dict = {}
+    for r in records:
+        key = (r.img_path, *r.bbox.tolist())
+        seen[key] = seen.get(key, 0) + 1
+    extra = sum(n - 1 for n in seen.values() if n > 1)
+    if extra:
+        first = next(k for k, n in seen.items() if n > 1)
+        warnings.warn(f"{json_path}: {extra} duplicate record(s) (same img_path and img_bbox), e.g. {first[0]}",
+                      stacklevel=2)
     if check_images and image_dir is not None:
         image_dir = Path(image_dir)
         for r in records:
@@ -131,7 +156,7 @@ def load_keypoint_definitions(csv_path: str | Path) -> list[KeypointDefinition]:
             index = int(row["Index"])
             hexc = row["Hex colour"].strip().lstrip("#")
             color = tuple(int(hexc[i:i + 2], 16) for i in (0, 2, 4))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise StanfordExtraError(f"{csv_path}: line {line}: bad Index or Hex colour in {row}") from None
         out.append(KeypointDefinition(index, row["Name"].strip(), color, row["Stanford"].strip().lower() == "y"))
     if [d.index for d in out] != list(range(NUM_JOINTS)):
@@ -229,10 +254,10 @@ class StanfordExtraSource:
         try:
             image = read_image(path)
         except (FileNotFoundError, ValueError) as e:
-            raise StanfordExtraError(f"{self.source}: record {r.index} ({r.img_path}): {e}") from None
+            raise StanfordExtraRecordError(f"{self.source}: record {r.index} ({r.img_path}): {e}") from None
         h, w = image.shape[:2]
         if (r.width is not None and r.width != w) or (r.height is not None and r.height != h):
-            raise StanfordExtraError(f"{self.source}: record {r.index} ({r.img_path}): image is {w}x{h} but "
+            raise StanfordExtraRecordError(f"{self.source}: record {r.index} ({r.img_path}): image is {w}x{h} but "
                                      f"img_width x img_height say {r.width}x{r.height}")
         return Sample(keypoints=r.joints[None].copy(), image=image, image_path=path, boxes=r.bbox[None].copy(),
                       meta={"index": r.index, "name": r.img_path})
