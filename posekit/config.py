@@ -336,7 +336,11 @@ def _coerce(value, tp, key: str):
         if isinstance(value, bool):
             raise ConfigError(f"config key '{key}' expects float, got {value!r} (bool)")
         if isinstance(value, (int, float)):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond float range (1 followed by 400 zeros)
+                raise ConfigError(f"config key '{key}' expects float, got an integer too large for a float "
+                                  f"({len(str(abs(value)))} digits)") from None
         if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
             try:
                 return float(value)
