@@ -1,0 +1,754 @@
+"""Your own keypoints, no code: a generic top-down family for any skeleton, file and model.
+
+Data: any COCO-format keypoint file (the category's `keypoints` names, any K, any category) read
+by `data.formats.coco`, or a folder of images plus a JSON list of records with boxes and
+keypoints (`dataset: pose_json`), or generated figures (`dataset: synthetic`). `data.skeleton`
+is a built-in name or a skeleton YAML; the config keeps the skeleton's CONTENT (names, flip
+pairs, limbs, sigmas), so a checkpoint, which stores its config, needs no recipe or YAML later.
+
+    image Samples (all people) -> one item per labelled person (GT box) or per detector box
+    (`data.val_detections`, the top-down protocol) -> TopDownDataset (crop rule, flips with the
+    skeleton's pairs) -> the codec of the model's kind:
+        heatmap models (the registered hourglasses): HeatmapCodec + heatmap_loss
+        regression models (the registered MobileNetV2 regressor): RegressionCodec + masked MSE
+    forward_decode (the model normalises its own input; flip test; decoded crop pixels)
+    -> postprocess (inverse affine, person score = box score x mean keypoint score, the boxes of
+       one image regrouped into one Results) -> OKS AP (pycocotools) + PCK@bbox in percent
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from posekit.codecs.heatmap import REFINEMENTS, HeatmapCodec, decode_heatmaps, flip_back_heatmaps
+from posekit.codecs.regression import RegressionCodec
+from posekit.config import ConfigError, DataConfig, EvalConfig, LossConfig
+from posekit.data.formats.coco import load_coco_keypoints
+from posekit.data.formats.pose_json import read_pose_json
+from posekit.data.io import read_json
+from posekit.data.sample import Sample
+from posekit.data.synthetic.keypoints import SyntheticFigures
+from posekit.data.topdown import CROP_MODES, CropRule, TopDownAugment, TopDownDataset, to_original_frame
+from posekit.families.base import Evaluator, ExportSpec, Task, register_task
+from posekit.losses.heatmap import heatmap_loss
+from posekit.losses.regression import masked_coordinate_mse
+from posekit.metrics.coco import build_coco_gt, coco_keypoint_eval
+from posekit.metrics.pck import bbox_normalizer, keypoint_distances, pck
+from posekit.results import Results
+from posekit.skeletons import Skeleton, get_skeleton, list_skeletons, load_skeleton_yaml, register_skeleton
+
+__all__ = ["KeypointsTask", "attach_normalization", "skeleton_to_config", "skeleton_from_config", "load_pose_json_samples",
+           "person_entries", "detection_entries", "oks_nms"]
+
+DEFAULT_SIGMA = 0.07  # OKS sigma of every keypoint when neither the skeleton nor eval.sigmas gives one
+# (COCO's 17 sigmas average 0.067: a keypoint about as precise as a COCO elbow)
+MODEL_KINDS = {"hourglass": "heatmap", "dogs": "regression"}  # registry family -> codec kind
+K_ARGS = ("num_joints", "num_keypoints")  # how a model builder takes the keypoint count
+HEATMAP_STRIDE = 4  # input pixels per heatmap cell when data.heatmap_size is unset (checked against the model)
+
+
+# --- the skeleton, stored by content -------------------------------------------------------------
+def skeleton_to_config(value) -> dict:
+    """A skeleton name, YAML path or content dict -> its content dict (what the config stores)."""
+    if isinstance(value, Skeleton):
+        sk = value
+    elif isinstance(value, dict):
+        sk = _skeleton_from_dict(value)
+    elif isinstance(value, str):
+        try:
+            if value.endswith((".yaml", ".yml")):
+                sk = load_skeleton_yaml(value)  # not registered: editing the YAML and re-running works
+            else:
+                sk = get_skeleton(value)
+        except FileNotFoundError as e:
+            raise ConfigError(f"data.skeleton: {e}") from None
+        except (KeyError, ValueError) as e:
+            msg = e.args[0] if e.args else str(e)
+            raise ConfigError(f"data.skeleton: {msg}") from None
+    else:
+        raise ConfigError(f"data.skeleton must be a skeleton name ({', '.join(list_skeletons())}), a .yaml path "
+                          f"or a mapping, got {value!r}")
+    d = sk.to_dict()
+    if sk.limb_colors is not None:
+        d["limb_colors"] = ["#%02x%02x%02x" % tuple(c) for c in sk.limb_colors]
+    return d
+
+
+def _skeleton_from_dict(d: dict) -> Skeleton:
+    try:
+        return Skeleton.from_dict(d, source="data.skeleton")
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def skeleton_from_config(d: dict) -> Skeleton:
+    """The stored content as a Skeleton: the registered one when it is the same, else the content
+    itself (registered under its name when that name is free, so Results JSON can name it)."""
+    sk = _skeleton_from_dict(d)
+    if sk.name in list_skeletons():
+        registered = get_skeleton(sk.name)
+        return registered if registered == sk else sk
+    return register_skeleton(sk)
+
+
+def attach_normalization(model: torch.nn.Module, mean, std) -> torch.nn.Module:
+    """Make `model` see (x - mean) / std for its [0, 1] input, inside its own forward: a model
+    with `pixel_mean`/`pixel_std` buffers (the MobileNetV2 regressor) gets them replaced; any other
+    gets such buffers plus a forward pre-hook. Checkpoints and ONNX graphs then carry it."""
+    mean_t = torch.tensor([float(v) for v in mean]).view(1, 3, 1, 1)
+    std_t = torch.tensor([float(v) for v in std]).view(1, 3, 1, 1)
+    own = getattr(model, "pixel_mean", None)
+    if torch.is_tensor(own) and torch.is_tensor(getattr(model, "pixel_std", None)) and own.numel() == 3:
+        with torch.no_grad():
+            model.pixel_mean.copy_(mean_t.view_as(model.pixel_mean))
+            model.pixel_std.copy_(std_t.view_as(model.pixel_std))
+        return model
+    model.register_buffer("pixel_mean", mean_t)
+    model.register_buffer("pixel_std", std_t)
+    model.register_forward_pre_hook(_normalize_input)
+    return model
+
+
+def _normalize_input(module, args):
+    x = args[0]
+    return ((x - module.pixel_mean.to(x.dtype)) / module.pixel_std.to(x.dtype), *args[1:])
+
+
+# --- config sections -----------------------------------------------------------------------------
+@dataclass
+class KeypointsDataConfig(DataConfig):
+    dataset: str = "coco"  # coco | pose_json (a folder + a JSON list of records) | synthetic
+    root: str | None = None  # base folder of the relative paths below (default: the working directory)
+    # a skeleton name, a skeleton YAML path, or its content; always stored as content
+    # (a relative YAML path is looked up in the working directory, then in data.root)
+    skeleton: str | dict = "coco17"
+    train_ann: str | None = "annotations/person_keypoints_train2017.json"
+    train_images: str = "train2017"
+    val_ann: str | None = "annotations/person_keypoints_val2017.json"
+    val_images: str = "val2017"
+    category_id: int | None = None  # the keypoint category of a COCO file with several
+    min_keypoints: int = 1  # people with fewer labelled keypoints get no item (they stay in the OKS GT)
+    # top-down protocol: evaluate on these detector boxes (a COCO detections JSON) instead of GT boxes
+    val_detections: str | None = None
+    det_score_threshold: float = 0.0  # detections below this score are dropped (MMPose det_bbox_thr)
+    # geometry, stored in every checkpoint: square input, crop rule, normalisation
+    input_size: int = 256
+    crop: str = "box"  # box (square around the person box, aspect kept) | image (letterbox) | resize (stretch)
+    padding: float = 1.25  # box crops: side = padding x the box's longer side
+    # input normalisation inside the model (so checkpoints and ONNX files carry it): the network
+    # sees (rgb / 255 - mean) / std; None keeps the model's own (the hourglass takes [0, 1], the
+    # MobileNetV2 regressor applies ImageNet's)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    codec: str = "auto"  # auto (from the model's kind) | heatmap | regression
+    heatmap_size: int | None = None  # heatmap models: default input_size / the model's stride
+    sigma: float = 2.0  # heatmap Gaussian std in heatmap cells
+    # training augmentation
+    augment: bool = True
+    flip: bool = True  # mirror with the skeleton's flip pairs swapped
+    scale_factor: float = 0.25  # crop side x U(1 - f, 1 + f)
+    rotation: float = 30.0  # degrees, U(-r, r), with probability rotation_prob
+    rotation_prob: float = 0.5
+    translate: float = 0.0  # crop centre shift, x the crop side
+    color_scale: float = 0.2  # per-channel x U(1 - c, 1 + c)
+    # synthetic figures (dataset: synthetic, skeleton figure5): numbers of images, 1-3 figures each
+    synthetic_train_size: int = 2000
+    synthetic_val_size: int = 100
+    synthetic_image_size: int = 160
+    synthetic_seed: int = 0
+
+    def __post_init__(self):
+        sk = self.skeleton
+        if isinstance(sk, str) and sk.endswith((".yaml", ".yml")) and not Path(sk).is_absolute() \
+                and not Path(sk).is_file() and self.root and (Path(self.root) / sk).is_file():
+            sk = str(Path(self.root) / sk)  # a relative YAML path: the working directory, then data.root
+        self.skeleton = skeleton_to_config(sk)
+
+
+@dataclass
+class KeypointsLossConfig(LossConfig):
+    kind: str = "mse"  # heatmap models: mse | bce (masked per joint); regression: masked coordinate MSE
+    stack_reduction: str = "sum"  # sum | mean over stacks
+
+
+@dataclass
+class KeypointsEvalConfig(EvalConfig):
+    flip_test: bool = True
+    refine: str = "shift"  # heatmap decoding: none | shift | dark
+    # OKS sigmas: these K values, else the skeleton's `sigmas`, else default_sigma for every keypoint
+    sigmas: list[float] | None = None
+    default_sigma: float = DEFAULT_SIGMA
+    pck_threshold: float = 0.1  # PCK (GT boxes): correct when error <= t x max(box w, h); reported in percent
+    keypoint_score_threshold: float = 0.2  # person score = box score x mean of keypoint scores above this
+    oks_nms: bool = False  # OKS non-maximum suppression per image (detector boxes)
+    oks_nms_threshold: float = 0.9
+    max_people: int = 20  # COCO keeps the 20 best-scoring people per image
+
+
+# --- data: image Samples -> one item per person or per detector box ---------------------------------
+def load_pose_json_samples(ann_file, image_dir) -> list[Sample]:
+    """A JSON list of records {"image" (or "path"): file relative to `image_dir`, "keypoints":
+    (K, 2|3) or (P, K, 2|3), optional "boxes": (P, 4) x, y, w, h} -> image Samples. A third
+    keypoint column is the visibility (> 0 labelled; a posekit Results JSON gives its scores);
+    without it every finite point is labelled. Missing boxes are the labelled points' extent
+    padded by 10%; the OKS area is the box area."""
+    ann_file, image_dir = Path(ann_file), Path(image_dir)
+    raw = read_json(ann_file, "pose JSON file")
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+        raise ValueError(f"{ann_file}: expected a JSON list of records with 'image' and 'keypoints'")
+    poses = read_pose_json(ann_file)  # the keypoints, parsed and shape-checked once
+    samples = []
+    for i, (rec, pose) in enumerate(zip(raw, poses)):
+        name = rec.get("image", rec.get("path"))
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{ann_file}: record {i}: needs 'image' (a file name in {image_dir})")
+        kp = pose["keypoints"]
+        if kp.shape[-1] == 2:
+            finite = np.isfinite(kp).all(-1)
+            kp = np.concatenate([np.where(finite[..., None], kp, 0.0), 2.0 * finite[..., None]], axis=-1)
+        kp = np.where(np.isfinite(kp), kp, 0.0)
+        if rec.get("boxes") is not None:
+            try:
+                boxes = np.asarray(rec["boxes"], dtype=np.float64).reshape(-1, 4)
+            except (TypeError, ValueError):
+                raise ValueError(f"{ann_file}: record {i}: 'boxes' must be [x, y, w, h] per person") from None
+            if len(boxes) != len(kp) or not np.isfinite(boxes).all() or (boxes[:, 2:] <= 0).any():
+                raise ValueError(f"{ann_file}: record {i}: 'boxes' must be {len(kp)} finite [x, y, w, h] with "
+                                 "positive w, h (one per person)")
+        else:
+            boxes = []
+            for p in range(len(kp)):
+                lab = kp[p][kp[p, :, 2] > 0, :2]
+                if not len(lab):
+                    raise ValueError(f"{ann_file}: record {i}: person {p} has no labelled keypoint and no box")
+                lo, hi = lab.min(0), lab.max(0)
+                pad = 0.1 * max(float((hi - lo).max()), 1.0)
+                boxes.append([lo[0] - pad, lo[1] - pad, hi[0] - lo[0] + 2 * pad, hi[1] - lo[1] + 2 * pad])
+            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        path = image_dir / name
+        samples.append(Sample(keypoints=kp, image_path=path, boxes=boxes,
+                              meta={"image_id": i + 1, "file_name": name, "areas": boxes[:, 2] * boxes[:, 3]}))
+    return samples
+
+
+def person_entries(images, min_keypoints: int = 1) -> list[tuple]:
+    """(image index, person row, box, keypoints, box score 1) for every person with at least
+    `min_keypoints` labelled keypoints and a box: the GT-box items."""
+    out = []
+    for i in range(len(images)):
+        s = _peek(images, i)
+        for p in range(s.num_people):
+            if int((s.keypoints[p, :, 2] > 0).sum()) >= max(min_keypoints, 1) and s.boxes is not None \
+                    and len(s.boxes) == s.num_people and (s.boxes[p, 2:] > 0).all():
+                out.append((i, p, s.boxes[p], s.keypoints[p], 1.0))
+    return out
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[0] + box[2], boxes[:, 0] + boxes[:, 2])
+    y1 = np.minimum(box[1] + box[3], boxes[:, 1] + boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    return inter / (box[2] * box[3] + boxes[:, 2] * boxes[:, 3] - inter)
+
+
+def detection_entries(images, det_file, *, score_threshold: float = 0.0, category_id=None) -> list[tuple]:
+    """One item per detector box of a COCO detections JSON ([{image_id, bbox, score,
+    category_id}]) on the images of the split. Each box carries, for the oracle and the
+    validation loss only, the keypoints of the GT person it matches (greedy by score, IoU >= 0.5,
+    each person once); unmatched boxes carry none. Detections of other images are ignored."""
+    det_file = Path(det_file)
+    raw = read_json(det_file, "COCO detections file")
+    if not isinstance(raw, list):
+        raise ValueError(f"{det_file}: a COCO detections file is a JSON list of {{image_id, bbox, score}}")
+    by_image: dict = {}
+    for i in range(len(images)):
+        by_image[_peek(images, i).meta.get("image_id", i)] = i
+    per_image: dict[int, list] = {}
+    for n, det in enumerate(raw):
+        try:
+            box = np.asarray(det["bbox"], dtype=np.float64)
+            score = float(det.get("score", 1.0))
+            image_id = det["image_id"]
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"{det_file}: detection #{n}: needs 'image_id', 'bbox' [x, y, w, h] and 'score'") from None
+        if box.shape != (4,) or not np.isfinite(box).all() or not np.isfinite(score):
+            raise ValueError(f"{det_file}: detection #{n}: 'bbox' must be 4 finite numbers and 'score' finite")
+        if category_id is not None and det.get("category_id", category_id) != category_id:
+            continue
+        if box[2] <= 0 or box[3] <= 0 or score < score_threshold or image_id not in by_image:
+            continue
+        per_image.setdefault(by_image[image_id], []).append((score, box))
+    out = []
+    for i in sorted(per_image):
+        s = _peek(images, i)
+        k = s.keypoints.shape[1]
+        labelled = [p for p in range(s.num_people) if (s.keypoints[p, :, 2] > 0).any()]
+        gt_boxes = s.boxes[labelled] if labelled and s.boxes is not None else np.zeros((0, 4))
+        taken: set = set()
+        for score, box in sorted(per_image[i], key=lambda t: -t[0]):
+            kp, row = np.zeros((k, 3)), -1
+            if len(gt_boxes):
+                ious = _iou(box, gt_boxes)
+                for j in np.argsort(-ious):
+                    if ious[j] < 0.5:
+                        break
+                    if j not in taken:
+                        taken.add(int(j))
+                        row = labelled[j]
+                        kp = s.keypoints[row]
+                        break
+            out.append((i, row, box, kp, score))
+    return out
+
+
+def _peek(images, i: int) -> Sample:
+    """An image Sample's annotations without decoding or rendering its image."""
+    return images.peek(i) if hasattr(images, "peek") else images[i]
+
+
+class PersonSource:
+    """Single-person Samples (P = 1) for the top-down pipeline, from image Samples and entries."""
+
+    def __init__(self, images, entries: list[tuple]):
+        self.images, self.entries = images, entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, n: int) -> Sample:
+        i, row, box, kp, score = self.entries[n]
+        s = self.images[i]
+        return Sample(keypoints=kp[None], image=s.image, image_path=s.image_path, boxes=np.asarray(box)[None],
+                      meta={"image_index": float(i), "person_row": float(row), "box_score": float(score)})
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, sigmas: np.ndarray,
+            threshold: float = 0.9) -> list[int]:
+    """Indices kept by greedy OKS NMS (MMPose's `oks_nms`): a person is dropped when its OKS with a
+    better-scoring kept one exceeds `threshold`. keypoints (N, K, 2), areas (N,) (the box areas)."""
+    order = list(np.argsort(-scores))
+    var = (2 * np.asarray(sigmas)) ** 2
+    keep = []
+    while order:
+        best = order.pop(0)
+        keep.append(int(best))
+        if not order:
+            break
+        rest = np.asarray(order)
+        d2 = ((keypoints[rest] - keypoints[best]) ** 2).sum(-1)
+        e = d2 / var / ((areas[best] + areas[rest])[:, None] / 2 + np.spacing(1)) / 2
+        sim = np.exp(-e).mean(-1)
+        order = [o for o, s in zip(order, sim) if s <= threshold]
+    return keep
+
+
+class TopDownCOCOEvaluator(Evaluator):
+    """OKS AP (pycocotools, the 10-number summary) over the evaluated images, COCO result files'
+    way: one result per item with person score = box score x mean keypoint score; plus, on GT
+    boxes, PCK@t x max(box w, h) in percent and the mean pixel error over labelled keypoints."""
+
+    def __init__(self, dataset: TopDownDataset, skeleton: Skeleton, sigmas: np.ndarray, cfg, *, gt_boxes: bool):
+        self.dataset, self.skeleton, self.sigmas, self.cfg, self.gt_boxes = dataset, skeleton, sigmas, cfg, gt_boxes
+        self.items: list[tuple] = []  # (image index, person row, keypoints (K, 2), scores (K,), person score, box)
+        self.pred, self.gt, self.box = [], [], []
+
+    def update(self, split, results, batch):
+        index = batch["image_index"].cpu().numpy().astype(int)
+        rows = batch["person_row"].cpu().numpy().astype(int)
+        boxes = batch["box"].cpu().numpy()
+        for r, i, row, box in zip(results, index, rows, boxes):
+            self.items.append((int(i), int(row), r.keypoints[0], r.scores[0], float(r.person_scores[0]), box))
+        if self.gt_boxes:
+            self.pred += [r.keypoints[0] for r in results]
+            self.gt.append(batch["keypoints"].cpu().numpy())
+            self.box.append(boxes)
+
+    def compute(self):
+        images = self.dataset.source.images
+        complete = len(self.items) == len(self.dataset)
+        chosen = list(range(len(images))) if complete else sorted({it[0] for it in self.items})
+        samples = [_peek(images, i) for i in chosen]
+        gt = build_coco_gt(samples, skeleton=self.skeleton)
+        ids = {i: s.meta.get("image_id", i) for i, s in zip(chosen, samples)}
+        if not complete and self.gt_boxes:
+            # a subset of the people (eval.max_samples): people whose item was not scored are ignored
+            # (build_coco_gt writes each image's people in row order, crowds after them)
+            position = {image_id: i for i, image_id in ids.items()}
+            seen = {(it[0], it[1]) for it in self.items}
+            rows: dict = {}
+            for ann in gt["annotations"]:
+                if not ann["iscrowd"]:
+                    row = rows[ann["image_id"]] = rows.get(ann["image_id"], -1) + 1
+                    if (position[ann["image_id"]], row) not in seen:
+                        ann["num_keypoints"] = 0
+        e = self.cfg
+        dets = []
+        for i in chosen:
+            mine = [it for it in self.items if it[0] == i]
+            if not mine:
+                continue
+            kp = np.stack([it[2] for it in mine])
+            scores = np.array([it[4] for it in mine])
+            keep = list(range(len(mine)))
+            if e.oks_nms:
+                areas = np.array([it[5][2] * it[5][3] for it in mine])
+                keep = oks_nms(kp, scores, areas, self.sigmas, e.oks_nms_threshold)
+            keep = sorted(keep, key=lambda j: -scores[j])[:e.max_people]
+            for j in keep:
+                flat = np.concatenate([kp[j], mine[j][3][:, None]], axis=1).reshape(-1)
+                dets.append({"image_id": ids[i], "keypoints": flat.tolist(), "score": float(scores[j])})
+        metrics = coco_keypoint_eval(gt, dets, sigmas=self.sigmas)  # (its summary reads maxDets 20)
+        people = sum(1 for a in gt["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0)
+        metrics |= {"images": float(len(chosen)), "people": float(people), "results": float(len(dets))}
+        if self.gt_boxes and self.pred:
+            pred, gtk, box = np.stack(self.pred), np.concatenate(self.gt), np.concatenate(self.box)
+            visible = gtk[..., 2] > 0
+            res = pck(pred, gtk, visible, bbox_normalizer(box), e.pck_threshold)
+            dist = keypoint_distances(pred, gtk)
+            metrics["pck"] = 100.0 * res["mean"]
+            metrics["mean_px_error"] = float(dist[visible].mean()) if visible.any() else float("nan")
+            for j, name in enumerate(self.skeleton.keypoints):
+                if res["counts"][j]:
+                    metrics[f"pck/{name}"] = 100.0 * float(res["per_joint"][j])
+        return metrics
+
+
+# --- the family ---------------------------------------------------------------------------------------
+@register_task
+class KeypointsTask(Task):
+    name = "keypoints"
+    DataConfig = KeypointsDataConfig
+    EvalConfig = KeypointsEvalConfig
+    LossConfig = KeypointsLossConfig
+    primary_metric = "AP"
+    higher_is_better = True
+    synthetic_recipe = "keypoints_synthetic"
+    smoke_overrides = ("data.synthetic_train_size=8", "data.synthetic_val_size=2", "data.input_size=64",
+                       "data.synthetic_image_size=96", "model.args.n_stacks=1", "model.args.n_feats=16")
+
+    def check_config(self):
+        d, e, loss = self.cfg.data, self.cfg.eval, self.cfg.loss
+        self._skeleton = skeleton_from_config(d.skeleton)
+        if d.dataset not in ("coco", "pose_json", "synthetic"):
+            raise ConfigError(f"data.dataset={d.dataset!r}; valid: coco, pose_json, synthetic")
+        if d.crop not in CROP_MODES:
+            raise ConfigError(f"data.crop={d.crop!r}; valid: {', '.join(CROP_MODES)}")
+        if not d.padding > 0 or d.input_size < 8:
+            raise ConfigError(f"data.padding must be > 0 and data.input_size >= 8, got {d.padding}, {d.input_size}")
+        if (d.mean is None) != (d.std is None) or (d.mean is not None and (
+                len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0)):
+            raise ConfigError(f"data.mean and data.std must both be 3 numbers (RGB, 0-1 scale; std > 0) or both "
+                              f"unset, got {d.mean}, {d.std}")
+        if e.refine not in REFINEMENTS:
+            raise ConfigError(f"eval.refine={e.refine!r}; valid: {', '.join(REFINEMENTS)}")
+        if loss.kind not in ("mse", "bce") or loss.stack_reduction not in ("sum", "mean"):
+            raise ConfigError(f"loss.kind={loss.kind!r} (mse, bce), loss.stack_reduction={loss.stack_reduction!r} "
+                              "(sum, mean)")
+        k = self._skeleton.num_keypoints
+        if e.sigmas is not None and (len(e.sigmas) != k or min(e.sigmas) <= 0):
+            raise ConfigError(f"eval.sigmas must be {k} positive numbers (one per keypoint of "
+                              f"{self._skeleton.name!r}), got {e.sigmas}")
+        self.kind = self._model_kind()
+        s = d.input_size
+        if self.kind == "heatmap":
+            hs = d.heatmap_size or s // HEATMAP_STRIDE
+            if hs < 1 or s % hs:
+                raise ConfigError(f"data.input_size={s} must be a multiple of data.heatmap_size={hs}")
+            self.codec = HeatmapCodec((s, s), (hs, hs), d.sigma, refine=e.refine)
+        else:
+            self.codec = RegressionCodec((s, s))
+
+    def _model_kind(self) -> str:
+        d = self.cfg.data
+        if d.codec in ("heatmap", "regression"):
+            return d.codec
+        if d.codec != "auto":
+            raise ConfigError(f"data.codec={d.codec!r}; valid: auto, heatmap, regression")
+        entry = self._model_entry()
+        if entry.family in MODEL_KINDS:
+            return MODEL_KINDS[entry.family]
+        raise ConfigError(f"model {entry.name!r} (family {entry.family!r}): set data.codec=heatmap (outputs "
+                          "(B, [stacks,] K, H, W) maps) or data.codec=regression (outputs (B, K, 2) in [0, 1])")
+
+    def _model_entry(self):
+        from posekit.models.registry import get_entry
+        try:
+            return get_entry(self.cfg.model.name)
+        except KeyError as e:
+            raise ConfigError(f"model.name: {e.args[0]}") from None
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return self._skeleton
+
+    # --- building -----------------------------------------------------------------------
+    def build_model(self):
+        from posekit.models import create_model
+
+        k = self._skeleton.num_keypoints
+        args = dict(self.cfg.model.args)
+        params = self._model_entry().signature().parameters
+        names = [a for a in K_ARGS if a in params]
+        if not names:
+            raise ConfigError(f"model {self.cfg.model.name!r} takes no keypoint count ({' or '.join(K_ARGS)}); "
+                              "the keypoints task sets it from data.skeleton")
+        given = args.get(names[0])
+        if given is not None and int(given) != k:
+            raise ConfigError(f"model.args.{names[0]}={given} but data.skeleton {self._skeleton.name!r} has {k} "
+                              "keypoints (leave it unset: it follows the skeleton)")
+        args[names[0]] = k
+        model = create_model(self.cfg.model.name, **args)
+        if self.cfg.data.mean is not None:
+            attach_normalization(model, self.cfg.data.mean, self.cfg.data.std)
+        s = self.cfg.data.input_size
+        if self.kind == "heatmap":
+            need = getattr(model, "stride", 4) * 2 ** getattr(model, "n_low", 0)
+            if s % need:
+                raise ConfigError(f"data.input_size={s} must be divisible by {need} for {self.cfg.model.name}")
+            if s // getattr(model, "stride", 4) != self.codec.heatmap_size[0]:
+                raise ConfigError(f"data.heatmap_size={self.codec.heatmap_size[0]} must be data.input_size / "
+                                  f"{getattr(model, 'stride', 4)} = {s // getattr(model, 'stride', 4)} for "
+                                  f"{self.cfg.model.name}")
+        return model
+
+    def build_loss(self):
+        if self.kind == "regression":
+            def loss(outputs, batch):
+                return masked_coordinate_mse(outputs.float(), batch["target"].float(),
+                                             batch["target_weight"].float()), {}
+            return loss
+        kind, reduction = self.cfg.loss.kind, self.cfg.loss.stack_reduction
+
+        def loss(outputs, batch):
+            total, per_stack = heatmap_loss(outputs.float(), batch["target"].float(), batch["target_weight"].float(),
+                                            kind=kind, stack_reduction=reduction)
+            return total, {"loss_last_stack": float(per_stack[-1].detach())}
+        return loss
+
+    def _pipeline(self, source, *, train: bool) -> TopDownDataset:
+        d = self.cfg.data
+        augment = TopDownAugment(scale=(1 - d.scale_factor, 1 + d.scale_factor), rotation=d.rotation,
+                                 rotation_prob=d.rotation_prob, translate=d.translate,
+                                 flip_prob=0.5 if d.flip else 0.0, channel_scale=d.color_scale) \
+            if train and d.augment else None
+        return TopDownDataset(source, self.codec, skeleton=self._skeleton, input_size=d.input_size,
+                              crop=CropRule(d.crop, d.padding), augment=augment,
+                              meta_keys=("image_index", "person_row", "box_score"))
+
+    def _path(self, p: str) -> Path:
+        root = Path(self.cfg.data.root) if self.cfg.data.root else Path(".")
+        return Path(p) if Path(p).is_absolute() else root / p
+
+    def _images(self, split: str):
+        d = self.cfg.data
+        k = self._skeleton.num_keypoints
+        if d.dataset == "synthetic":
+            if k != 5:
+                raise ConfigError(f"data.dataset=synthetic draws 5-keypoint figures; data.skeleton "
+                                  f"{self._skeleton.name!r} has {k} (use skeleton figure5)")
+            n = d.synthetic_train_size if split == "train" else d.synthetic_val_size
+            seed = d.synthetic_seed + (0 if split == "train" else 1_000_003)
+            return SyntheticFigures(n, seed=seed, image_size=d.synthetic_image_size)
+        ann, images = (d.train_ann, d.train_images) if split == "train" else (d.val_ann, d.val_images)
+        if ann is None:
+            return None
+        key = f"data.{split}_ann"
+        if not self._path(ann).is_file():
+            raise FileNotFoundError(f"{key}: annotation file not found: {self._path(ann)}")
+        if not self._path(images).is_dir():
+            raise FileNotFoundError(f"data.{split}_images: image folder not found: {self._path(images)}")
+        if d.dataset == "pose_json":
+            samples = load_pose_json_samples(self._path(ann), self._path(images))
+            names = None
+        else:
+            policy = d.on_bad_record or ("skip" if split == "train" else "error")
+            samples = load_coco_keypoints(self._path(ann), self._path(images), on_bad_record=policy,
+                                          category_id=d.category_id)
+            names = samples.keypoint_names
+        got = samples[0].keypoints.shape[1] if samples else (len(names) if names else k)
+        if got != k:
+            raise ConfigError(f"{key}: {self._path(ann)} has {got} keypoints per person, data.skeleton "
+                              f"{self._skeleton.name!r} has {k}")
+        if names and tuple(names) != self._skeleton.keypoints:
+            warnings.warn(f"{self._path(ann)}: keypoint names {list(names)} differ from data.skeleton "
+                          f"{self._skeleton.name!r} {list(self._skeleton.keypoints)}; the order is taken as given",
+                          RuntimeWarning, stacklevel=2)
+        return samples
+
+    def build_datasets(self, splits=None):
+        d = self.cfg.data
+        wanted = splits or ("train", "val")
+        out = {}
+        if "train" in wanted:
+            images = self._images("train")
+            if images is not None:
+                entries = person_entries(images, d.min_keypoints)
+                if not entries:
+                    raise ValueError(f"data.train_ann: no person with >= {d.min_keypoints} labelled keypoints")
+                out["train"] = self._pipeline(PersonSource(images, entries), train=True)
+        if "val" in wanted:
+            images = self._images("val")
+            if images is not None:
+                if d.val_detections:
+                    det = self._path(d.val_detections)
+                    if not det.is_file():
+                        raise FileNotFoundError(f"data.val_detections: detections file not found: {det}")
+                    cat = getattr(images, "category_id", None)
+                    entries = detection_entries(images, det, score_threshold=d.det_score_threshold,
+                                                category_id=cat)
+                else:
+                    entries = person_entries(images, d.min_keypoints)
+                out["val"] = self._pipeline(PersonSource(images, entries), train=False)
+        return out
+
+    # --- the decode seam ----------------------------------------------------------------------------
+    def _heatmaps(self, outputs):
+        heat = (outputs[:, -1] if outputs.dim() == 5 else outputs).float()
+        return torch.sigmoid(heat) if self.cfg.loss.kind == "bce" else heat
+
+    def _decode_heat(self, heat):
+        kp, scores = decode_heatmaps(heat, refine=self.cfg.eval.refine, stride_xy=self.codec.stride,
+                                     dark_sigma=self.codec.sigma)
+        return {"keypoints": kp, "scores": scores}
+
+    def forward_decode(self, model, x, *, outputs=None):
+        """Keypoints (B, K, 2) in crop pixels and scores (B, K) (heatmap maxima; 1 for a regressor),
+        averaged with the mirrored input's mirrored-back prediction when eval.flip_test."""
+        out = model(x) if outputs is None else outputs
+        flip = self.cfg.eval.flip_test
+        index = self._skeleton.flip_index
+        if self.kind == "heatmap":
+            heat = self._heatmaps(out)
+            if flip:
+                heat = 0.5 * (heat + flip_back_heatmaps(self._heatmaps(model(x.flip(-1))), index))
+            return self._decode_heat(heat)
+        xy = self.codec.decode(out.float())
+        if flip:
+            mirrored = self.codec.decode(model(x.flip(-1)).float())[:, torch.as_tensor(index, device=xy.device)]
+            xy = 0.5 * (xy + torch.stack([(x.shape[-1] - 1) - mirrored[..., 0], mirrored[..., 1]], dim=-1))
+        return {"keypoints": xy, "scores": torch.ones_like(xy[..., 0])}
+
+    def decode_targets(self, batch):
+        if self.kind == "heatmap":
+            return self._decode_heat(batch["target"].float())
+        return {"keypoints": self.codec.decode(batch["target"].float()), "scores": batch["target_weight"].float()}
+
+    def _person_scores(self, scores: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
+        """MMPose's rescoring: box score x the mean of the keypoint scores above the threshold (0
+        when none is)."""
+        above = scores > self.cfg.eval.keypoint_score_threshold
+        mean = np.where(above.any(1), (scores * above).sum(1) / np.maximum(above.sum(1), 1), 0.0)
+        return box_scores * mean
+
+    def postprocess(self, decoded, batch):
+        """One Results per item; for `prepare_inputs` batches (several boxes per image) one Results
+        per input image with all its people."""
+        kp = to_original_frame(decoded["keypoints"], batch["matrix"])
+        scores = decoded["scores"].detach().double().cpu().numpy()
+        box = batch["box"].detach().double().cpu().numpy() if "box" in batch else np.full((len(kp), 4), np.nan)
+        box_scores = batch["box_score"].detach().double().cpu().numpy() if "box_score" in batch else np.ones(len(kp))
+        person = self._person_scores(scores, box_scores)
+        images, paths = batch.get("images"), batch.get("paths")
+        if "owner" in batch:
+            owner = batch["owner"].cpu().numpy()
+            groups = [np.flatnonzero(owner == n) for n in range(len(images))]
+        else:
+            groups = [np.array([n]) for n in range(len(kp))]
+        out = []
+        for n, g in enumerate(groups):
+            b = box[g]
+            k = self._skeleton.num_keypoints
+            out.append(Results(keypoints=kp[g].reshape(len(g), k, 2), scores=scores[g].reshape(len(g), k),
+                               skeleton=self._skeleton,
+                               person_scores=person[g], boxes=b if np.isfinite(b).all() else None,
+                               image=images[n] if images else None, path=paths[n] if paths else None))
+        return out
+
+    def _sigmas(self) -> np.ndarray:
+        e = self.cfg.eval
+        if e.sigmas is not None:
+            return np.asarray(e.sigmas, dtype=np.float64)
+        if self._skeleton.sigmas is not None:
+            return self._skeleton.oks_sigmas()
+        warnings.warn(f"skeleton {self._skeleton.name!r} declares no OKS sigmas: OKS AP uses eval.default_sigma="
+                      f"{e.default_sigma} for every keypoint (set `sigmas:` in the skeleton YAML or eval.sigmas)",
+                      RuntimeWarning, stacklevel=2)
+        return np.full(self._skeleton.num_keypoints, float(e.default_sigma))
+
+    def build_evaluator(self, datasets):
+        return TopDownCOCOEvaluator(datasets["val"], self._skeleton, self._sigmas(), self.cfg.eval,
+                                    gt_boxes=not self.cfg.data.val_detections)
+
+    # --- use ------------------------------------------------------------------------------------------
+    def prepare_inputs(self, inputs, *, boxes=None, **options):
+        """RGB images -> one crop per box. Per image, `boxes` holds None (the whole image), one
+        [x, y, w, h(, score)] box, or a list / (P, 4|5) array of them (e.g. a detector's: the
+        score multiplies the person score); the postprocess returns one Results per image."""
+        if boxes is not None and len(boxes) != len(inputs):
+            raise ValueError(f"got {len(boxes)} box entries for {len(inputs)} images (one entry per image)")
+        crops, crop_boxes, scores, owner = [], [], [], []
+        for n, image in enumerate(inputs):
+            for b in self._boxes_of(None if boxes is None else boxes[n], n):
+                crops.append(image)
+                crop_boxes.append(None if b is None else b[:4])
+                scores.append(float(b[4]) if b is not None and len(b) > 4 else 1.0)
+                owner.append(n)
+        batch = self._pipeline([], train=False).inputs(crops, crop_boxes)  # the evaluation geometry
+        return {**batch, "images": list(inputs), "box_score": torch.tensor(scores, dtype=torch.float64),
+                "owner": torch.tensor(owner, dtype=torch.long)}
+
+    @staticmethod
+    def _boxes_of(entry, n: int) -> list:
+        if entry is None:
+            return [None]
+        try:
+            arr = np.asarray(entry, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"image {n}: boxes must be numbers [x, y, w, h(, score)], got {entry!r}") from None
+        if arr.size == 0:
+            return []  # no person on this image: an empty Results
+        if arr.ndim == 1:
+            arr = arr[None]
+        if arr.ndim != 2 or (len(arr) and arr.shape[1] not in (4, 5)):
+            raise ValueError(f"image {n}: a box is [x, y, w, h] or [x, y, w, h, score]; got {entry!r}")
+        for b in arr:
+            if not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
+                raise ValueError(f"image {n}: person box must be finite [x, y, w, h] with positive w, h; got {list(b)}")
+        return list(arr)
+
+    def export_spec(self):
+        s = self.cfg.data.input_size
+        return ExportSpec((torch.rand(2, 3, s, s),), ["image"], ["keypoints", "scores"],
+                          {"image": {0: "batch"}, "keypoints": {0: "batch"}, "scores": {0: "batch"}})
+
+    def demo(self, predict, datasets, out_dir):
+        """Whole validation images with every person predicted from its box, "ground truth |
+        prediction" side by side."""
+        from posekit.data.io import write_image
+        from posekit.viz import draw_skeleton
+
+        val = datasets.get("val")
+        if val is None or not len(val):
+            return []
+        images = val.source.images
+        order = sorted(range(len(images)), key=lambda i: -_peek(images, i).num_people)[:2]
+        paths = []
+        for i in order:
+            s = images[i].load()
+            if s.boxes is None or not len(s.boxes):
+                continue
+            res = predict([s.image], boxes=[s.boxes])[0]
+            left = draw_skeleton(s.image, s.keypoints[..., :2], (s.keypoints[..., 2] > 0).astype(float),
+                                 self._skeleton, score_threshold=0.5)
+            right = res.plot(score_threshold=0.0)
+            path = Path(out_dir) / f"keypoints_val{i}.png"
+            write_image(path, np.concatenate([left, right], axis=1))
+            paths.append(path)
+        return paths
