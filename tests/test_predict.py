@@ -16,6 +16,7 @@ from posekit.engine.predictor import Predictor, normalize_boxes, results_json
 from posekit.engine.recipes import load_config
 from posekit.engine.trainer import train
 from posekit.families import get_task_class
+from posekit.metrics.coco import topdown_person_scores
 from posekit.results import Results
 
 _RUNS: dict = {}
@@ -77,11 +78,14 @@ def test_box_list_gives_one_result_with_every_person(checkpoint, tmp_path, capsy
     singles = [predictor(image, boxes=b) for b in boxes]
     for p, single in enumerate(singles):
         np.testing.assert_allclose(got["keypoints"][p], single.keypoints[0], atol=1e-4)
-        assert got["person_scores"][p] == pytest.approx(float(single.scores[0].mean()), rel=1e-4)  # box score 1
-    # the API: boxes with scores, person score = box score x mean keypoint score
+        expected = topdown_person_scores(single.scores, np.ones(1))[0]  # box score 1
+        assert got["person_scores"][p] == pytest.approx(float(expected), rel=1e-4, abs=1e-9)
+    # the API: boxes with scores, person score = box score x mean keypoint score above 0.2 (MMPose)
     res = predictor(image, boxes=[b + [0.5] for b in boxes])
     assert len(res) == 2 and res.boxes.tolist() == boxes
-    np.testing.assert_allclose(res.person_scores, 0.5 * res.scores.mean(axis=1))
+    above = res.scores > 0.2
+    mean = np.where(above.any(1), (res.scores * above).sum(1) / np.maximum(above.sum(1), 1), 0.0)
+    np.testing.assert_allclose(res.person_scores, 0.5 * mean)
     empty = predictor(image, boxes=[])
     assert len(empty) == 0 and empty.keypoints.shape == (0, 16, 2)
     # one box keeps the single-person result of before

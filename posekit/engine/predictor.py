@@ -30,6 +30,7 @@ from posekit.engine.checkpoint import inference_state_dict, load_checkpoint
 from posekit.engine.evaluation import predict
 from posekit.engine.recipes import config_from_dict
 from posekit.families import Task, build_task
+from posekit.metrics.coco import topdown_person_scores
 from posekit.results import Results
 
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -140,7 +141,8 @@ def normalize_boxes(spec, where: str = "box") -> tuple[np.ndarray | None, bool]:
 
 def merge_persons(parts: list[Results], rows: np.ndarray, *, skeleton, image=None, path=None) -> Results:
     """The single-person Results of N crops of one image -> one Results with N persons;
-    person_scores = box score x mean keypoint score."""
+    person_scores = box score x the mean keypoint score above 0.2 (MMPose's top-down rescoring,
+    the one the keypoints family evaluates with)."""
     k = skeleton.num_keypoints
     if not parts:
         return Results(keypoints=np.zeros((0, k, 2)), scores=np.zeros((0, k)), skeleton=skeleton,
@@ -154,7 +156,7 @@ def merge_persons(parts: list[Results], rows: np.ndarray, *, skeleton, image=Non
     if extra:
         meta["persons"] = [p.meta for p in parts]
     return Results(keypoints=keypoints, scores=scores, skeleton=skeleton,
-                   person_scores=box_scores * (scores.mean(axis=1) if scores.size else 0.0),
+                   person_scores=topdown_person_scores(scores, box_scores) if scores.size else box_scores * 0.0,
                    boxes=rows[:, :4].copy(), image=image, path=path, meta=meta)
 
 

@@ -36,7 +36,7 @@ from posekit.data.topdown import CROP_MODES, CropRule, TopDownAugment, TopDownDa
 from posekit.families.base import Evaluator, ExportSpec, Task, register_task
 from posekit.losses.heatmap import heatmap_loss
 from posekit.losses.regression import masked_coordinate_mse
-from posekit.metrics.coco import build_coco_gt, coco_keypoint_eval
+from posekit.metrics.coco import build_coco_gt, coco_keypoint_eval, topdown_person_scores
 from posekit.metrics.pck import bbox_normalizer, keypoint_distances, pck
 from posekit.results import Results
 from posekit.skeletons import Skeleton, get_skeleton, list_skeletons, load_skeleton_yaml, register_skeleton
@@ -643,9 +643,7 @@ class KeypointsTask(Task):
     def _person_scores(self, scores: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
         """MMPose's rescoring: box score x the mean of the keypoint scores above the threshold (0
         when none is)."""
-        above = scores > self.cfg.eval.keypoint_score_threshold
-        mean = np.where(above.any(1), (scores * above).sum(1) / np.maximum(above.sum(1), 1), 0.0)
-        return box_scores * mean
+        return topdown_person_scores(scores, box_scores, self.cfg.eval.keypoint_score_threshold)
 
     def postprocess(self, decoded, batch):
         """One Results per item; for `prepare_inputs` batches (several boxes per image) one Results

@@ -136,6 +136,15 @@ def coco_keypoint_eval(gt, results: list[dict], *, sigmas=None, max_dets: int = 
     return {name: float(v) for name, v in zip(SUMMARY_NAMES, ev.stats, strict=True)}
 
 
+def topdown_person_scores(scores: np.ndarray, box_scores: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+    """The top-down rescoring MMPose uses for COCO: box score x the mean of the keypoint scores
+    above `threshold` (0 when none is). scores (P, K), box_scores (P,) -> (P,)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(box_scores), -1)
+    above = scores > threshold
+    mean = np.where(above.any(1), (scores * above).sum(1) / np.maximum(above.sum(1), 1), 0.0)
+    return np.asarray(box_scores, dtype=np.float64) * mean
+
+
 def oks(pred: np.ndarray, gt: np.ndarray, area: float, sigmas) -> float:
     """OKS of one prediction (K, 2+) against one GT (K, 3), as COCOeval computes it for a GT with
     labelled keypoints (a reference for tests and debugging)."""
