@@ -94,8 +94,10 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, *, brightness=0.2,
 
 def item_rng() -> np.random.Generator:
     """The one RNG rule of every pipeline: a fresh numpy Generator per item, drawn from torch's
-    generator, which the trainer seeds and every DataLoader worker re-seeds distinctly. No
-    pipeline touches numpy's or Python's global RNG."""
+    generator. In training the trainer seeds that generator for each item from (train.seed,
+    epoch, index) alone (posekit/data/robust.py), so augmentation is the same with 0 or N
+    workers and on resume, and differs between epochs. No pipeline touches numpy's or Python's
+    global RNG."""
     import torch
     return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
