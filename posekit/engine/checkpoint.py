@@ -6,6 +6,7 @@ uses `torch.load(weights_only=True)`, so a checkpoint can never run code.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
@@ -15,23 +16,47 @@ import numpy as np
 import torch
 
 
+class DiskFullError(OSError, ValueError):
+    """The disk filled up while writing `path`; what was there before is intact. Also a
+    ValueError, so the command line prints it as one line."""
+
+    def __init__(self, path: str | Path, what: str = "the previous checkpoint is intact"):
+        super().__init__(f"no space left on device while writing {path}; {what}")
+        self.errno, self.path = errno.ENOSPC, str(path)  # not `filename`: it would change str(self)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def _atomic_write(path: str | Path, write) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(path, _intact(path)) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if is_disk_full(e):  # the temporary file is gone, the old `path` untouched
+            raise DiskFullError(path, _intact(path)) from None
         raise
     return path
+
+
+def _intact(path: Path) -> str:
+    return "the previous checkpoint is intact" if path.suffix == ".pt" else f"the previous {path.name} is intact"
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -75,8 +100,26 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def describe(checkpoint: dict) -> str:
+    """What a checkpoint holds, in words ("task hourglass, model hourglass4"), for error messages."""
+    config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    if not config.get("task"):
+        return "no posekit task (no stored config)"
+    return f"task {config['task']}, model {model.get('name') or '(the task default)'}"
+
+
+def non_finite(state_dict: dict) -> list[str]:
+    """Names of the floating tensors of `state_dict` holding NaN or inf."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def inference_state_dict(checkpoint: dict) -> dict:
-    """The weights to use for evaluation/prediction: the EMA weights when training kept them."""
+    """The weights to use for evaluation/prediction: the EMA weights when training kept them
+    (a bare state dict, as other tools save, is taken as it is)."""
+    if "model" not in checkpoint and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint
     if checkpoint.get("ema") is not None:
         # AveragedModel keys are "module.<name>" plus its own "n_averaged" counter
         return {k[len("module."):]: v for k, v in checkpoint["ema"].items() if k.startswith("module.")}

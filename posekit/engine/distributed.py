@@ -62,3 +62,21 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def gather(obj, info: DistInfo) -> list:
+    """`obj` of every rank, in rank order (picklable objects; e.g. the bad records each saw)."""
+    if not info.enabled:
+        return [obj]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def agree_or_raise(error: BaseException | None, info: DistInfo) -> None:
+    """Raise on every rank when any rank failed (one rank's full disk must not leave the others
+    waiting in the next collective): that rank re-raises its own error, the others say so."""
+    if any_rank(error is not None, info):
+        if error is not None:
+            raise error
+        raise RuntimeError("stopped because another process failed (its message is above)")
