@@ -1,4 +1,5 @@
 """The one trainer: artefacts, exact resume, limits, schedules, param groups, EMA, AMP, NaN, signals."""
+import csv
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import torch
 
 import tiny_task  # noqa: F401  (registers the "tiny" task)
 from tiny_task import tiny_config
+from posekit.config import ConfigError
 from posekit.engine.recipes import config_from_dict
 from posekit.engine.checkpoint import load_checkpoint
 from posekit.engine.trainer import NonFiniteLossError, build_optimizer, lr_factor, train
@@ -124,7 +126,7 @@ def test_performance_mode_prints_samples_per_second(tmp_path, capsys):
 
 def test_init_from_keeps_matching_tensors_and_fresh_head(tmp_path):
     source = train(tiny_config(tmp_path / "src", max_steps=3))
-    cfg = tiny_config(tmp_path / "dst", max_steps=1, lr=0.0)
+    cfg = tiny_config(tmp_path / "dst", max_steps=1, lr_mult={"0.": 0.0})  # layer 0 frozen: stays as loaded
     cfg.model.args = {"out": 6}  # a different "skeleton": the last layer changes shape
     cfg.model.init_from = str(source / "last.pt")
     run = train(cfg)
@@ -217,3 +219,92 @@ def test_lr_hold_keeps_a_group_still_then_trains_it(tmp_path):
     cfg = tiny_config(tmp_path / "b", max_steps=5, val_every=5, lr_hold={"0.": 3})
     trained = load_checkpoint(train(cfg) / "last.pt")["model"]
     assert not torch.equal(trained["0.weight"], initial["0.weight"])
+
+
+# ----------------------------------------------------------------------------------------------
+# run folders, resume rules (issue 12)
+def test_a_new_run_never_writes_into_a_previous_runs_folder(tmp_path):
+    first = train(tiny_config(tmp_path, max_steps=3, val_every=3))
+    before = {n: (first / n).read_bytes() for n in ("last.pt", "best.pt", "metrics.csv")}
+    with pytest.raises(ConfigError, match=r"run folder .*tiny holds a previous run .*pass train.exist_ok=true to "
+                                          r"reuse it or train.resume=.*tiny to continue"):
+        train(tiny_config(tmp_path, max_steps=5, val_every=5))
+    assert all((first / n).read_bytes() == b for n, b in before.items())  # untouched
+    again = train(tiny_config(tmp_path, max_steps=2, val_every=2, exist_ok=True))  # asked for: a fresh run there
+    steps = [int(r["step"]) for r in csv.DictReader((again / "metrics.csv").open()) if r["loss"]]
+    assert steps == [1, 2]  # the old run's rows are gone, not interleaved
+    assert load_checkpoint(again / "best.pt")["step"] == 2
+
+
+def test_resuming_a_finished_run_trains_and_writes_nothing(tmp_path, capsys):
+    run = train(tiny_config(tmp_path, max_steps=4, val_every=2))
+    before = {n: (run / n).read_bytes() for n in ("last.pt", "best.pt", "metrics.csv", "config.yaml")}
+    for _ in range(2):
+        assert train(tiny_config(tmp_path, max_steps=4, val_every=2, resume=str(run))) == run
+        assert "is already complete (step 4 of 4)" in capsys.readouterr().out
+    assert all((run / n).read_bytes() == b for n, b in before.items())
+    timed = train(tiny_config(tmp_path / "t", max_steps=None, max_time=0.5, val_every=10_000))
+    step = load_checkpoint(timed / "last.pt")["step"]
+    train(tiny_config(tmp_path / "t", max_steps=None, max_time=0.5, val_every=10_000, resume="auto"))
+    assert "already complete" in capsys.readouterr().out and load_checkpoint(timed / "last.pt")["step"] == step
+
+
+def test_resume_auto_and_the_checkpoints_own_folder(tmp_path, capsys):
+    run = train(tiny_config(tmp_path, max_steps=3, val_every=3, resume="auto"))  # nothing to resume: fresh
+    assert load_checkpoint(run / "last.pt")["step"] == 3 and "resumed" not in capsys.readouterr().out
+    train(tiny_config(tmp_path, max_steps=5, val_every=5, resume="auto"))
+    assert "resumed from" in capsys.readouterr().out and load_checkpoint(run / "last.pt")["step"] == 5
+    cfg = tiny_config(tmp_path, max_steps=7, val_every=7, resume=str(run / "last.pt"))
+    cfg.name = "another_name"  # resuming writes into the checkpoint's run, not a new folder
+    assert train(cfg).resolve() == run.resolve()
+    assert load_checkpoint(run / "last.pt")["step"] == 7 and not (tmp_path / "another_name").exists()
+
+
+def test_resume_trims_metrics_rows_logged_after_the_checkpoint(tmp_path):
+    run = train(tiny_config(tmp_path, max_steps=6, val_every=3))
+    with (run / "metrics.csv").open("a") as f:  # what a SIGKILL after step 6's rows leaves behind
+        f.write("7,1,0.5,0.01,1,1,0.1\n8,1,0.5")  # (the last one half-written)
+    ckpt = load_checkpoint(run / "last.pt")
+    ckpt["step"] = 4  # a run whose last checkpoint is at step 4 (rows 5-8 came after it)
+    torch.save(ckpt, run / "last.pt")
+    train(tiny_config(tmp_path, max_steps=8, val_every=100, resume=str(run)))
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    steps = [int(r["step"]) for r in rows if r["loss"]]
+    assert steps == list(range(1, 9)), steps
+    assert [int(r["step"]) for r in rows if r["val/mse"]] == [3, 8]
+
+
+def test_init_from_matching_nothing_is_an_error_naming_the_file(tmp_path):
+    from posekit.engine.checkpoint import save_checkpoint
+    other = save_checkpoint({"model": {"backbone.conv.weight": torch.zeros(3, 3)},
+                             "config": {"task": "hourglass", "model": {"name": "hourglass4"}}}, tmp_path / "hg.pt")
+    cfg = tiny_config(tmp_path / "dst", max_steps=1)
+    cfg.model.init_from = str(other)
+    with pytest.raises(ValueError, match=r"init_from=.*hg.pt: no tensor matches this model \(the file holds task "
+                                         r"hourglass, model hourglass4; this run is task tiny.*init_allow_no_match"):
+        train(cfg)
+    cfg.model.init_allow_no_match = True
+    assert load_checkpoint(train(cfg) / "last.pt")["step"] == 1
+
+
+def test_resume_from_another_tasks_checkpoint_is_a_clear_error(tmp_path):
+    from posekit.engine.checkpoint import save_checkpoint
+    other = save_checkpoint({"model": {}, "optimizer": {}, "config": {"task": "dogs", "model": {"name": "m"}}},
+                            tmp_path / "x" / "last.pt")
+    with pytest.raises(ValueError, match="not a training checkpoint of task tiny .*holds task dogs, model m"):
+        train(tiny_config(tmp_path, resume=str(other)))
+
+
+def test_empty_validation_split_is_an_error_and_a_missing_one_is_announced(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"validation split\(s\) \['val'\] of task tiny are empty"):
+        train(config_from_dict({"task": "tiny", "out_dir": str(tmp_path), "data": {"n_val": 0},
+                                "train": {"batch_size": 8, "max_steps": 2, "progress": False}}))
+    from tiny_task import TinyTask
+    original = TinyTask.build_datasets
+    TinyTask.build_datasets = lambda self, splits=None: {"train": original(self)["train"]}
+    try:
+        run = train(tiny_config(tmp_path / "noval", max_steps=2, val_every=1))
+    finally:
+        TinyTask.build_datasets = original
+    assert "training without validation" in capsys.readouterr().out
+    assert (run / "last.pt").is_file() and not (run / "best.pt").exists()

@@ -8,11 +8,16 @@ The family-specific parts come from the `Task` (posekit/tasks.py).
     2 GPUs:          torchrun --nproc_per_node=2 -m posekit train configs/...
     2 nodes:         torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \
                          --rdzv_endpoint=HOST:29500 -m posekit train configs/...
+    survive kills:   torchrun --max-restarts=3 ... -m posekit train configs/... train.resume=auto
+
+What it promises when things go wrong (kills, full disks, NaN, bad records, reused run
+folders) is in docs/reliability.md.
 """
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import random
@@ -27,17 +32,101 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from posekit.config import Config, config_to_dict
-from posekit.engine import distributed
-from posekit.engine.checkpoint import (inference_state_dict, load_checkpoint, load_matching, rng_state,
-                                       save_checkpoint, set_rng_state)
+from posekit.config import Config, ConfigError, config_to_dict
+from posekit.data import robust
+from posekit.data.sample import BadRecordError
+from posekit.engine import distributed, precision
+from posekit.engine.checkpoint import (DiskFullError, describe, inference_state_dict, is_disk_full, load_checkpoint,
+                                       load_matching, non_finite, rng_state, save_checkpoint, set_rng_state)
 from posekit.engine.evaluation import evaluate, to_device
 from posekit.engine.recipes import save_config
 from posekit.families import Task, build_task
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; the last good checkpoint is left untouched."""
+class NonFiniteLossError(ValueError):
+    """The loss or the weights became NaN/inf; nothing was saved, the last good checkpoint is left
+    untouched. One line naming the step, that checkpoint and the likely cause (a ValueError, so
+    the command line prints just that line)."""
+
+
+# the files that make a folder a run's: a new run never writes into a folder holding them
+RUN_FILES = ("config.yaml", "metrics.csv", "last.pt", "best.pt")
+# |value| above this in a batch is not data (a joint at 1e308): the NaN stop blames the data
+ABSURD_VALUE = 1e12
+
+
+def resolve_run(cfg: Config) -> tuple[Config, Path | None]:
+    """(the config whose run_dir is where this run writes, the checkpoint to resume from or None).
+
+    train.resume=auto resumes from this run's last.pt when there is one (a torchrun restart),
+    else starts fresh. Resuming writes into the checkpoint's own folder. A fresh run refuses a
+    folder holding a previous run's files unless train.exist_ok."""
+    t = cfg.train
+    resume = None
+    if t.resume == "auto":
+        resume = cfg.run_dir / "last.pt" if (cfg.run_dir / "last.pt").is_file() else None
+    elif t.resume:
+        resume = Path(t.resume) / "last.pt" if Path(t.resume).is_dir() else Path(t.resume)
+        if not resume.is_file():
+            raise FileNotFoundError(f"train.resume={t.resume}: checkpoint not found: {resume}")
+    if resume is not None:
+        run_dir = resume.parent
+        if run_dir.resolve() != cfg.run_dir.resolve():
+            cfg = dataclasses.replace(cfg, out_dir=str(run_dir.parent), name=run_dir.name)
+        return cfg, resume
+    found = [f for f in RUN_FILES if (cfg.run_dir / f).exists()]
+    if t.resume == "auto":  # a restart killed before its first checkpoint left only these
+        found = [f for f in found if f not in ("config.yaml", "metrics.csv")]
+    if found and not t.exist_ok and not t.performance:
+        raise ConfigError(f"run folder {cfg.run_dir} holds a previous run ({', '.join(found)}); pass "
+                          f"train.exist_ok=true to reuse it or train.resume={cfg.run_dir} to continue")
+    return cfg, None
+
+
+def diagnose_batch(batch, indices: list) -> str | None:
+    """What is wrong with a batch's numbers (non-finite or absurd values), naming the key and
+    the dataset indices of the samples; None when every float in it is plausible."""
+    problems: list[str] = []
+
+    def visit(name: str, v) -> None:
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel():
+            v = v.detach()
+            finite = torch.isfinite(v)
+            bad = ~finite | (v.abs() > ABSURD_VALUE)
+            if not bool(bad.any()):
+                return
+            kind = ("non-finite values (NaN/inf)" if not bool(finite.all())
+                    else f"absurd values (|x| up to {float(v.abs().max()):.3g})")
+            at = ""
+            if v.ndim and len(v) == len(indices):
+                rows = bad.reshape(len(v), -1).any(1).nonzero().flatten().tolist()
+                at = f" in the sample(s) at dataset index {[indices[i] for i in rows[:5]]}"
+            problems.append(f"batch[{name!r}] holds {kind}{at}" if name else f"the batch holds {kind}{at}")
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                visit(f"{name}.{k}" if name else str(k), x)
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                visit(f"{name}[{i}]", x)
+
+    visit("", batch)
+    return "; ".join(problems[:3]) or None
+
+
+def _last_good(last_good: tuple[Path, int, str] | None) -> str:
+    """(path, step, note): the latest checkpoint saved with finite weights."""
+    if last_good is None:
+        return "no checkpoint has been saved yet"
+    return f"the last good checkpoint is {last_good[0]} (step {last_good[1]}{last_good[2]})"
+
+
+def _divergence_advice(cfg: Config, amp: str) -> str:
+    t = cfg.train
+    tips = [f"train.lr={t.lr / 10:g} (now {t.lr:g})", "train.grad_clip=1.0" if not t.grad_clip
+            else f"train.grad_clip={t.grad_clip / 10:g} (now {t.grad_clip:g})"]
+    if amp != "fp32":
+        tips.append("train.amp=fp32")
+    return "the batch's inputs and targets are finite, so training diverged: resume with " + ", ".join(tips)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,20 +184,15 @@ def lr_factor(step: int, cfg: Config, total_steps: int | None) -> float:
 
 
 def autocast(cfg: Config, device: torch.device):
-    """bf16 autocast on CPU or CUDA; fp16 (CUDA only) pairs with the GradScaler."""
-    amp = cfg.train.amp
-    if amp in ("auto", "off", "none", "fp32", False, None):  # auto: refined in engine/precision.py
-        return contextlib.nullcontext()
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs CUDA; use train.amp=bf16 on CPU")
-    if amp not in ("bf16", "fp16"):
-        raise ValueError(f"train.amp={amp!r}; valid: off, bf16, fp16")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    """The autocast of `train.amp` resolved for `device` (engine/precision.py: auto -> fp32 on
+    CPU, bf16 or fp16 on CUDA); fp16 pairs with the GradScaler."""
+    return precision.autocast(precision.resolve_amp(cfg.train.amp, device), device)
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader worker init: distinct, reproducible numpy/random streams per worker (for user
-    datasets that still draw from the global RNGs; posekit's pipelines use `item_rng`)."""
+    """DataLoader worker init: distinct numpy/random streams per worker. Training items do not
+    depend on them (each is fetched under its own seed, data/robust.py); this keeps code outside
+    an item (a dataset's own start-up) from drawing the same numbers in every worker."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -130,31 +214,24 @@ def preserved_rng():
         set_rng_state(state)
 
 
-class _Resumable(torch.utils.data.Sampler):
-    """The epoch's DistributedSampler order, starting `skip` indices in (mid-epoch resume)."""
-
-    def __init__(self, sampler: DistributedSampler, skip: int = 0):
-        self.sampler, self.skip = sampler, skip
-
-    def __iter__(self):
-        return iter(list(self.sampler)[self.skip:])
-
-    def __len__(self):
-        return len(self.sampler) - self.skip
-
-
 class MetricsLog:
     """metrics.csv (one row per log step and per validation) and TensorBoard when installed.
 
     Rows are appended; the file is rewritten only when a row brings a new column (the first
-    validation), so logging stays O(1) per row however long the run."""
+    validation), so logging stays O(1) per row however long the run. `keep_until`: the step of
+    the checkpoint a run resumes from; rows past it (logged after that checkpoint, before a
+    SIGKILL or a full disk) are dropped, so the resumed run does not log those steps twice.
+    0 starts the file afresh (a new run in a reused folder)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool):
+    def __init__(self, run_dir: Path, tensorboard: bool, keep_until: int | None = None):
         self.path = run_dir / "metrics.csv"
         self.rows: list[dict] = []
         if self.path.is_file():  # resuming: keep the history
-            with self.path.open() as f:
-                self.rows = list(csv.DictReader(f))
+            with self.path.open(newline="") as f:
+                self.rows = [{k: v for k, v in r.items() if k is not None} for r in csv.DictReader(f)]
+            if keep_until is not None:
+                self.rows = [r for r in self.rows if _row_step(r) is not None and _row_step(r) <= keep_until]
+                self._rewrite(list(self.rows[0]) if self.rows else [])  # also heals a half-written last line
         self.keys: list[str] = list(self.rows[0]) if self.rows else []
         self.writer = None
         if tensorboard:
@@ -164,20 +241,37 @@ class MetricsLog:
             except ImportError:
                 pass
 
+    def _rewrite(self, keys: list[str]) -> None:
+        if not self.rows:
+            self.path.unlink(missing_ok=True)
+            return
+        tmp = self.path.with_suffix(".csv.tmp")
+        try:
+            with tmp.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys)
+                w.writeheader()
+                w.writerows(self.rows)
+            tmp.replace(self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if is_disk_full(e):
+                raise DiskFullError(self.path) from None
+            raise
+
     def add(self, row: dict) -> None:
         self.rows.append(row)
         new = [k for k in row if k not in self.keys]
         if new or not self.path.is_file():
             self.keys += new
-            tmp = self.path.with_suffix(".csv.tmp")
-            with tmp.open("w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=self.keys)
-                w.writeheader()
-                w.writerows(self.rows)
-            tmp.replace(self.path)
+            self._rewrite(self.keys)
         else:
-            with self.path.open("a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.keys).writerow(row)
+            try:
+                with self.path.open("a", newline="") as f:
+                    csv.DictWriter(f, fieldnames=self.keys).writerow(row)
+            except OSError as e:  # a half-written row is trimmed when the run resumes
+                if is_disk_full(e):
+                    raise DiskFullError(self.path) from None
+                raise
         if self.writer is not None:
             for k, v in row.items():
                 if k not in ("step", "epoch") and isinstance(v, (int, float)):
@@ -186,6 +280,23 @@ class MetricsLog:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+def plot_curves(log: MetricsLog, path: Path, task: Task) -> None:
+    from posekit.viz import plot_training_curves
+    try:
+        plot_training_curves(log.rows, path, metric_keys=[f"val/{task.primary_metric}"])
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(path, "the previous checkpoint is intact") from None
+        raise
+
+
+def _row_step(row: dict) -> int | None:
+    try:
+        return int(float(row.get("step") or "nan"))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _log_lines(msg: str, info: distributed.DistInfo) -> None:
@@ -207,21 +318,51 @@ def train(cfg: Config) -> Path:
 def _train(cfg: Config, info: distributed.DistInfo) -> Path:
     t = cfg.train
     task: Task = build_task(cfg)
-    run_dir = cfg.run_dir
     device = info.device
     seed_everything(t.seed)  # same seed on every rank: identical initial weights
 
     # --- model and data --------------------------------------------------------------------
     model = task.build_model()
+    error, resume_from = None, None
+    try:  # where this run writes, what it resumes from (config errors came first); ranks agree
+        cfg, resume_from = resolve_run(cfg)
+    except (ConfigError, FileNotFoundError) as e:
+        error = e
+    distributed.agree_or_raise(error, info)
+    t, run_dir = cfg.train, cfg.run_dir
     if cfg.model.init_from:
-        report = load_matching(model, inference_state_dict(load_checkpoint(cfg.model.init_from)))
-        _log_lines(f"init_from {cfg.model.init_from}: {len(report['loaded'])} tensors loaded, "
+        source = load_checkpoint(cfg.model.init_from)
+        try:
+            weights = inference_state_dict(source)
+        except (KeyError, AttributeError):
+            raise ValueError(f"model.init_from={cfg.model.init_from}: holds no model weights") from None
+        report = load_matching(model, weights)
+        this = f"this run is task {cfg.task}, model {cfg.model.name or '(the task default)'}"
+        if not report["loaded"] and not cfg.model.init_allow_no_match:
+            raise ValueError(f"model.init_from={cfg.model.init_from}: no tensor matches this model (the file holds "
+                             f"{describe(source)}; {this}); set model.init_allow_no_match=true to start from "
+                             f"fresh weights anyway")
+        other = source.get("config", {}).get("task") if isinstance(source.get("config"), dict) else None
+        _log_lines(f"init_from {cfg.model.init_from}"
+                   f"{f' ({describe(source)})' if other and other != cfg.task else ''}: "
+                   f"{len(report['loaded'])} tensors loaded, "
                    f"fresh: {report['shape_mismatch'] + report['missing'] or 'none'}", info)
     datasets = task.build_datasets()
     train_set = datasets["train"]
+    # validation: an empty split is a mistake (a silently skipped validation picks no best.pt);
+    # a split the recipe leaves out means training without validation, said once
+    empty = [s for s in task.eval_splits if datasets.get(s) is not None and len(datasets[s]) == 0]
+    if empty:
+        raise ValueError(f"the validation split(s) {empty} of task {cfg.task} are empty: give validation data, "
+                         f"or leave the split out of the recipe to train without validation")
     can_validate = all(datasets.get(s) is not None for s in task.eval_splits)
+    if not can_validate and not t.performance:
+        missing = [s for s in task.eval_splits if datasets.get(s) is None]
+        _log_lines(f"no validation data (split(s) {missing} not given): training without validation; "
+                   f"last.pt is saved, best.pt is not", info)
     task.prepare(model, datasets)
-    model.to(device)
+    channels_last = precision.resolve_channels_last(t.channels_last, task)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     if t.batch_size % info.world_size:
         raise ValueError(f"train.batch_size={t.batch_size} (global) must be divisible by the "
                          f"{info.world_size} processes")
@@ -241,47 +382,93 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
     # one schedule for every group; a group in train.lr_hold keeps lr 0 for its first steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [
         (lambda s, h=g["hold_steps"]: 0.0 if s < h else lr_factor(s, cfg, total_steps)) for g in optimizer.param_groups])
-    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
+    amp = precision.resolve_amp(t.amp, device)  # "fp32" | "bf16" | "fp16"
+    _log_lines(precision.describe(amp, channels_last, t.compile, device), info)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler_enabled(amp))
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) \
         if t.ema_decay else None
 
     # --- resume ----------------------------------------------------------------------------
-    step, epoch, skip, best = 0, 0, 0, None
-    if t.resume:
-        ckpt = load_checkpoint(t.resume, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+    step, epoch, skip, best, trained_s, last_good = 0, 0, 0, None, 0.0, None
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, map_location=device)
+        held = ckpt.get("config", {}).get("task") if isinstance(ckpt.get("config"), dict) else None
+        if held != cfg.task or "optimizer" not in ckpt:
+            raise ValueError(f"train.resume={t.resume}: {resume_from} is not a training checkpoint of task "
+                             f"{cfg.task} (it holds {describe(ckpt)})")
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"train.resume={t.resume}: the weights in {resume_from} ({describe(ckpt)}) do not "
+                             f"fit this model: {str(e).splitlines()[0]}") from None
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         if ema is not None and ckpt.get("ema") is not None:
             ema.load_state_dict(ckpt["ema"])
         step, epoch, skip, best = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt.get("best")
+        best = best if best is not None and math.isfinite(best) else None  # NaN is never a best score
+        trained_s, last_good = float(ckpt.get("elapsed", 0.0)), (resume_from, step, "")
         set_rng_state(ckpt["rng"])
-        _log_lines(f"resumed from {t.resume} at step {step} (epoch {epoch})", info)
+        complete = not t.performance and ((total_steps is not None and step >= total_steps)
+                                          or (t.max_time is not None and trained_s >= t.max_time))
+        if complete:  # resume honours the run's limits: nothing trained, nothing overwritten
+            limit = f"step {step} of {total_steps}" if total_steps is not None else f"{trained_s:.0f} s of {t.max_time:g} s"
+            _log_lines(f"run {run_dir} is already complete ({limit}); nothing to train (raise train.max_steps, "
+                       f"train.max_epochs or train.max_time to train further)", info)
+            return run_dir
+        _log_lines(f"resumed from {resume_from} at step {step} (epoch {epoch})", info)
 
     if info.enabled and device.type == "cuda":  # SyncBatchNorm works on GPU modules only
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                       find_unused_parameters=task.find_unused_parameters) if info.enabled else model
+    if t.compile:  # checkpoints save `model` (plain keys), never this wrapper
+        train_model = precision.compile_model(train_model)
 
     performance = t.performance > 0
-    log = None
+    log, bad_log = None, robust.BadRecordLog(None)
     if info.is_main and not performance:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_from is None:  # a fresh run in a reused folder (exist_ok, or auto before any checkpoint)
+            for name in ("last.pt", "best.pt", "bad_records.txt", "curves.png"):
+                (run_dir / name).unlink(missing_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        log = MetricsLog(run_dir, t.tensorboard)
+        log = MetricsLog(run_dir, t.tensorboard, keep_until=step)
+        bad_log = robust.BadRecordLog(run_dir / "bad_records.txt")
 
-    def checkpoint(name: str, resume_at: tuple[int, int]) -> None:
-        """`resume_at` = (epoch, batch) where a resumed run continues."""
+    def checkpoint(name: str, resume_at: tuple[int, int], note: str = "") -> None:
+        """`resume_at` = (epoch, batch) where a resumed run continues; `note`: said of it in a
+        later NaN stop's message (a NaN validation)."""
+        nonlocal last_good
         if not info.is_main or performance:
             return
         save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                          "ema": ema.state_dict() if ema is not None else None, "rng": rng_state(),
                          "step": step, "epoch": resume_at[0], "batch_in_epoch": resume_at[1], "best": best,
-                         "config": config_to_dict(cfg)}, run_dir / name)
+                         "elapsed": time.time() - start_time, "config": config_to_dict(cfg)}, run_dir / name)
+        if name == "last.pt":
+            last_good = (run_dir / name, step, note)
+
+    def ensure_finite() -> None:
+        """Before anything is saved: weights (and EMA) NaN/inf stop the run; replicas are
+        identical under DDP, so every rank decides the same."""
+        bad = non_finite(model.state_dict()) + (non_finite(ema.state_dict()) if ema is not None else [])
+        if bad:
+            raise NonFiniteLossError(f"the weights became non-finite by step {step} (epoch {epoch}; first: {bad[0]}); "
+                                     f"nothing saved; {_last_good(last_good)}; {_divergence_advice(cfg, amp)}")
 
     def validate(resume_at: tuple[int, int]) -> None:
+        ensure_finite()
+        error = None
+        try:
+            _validate(resume_at)
+        except Exception as e:  # e.g. a full disk on rank 0: every rank stops, not just that one
+            error = e
+        distributed.agree_or_raise(error, info)  # also the barrier after validation
+
+    def _validate(resume_at: tuple[int, int]) -> None:
         nonlocal best
         if can_validate and info.is_main:
             eval_model = ema.module if ema is not None else model
@@ -289,23 +476,34 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
                 metrics = evaluate(task, eval_model, datasets)
             model.train()
             score = float(metrics[task.primary_metric])
-            improved = best is None or (score > best if task.higher_is_better else score < best)
+            # NaN never counts as best, and never blocks a later finite score from becoming best
+            improved = math.isfinite(score) and (best is None or (score > best if task.higher_is_better
+                                                                   else score < best))
             if improved:
                 best = score
+            elif not math.isfinite(score):
+                print(f"step {step}: validation {task.primary_metric}={score}: not a score; best.pt not updated",
+                      flush=True)
+            note = "" if math.isfinite(score) else f"; its validation scored {task.primary_metric}={score}"
             log.add({"step": step, "epoch": epoch, **{f"val/{k}": float(v) for k, v in metrics.items()
                                                         if isinstance(v, (int, float))}})
             # the headline numbers; per-joint ones ("name/joint") are in metrics.csv
             print(f"step {step}: " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                                                if isinstance(v, (int, float)) and "/" not in k), flush=True)
-            checkpoint("last.pt", resume_at)
+            checkpoint("last.pt", resume_at, note)
             if improved:
                 checkpoint("best.pt", resume_at)
-            from posekit.viz import plot_training_curves
-            plot_training_curves(log.rows, run_dir / "curves.png", metric_keys=[f"val/{task.primary_metric}"])
+            plot_curves(log, run_dir / "curves.png", task)
         else:
             checkpoint("last.pt", resume_at)
-        if info.enabled:
-            torch.distributed.barrier()
+
+    def report_bad_records(epoch: int) -> None:
+        """End of an epoch (or of the run): every rank's replaced records, counted and listed."""
+        records = [r for rank in distributed.gather(epoch_bad, info) for r in rank]
+        epoch_bad.clear()
+        if records and info.is_main:
+            bad_log.add(records)
+            print(robust.summary(epoch, records, bad_log.path), flush=True)
 
     # SIGINT/SIGTERM: finish the current step, save, exit cleanly
     stop_signal: list[int] = []
@@ -313,7 +511,8 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
 
     # --- the loop --------------------------------------------------------------------------
     model.train()
-    start_time, last_log_time, seen_since_log = time.time(), time.time(), 0
+    # time already trained (a resumed run keeps counting toward train.max_time)
+    start_time, last_log_time, seen_since_log = time.time() - trained_s, time.time(), 0
     val_every = t.val_every or steps_per_epoch
     save_every = t.save_every
     progress = None
@@ -324,27 +523,44 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
     perf_start, perf_steps = None, 0
     perf_warmup = min(2, t.performance)  # the first steps warm up allocators and caches: not timed
     done = False
+    # one loader for the whole run (workers persist across epochs); every item is fetched under
+    # a seed of (train.seed, epoch, index), so workers, epochs and resumes change nothing
+    # (data/robust.py), and a bad record is replaced by another sample, counted and listed
+    items = robust.TrainingItems(train_set, seed=t.seed, on_bad_record=getattr(cfg.data, "on_bad_record", None))
+    order = robust.EpochOrder(sampler)
+    loader = DataLoader(items, batch_size=per_rank, sampler=order, drop_last=True, num_workers=t.num_workers,
+                        collate_fn=robust.Collate(task.collate), worker_init_fn=seed_worker,
+                        generator=torch.Generator().manual_seed(t.seed * 1_000_003 + info.rank),
+                        pin_memory=device.type == "cuda", persistent_workers=t.num_workers > 0)
+    epoch_bad: list = []
+    log_error = None
     try:
         while not done:
-            sampler.set_epoch(epoch)
-            # worker seeds depend on (seed, rank, epoch) only, never on the global RNG's position
-            loader_rng = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch * 1009 + info.rank)
-            loader = DataLoader(train_set, batch_size=per_rank, sampler=_Resumable(sampler, skip * per_rank),
-                                drop_last=True, num_workers=t.num_workers, collate_fn=task.collate,
-                                worker_init_fn=seed_worker, generator=loader_rng,
-                                pin_memory=device.type == "cuda", persistent_workers=False)
+            order.set_epoch(epoch, skip * per_rank)
             batch_in_epoch = skip
             skip = 0
-            for batch in loader:
+            for packed in loader:
+                epoch_bad += packed.bad
+                if packed.bad and info.is_main:
+                    bad_log.add(packed.bad)  # listed at once: a SIGKILL before the epoch ends loses none
+                if distributed.any_rank(packed.fatal is not None, info):
+                    raise BadRecordError(packed.fatal or "another process stopped on a bad record (see its message)")
+                batch = packed.batch
                 task.on_step(model, step)
                 batch = to_device(batch, device)
+                if channels_last:
+                    batch = precision.channels_last_inputs(batch)
                 with autocast(cfg, device):
                     loss, logs = task.training_step(train_model, batch)
                 if distributed.any_rank(not bool(torch.isfinite(loss.detach())), info):
-                    raise NonFiniteLossError(
-                        f"loss is {loss.item()} at step {step} (epoch {epoch}); stopped without saving. "
-                        f"The last good checkpoint is {run_dir / 'last.pt'}: resume from it with a lower "
-                        f"train.lr, train.grad_clip or train.amp=off")
+                    data = diagnose_batch(batch, packed.indices)
+                    what = f"the loss is {float(loss.detach().float())}"
+                    if data:
+                        raise NonFiniteLossError(f"data problem in batch at step {step + 1} (epoch {epoch}): {data}; "
+                                                 f"{what}; stopped without saving; {_last_good(last_good)}; fix or "
+                                                 f"drop those records before resuming")
+                    raise NonFiniteLossError(f"{what} at step {step + 1} (epoch {epoch}); stopped without saving; "
+                                             f"{_last_good(last_good)}; {_divergence_advice(cfg, amp)}")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 grad_norm = None
@@ -382,28 +598,41 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
                     if grad_norm is not None:
                         row["grad_norm"] = grad_norm
                     if log is not None:
-                        log.add(row)
+                        try:
+                            log.add(row)
+                        except OSError as e:  # rank 0 only: raised on every rank at the stop check below
+                            log_error = e
                     if progress:
                         progress.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}",
                                              sps=f"{rate:.1f}")
                     last_log_time, seen_since_log = now, 0
 
                 out_of_time = t.max_time is not None and time.time() - start_time >= t.max_time
-                stop = distributed.any_rank(bool(stop_signal) or out_of_time, info)
+                stop = distributed.any_rank(bool(stop_signal) or out_of_time or log_error is not None, info)
+                if stop:
+                    distributed.agree_or_raise(log_error, info)
                 finished = (total_steps is not None and step >= total_steps) or stop
                 resume_at = (epoch + 1, 0) if batch_in_epoch >= steps_per_epoch else (epoch, batch_in_epoch)
                 if finished or step % val_every == 0:
                     validate(resume_at)
                     last_log_time, seen_since_log = time.time(), 0  # samples/s excludes validation
                 elif save_every and step % save_every == 0:
-                    checkpoint("last.pt", resume_at)
+                    ensure_finite()
+                    error = None
+                    try:
+                        checkpoint("last.pt", resume_at)
+                    except Exception as e:
+                        error = e
+                    distributed.agree_or_raise(error, info)
                 if finished:
+                    report_bad_records(epoch)
                     if stop_signal:
                         _log_lines(f"signal {stop_signal[0]}: saved {run_dir / 'last.pt'} at step {step}; "
                                    f"resume with train.resume={run_dir}", info)
                     done = True
                     break
             if not done:
+                report_bad_records(epoch)
                 epoch += 1
     finally:
         for s, h in previous.items():
@@ -426,8 +655,8 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
         rate = n * t.batch_size / elapsed if n else float("nan")
         _log_lines(json.dumps({"performance_steps": n, "seconds": round(elapsed, 3),
                                "samples_per_s": round(rate, 2), "global_batch": t.batch_size,
-                               "processes": info.world_size, "device": str(device), "amp": t.amp}), info)
+                               "processes": info.world_size, "device": str(device), "amp": amp,
+                               "channels_last": channels_last, "compile": t.compile}), info)
     elif info.is_main and log is not None:
-        from posekit.viz import plot_training_curves
-        plot_training_curves(log.rows, run_dir / "curves.png", metric_keys=[f"val/{task.primary_metric}"])
+        plot_curves(log, run_dir / "curves.png", task)
     return run_dir
