@@ -166,6 +166,8 @@ class DogsTask(Task):
     higher_is_better = True
     synthetic_recipe = "dogs_synthetic"
     smoke_overrides = ("data.synthetic_train_size=16", "data.synthetic_val_size=4", "data.input_size=64")
+    # channels_last: 0.60-0.68x step time for the MobileNetV2 regressor on CPU (engine/precision.py)
+    channels_last = True
 
     def check_config(self):
         d = self.cfg.data

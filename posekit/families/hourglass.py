@@ -121,6 +121,8 @@ class HourglassTask(Task):
     higher_is_better = True
     synthetic_recipe = "mpii_synthetic"
     smoke_overrides = ("data.synthetic_train_size=16", "data.synthetic_val_size=4")
+    # channels_last: ~0.94-0.98x step time on CPU (0.85x on a quiet machine; engine/precision.py)
+    channels_last = True
     demo_share = 1.2
 
     def check_config(self):
