@@ -16,3 +16,17 @@ def realdata():
     if not root.is_dir():
         pytest.skip(f"real sample data not found at {root} (set POSEKIT_REALDATA)")
     return root
+
+
+def smoke_checkpoint(family: str, out_dir, *extra: str, steps: int = 1) -> Path:
+    """`last.pt` of a family's synthetic recipe shrunk by its smoke overrides, trained `steps`
+    steps into `out_dir` (tests that need a real checkpoint of any family)."""
+    from posekit.engine.recipes import load_config
+    from posekit.engine.trainer import train
+    from posekit.families import get_task_class
+    cls = get_task_class(family)
+    cfg = load_config(cls.synthetic_recipe, [
+        *cls.smoke_overrides, f"out_dir={out_dir}", f"name={family}", f"train.max_steps={steps}",
+        f"train.val_every={steps}", "train.batch_size=2", "train.progress=false", "train.tensorboard=false",
+        "train.warmup_steps=0", "eval.max_samples=2", "eval.batch_size=2", *extra])
+    return train(cfg) / "last.pt"

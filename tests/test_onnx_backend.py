@@ -13,12 +13,12 @@ import onnx
 import pytest
 import torch
 
+from conftest import smoke_checkpoint
+
 from posekit.config import config_to_dict
 from posekit.engine.evaluation import to_device
 from posekit.engine.onnx_backend import OnnxRuntimeModel, load_onnx, read_metadata
 from posekit.engine.predictor import Predictor, load_for_inference, onnx_cache_path
-from posekit.engine.recipes import load_config
-from posekit.engine.trainer import train
 from posekit.families import get_task_class, list_tasks
 
 FAMILIES = [n for n in list_tasks() if get_task_class(n).__module__.startswith("posekit.families.")]
@@ -32,13 +32,8 @@ def checkpoint(tmp_path_factory):
     """A one-step checkpoint of a family's smoke recipe, trained once per module."""
     def get(family: str):
         if family not in _CHECKPOINTS:
-            cls = get_task_class(family)
-            out = tmp_path_factory.mktemp(f"ckpt_{family}")
-            cfg = load_config(cls.synthetic_recipe, [
-                *cls.smoke_overrides, f"out_dir={out}", f"name={family}", "train.max_steps=1", "train.val_every=1",
-                "train.batch_size=2", "train.progress=false", "train.tensorboard=false", "train.warmup_steps=0",
-                "eval.max_samples=2", "eval.batch_size=2", *SMALLER.get(family, ())])
-            _CHECKPOINTS[family] = train(cfg) / "last.pt"
+            _CHECKPOINTS[family] = smoke_checkpoint(family, tmp_path_factory.mktemp(f"ckpt_{family}"),
+                                                    *SMALLER.get(family, ()))
         return _CHECKPOINTS[family]
     return get
 

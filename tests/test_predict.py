@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import smoke_checkpoint
+
 from posekit.cli import main
 from posekit.engine.predictor import Predictor, normalize_boxes, results_json
-from posekit.engine.recipes import load_config
-from posekit.engine.trainer import train
-from posekit.families import get_task_class
 from posekit.metrics.coco import topdown_person_scores
 from posekit.results import Results
 
@@ -27,13 +26,8 @@ SMALLER = ["eval.flip_test=false", "data.input_size=64", "data.heatmap_size=16",
 def checkpoint(tmp_path_factory):
     def get(family: str):
         if family not in _RUNS:
-            cls = get_task_class(family)
-            out = tmp_path_factory.mktemp(f"run_{family}")
-            cfg = load_config(cls.synthetic_recipe, [
-                *cls.smoke_overrides, f"out_dir={out}", f"name={family}", "train.max_steps=1", "train.val_every=1",
-                "train.batch_size=2", "train.progress=false", "train.tensorboard=false", "train.warmup_steps=0",
-                "eval.max_samples=2", "eval.batch_size=2", *(SMALLER if family == "hourglass" else [])])
-            _RUNS[family] = train(cfg) / "last.pt"
+            _RUNS[family] = smoke_checkpoint(family, tmp_path_factory.mktemp(f"run_{family}"),
+                                             *(SMALLER if family == "hourglass" else []))
         return _RUNS[family]
     return get
 
