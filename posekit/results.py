@@ -56,17 +56,23 @@ class Results:
         return self.keypoints.shape[-1] == 3
 
     def plot(self, *, image: np.ndarray | None = None, score_threshold: float = 0.0, radius: int | None = None,
-             thickness: int | None = None) -> np.ndarray:
-        """An RGB overlay image: the skeleton drawn on the source image (2-D), or a 3-D figure of
-        all hypotheses beside the 2-D input (3-D)."""
+             thickness: int | None = None, boxes: bool = True, labels: bool | list[str] = False,
+             color_by_person: bool = False, gt: np.ndarray | None = None) -> np.ndarray:
+        """An RGB overlay image: the skeleton drawn on the source image (2-D), or the lifting figure
+        (3-D: one row per person, one panel per hypothesis, ground truth from `gt` or
+        meta["gt_keypoints_3d"]). 2-D: each person's box when known (`boxes=False` hides them),
+        joints at or below `score_threshold` hidden, `labels` writes keypoint names; line and dot
+        sizes follow the image size."""
         from posekit.viz import draw_skeleton, plot_3d_hypotheses
         if self.is_3d:
-            return plot_3d_hypotheses(self)
+            return plot_3d_hypotheses(self, gt=gt)
         base = self.image if image is None else image
         if base is None:
             raise ValueError("Results.plot() needs an image: none was stored; pass image=...")
         return draw_skeleton(base, self.keypoints, self.scores, self.skeleton, score_threshold=score_threshold,
-                             radius=radius, thickness=thickness)
+                             radius=radius, thickness=thickness, boxes=self.boxes if boxes else None,
+                             person_scores=self.person_scores if boxes and self.boxes is not None else None,
+                             labels=labels, color_by_person=color_by_person)
 
     def to_coco(self, *, image_id: int = 0, category_id: int = 1) -> list[dict]:
         """COCO result dicts: keypoints as flat [x, y, score] * K, one dict per person."""
@@ -92,15 +98,15 @@ class Results:
             d["meta"] = self.meta
         return d
 
-    def save(self, path: str | Path) -> Path:
-        """`.json` writes the numbers; `.png`/`.jpg` writes the overlay."""
+    def save(self, path: str | Path, **plot_options) -> Path:
+        """`.json` writes the numbers; `.png`/`.jpg` writes the overlay (`plot_options` go to `plot`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() == ".json":
             path.write_text(json.dumps(self.to_dict(), indent=1))
         elif path.suffix.lower() in (".png", ".jpg", ".jpeg"):
             from posekit.data.io import write_image
-            write_image(path, self.plot())
+            write_image(path, self.plot(**plot_options))
         else:
             raise ValueError(f"Results.save: unsupported extension {path.suffix!r} (use .json, .png or .jpg)")
         return path

@@ -54,3 +54,26 @@ def test_3d_hypotheses_plot():
     assert img.ndim == 3 and img.shape[2] == 3
     with pytest.raises(ValueError, match="2-D"):
         r.to_coco()
+
+
+def test_plot_draws_the_box_when_known_threshold_and_labels():
+    kp = np.zeros((1, 17, 2))
+    kp[0, :, 0], kp[0, :, 1] = np.linspace(60, 140, 17), 100
+    scores = np.ones((1, 17))
+    scores[0, 0] = 0.05  # the nose, at (60, 100), is unsure
+    image = np.zeros((200, 200, 3), np.uint8)
+    r = Results(kp, scores, "coco17", boxes=np.array([[40, 60, 120, 80]]), image=image)
+    with_box = r.plot(score_threshold=0.1)
+    assert with_box[60, 100].any() and with_box[140, 100].any()  # top and bottom edges of the box
+    assert not r.plot(boxes=False, score_threshold=0.1)[60, 100].any()
+    assert not with_box[100, 60].any()  # the nose is below the threshold: not drawn
+    assert r.plot(score_threshold=0.01)[100, 60].any()
+    above = (slice(75, 94), slice(62, 150))  # where names go, above the row of joints
+    assert r.plot(labels=True, boxes=False)[above].any() and not r.plot(boxes=False)[above].any()
+
+
+def test_save_passes_plot_options(tmp_path):
+    r = _two_people()
+    r.save(tmp_path / "thr.png", score_threshold=2.0)  # nothing clears it: a blank picture
+    from posekit.data.io import read_image
+    assert not read_image(tmp_path / "thr.png").any()

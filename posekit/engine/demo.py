@@ -1,13 +1,18 @@
 """`posekit demo`: every family, on synthetic data, from a fresh clone with no download.
 
-For each family: evaluate the untrained model, train within a time budget, evaluate again,
-predict and draw overlays, and write a summary table (Markdown + JSON) under the output folder.
+For each registered family: evaluate the untrained model, train for a fixed number of steps
+(its `DemoPlan`; a wall-time cap stays as a safety net), evaluate again on the same validation
+set, draw pictures, and write a summary table (Markdown + JSON) with before -> after per family.
+Step budgets, not wall time, make the demo show learning on a slow or busy machine too.
 """
 from __future__ import annotations
 
+import csv
 import json
+import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -19,6 +24,45 @@ from posekit.engine.evaluation import evaluate, predict, to_device
 from posekit.engine.recipes import load_config, resolve_config_path
 from posekit.engine.trainer import seed_everything, train
 from posekit.families import Task, build_task, get_task_class, list_tasks
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """How `posekit demo` trains one family: `steps` optimiser steps with recipe `overrides` on
+    top of the family's synthetic recipe; `seconds` is the measured training time on 2 free CPU
+    cores, which splits the safety time cap between families."""
+
+    steps: int
+    overrides: tuple[str, ...] = ()
+    seconds: float = 60.0
+
+
+# Measured on the project's shared 2-core CPU machine, one family per process (busy: load 6-19),
+# metric before -> after these steps: dogs PCK 2.9 -> 51.9 %, hourglass PCKh 0.5 -> 23.3,
+# gmh_mdn P1 687 -> 99 mm, fse NME 30.4 -> 6.8 (6.8 at 125 steps), keypoints AP 0 -> 0.21 (200 of
+# a 400-step run), openpose AP 0 -> 0.006, AP50 0 -> 0.05 (it needs ~1,200 steps for AP 0.1:
+# benchmarks/RESULTS.md). `seconds`: estimated training time on 2 free cores (splits the cap).
+# A family may declare its own `demo_plan` class attribute instead.
+DEMO_PLANS: dict[str, DemoPlan] = {
+    "dogs": DemoPlan(600, ("data.synthetic_val_size=100", "train.warmup_steps=30"), 120.0),
+    "hourglass": DemoPlan(400, ("data.synthetic_val_size=100", "train.warmup_steps=30"), 130.0),
+    "gmh_mdn": DemoPlan(3000, ("data.synthetic_val=2000",), 60.0),
+    # the recipe's 192 px with a 6k training set (its 20k takes minutes just to index); 128 px
+    # was tried: AP stays 0 after 600 steps
+    "openpose": DemoPlan(700, ("data.synthetic_train_size=6000",), 330.0),
+    "keypoints": DemoPlan(300, (), 70.0),
+    "fse": DemoPlan(150, (), 50.0),
+}
+DEFAULT_PLAN = DemoPlan(300, (), 60.0)  # a family registered without a plan (its recipe, 300 steps)
+
+
+def demo_plan(family: str) -> DemoPlan:
+    """The family's own `demo_plan` class attribute, else DEMO_PLANS, else DEFAULT_PLAN."""
+    own = getattr(get_task_class(family), "demo_plan", None)
+    if isinstance(own, DemoPlan):
+        return own
+    return DEMO_PLANS.get(family, DEFAULT_PLAN)
+
 
 def available_families() -> list[str]:
     """Every registered family with a synthetic recipe (its `Task.synthetic_recipe`)."""
@@ -38,9 +82,21 @@ def _scalars(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
-def run_family(family: str, out_dir: Path, budget_s: float) -> dict:
-    recipe = get_task_class(family).synthetic_recipe
-    cfg = load_config(recipe, [f"out_dir={out_dir}", f"name={family}", f"train.max_time={budget_s}",
+def run_family(family: str, out_dir: Path, budget_s: float, *, steps: int | None = None,
+               overrides: tuple[str, ...] | list[str] = (), smoke: bool = False) -> dict:
+    """Train one family for `steps` (default: its plan) with at most `budget_s` seconds, scoring the
+    untrained and the trained model on the same validation set. `smoke` adds the family's
+    `smoke_overrides` (tiny data sets: tests)."""
+    plan = demo_plan(family)
+    steps = max(1, int(plan.steps if steps is None else steps))
+    cls = get_task_class(family)
+    recipe = cls.synthetic_recipe
+    if smoke:
+        overrides = (*cls.smoke_overrides, *overrides)
+    # one validation, at the end: it is the "after" score (curves.png gets the untrained one at step 0)
+    cfg = load_config(recipe, [*plan.overrides, *overrides, f"out_dir={out_dir}", f"name={family}",
+                               f"train.max_steps={steps}", f"train.max_time={budget_s}",
+                               f"train.val_every={steps}", f"train.log_every={max(1, steps // 60)}",
                                "train.tensorboard=false"])
     task = build_task(cfg)
     run_dir = cfg.run_dir
@@ -51,33 +107,71 @@ def run_family(family: str, out_dir: Path, budget_s: float) -> dict:
     model = task.build_model()
     datasets = task.build_datasets()
     task.prepare(model, datasets)
-    before = _scalars(evaluate(task, model, datasets))
-
     t0 = time.time()
+    before = _scalars(evaluate(task, model, datasets))
+    eval_seconds = time.time() - t0
+
+    t0, c0 = time.time(), time.process_time()
     train(cfg)
-    seconds = time.time() - t0
+    seconds, cpu_seconds = time.time() - t0, time.process_time() - c0
 
     ckpt = load_checkpoint(run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt")
     model = task.build_model()
     model.load_state_dict(inference_state_dict(ckpt))
     model.eval()
     task.prepare(model, {})
-    after = _scalars(evaluate(task, model, datasets))
-    images = demo_pictures(task, model, datasets, run_dir / "predictions")
     key = task.primary_metric
+    rows = _read_metrics(run_dir / "metrics.csv")
+    # the trainer scored this checkpoint on the same validation set: reuse it rather than evaluate again
+    after = _validation_at(rows, int(ckpt["step"]))
+    if key not in after:
+        after = _scalars(evaluate(task, model, datasets))
+    if rows:  # curves.png again, now with the untrained model's scores at step 0
+        from posekit.viz import plot_training_curves
+        plot_training_curves(rows, run_dir / "curves.png", metric_keys=[f"val/{key}"],
+                             initial={f"val/{k}": v for k, v in before.items()})
+    images = demo_pictures(task, model, datasets, run_dir / "predictions")
+    done = int(load_checkpoint(run_dir / "last.pt")["step"])
     return {"family": family, "recipe": str(resolve_config_path(recipe)), "model": cfg.model.name,
-            "steps": int(load_checkpoint(run_dir / "last.pt")["step"]), "train_seconds": round(seconds, 1),
+            "steps": done, "planned_steps": steps, "capped": done < steps, "train_seconds": round(seconds, 1),
+            "train_cpu_seconds": round(cpu_seconds, 1), "threads": torch.get_num_threads(),
+            "seconds_per_step": round(seconds / max(done, 1), 4), "eval_seconds": round(eval_seconds, 1),
+            "overrides": [*plan.overrides, *overrides],
             "metric": key, "higher_is_better": task.higher_is_better, "before": before.get(key),
-            "after": after.get(key), "all_before": before, "all_after": after,
+            "after": after.get(key), "val_loss_before": before.get("val_loss"), "val_loss_after": after.get("val_loss"),
+            "all_before": before, "all_after": after,
             "curves": str(run_dir / "curves.png"), "images": [str(p) for p in images]}
 
 
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _validation_at(rows: list[dict], step: int) -> dict:
+    """The scalar `val/` metrics logged at `step` (without the prefix); {} when none were."""
+    for r in reversed(rows):
+        if r.get("step") not in (None, "") and int(float(r["step"])) == step:
+            vals = {k[4:]: float(v) for k, v in r.items() if k.startswith("val/") and v not in (None, "")}
+            if vals:
+                return vals
+    return {}
+
+
+def _upscale_factor(shape: tuple[int, ...], min_height: int) -> float:
+    return max(1.0, min_height / float(shape[0]))
+
+
 @torch.no_grad()
-def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int = 4) -> list[Path]:
+def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int = 4, *,
+                  min_height: int = 384, score_threshold: float = 0.05) -> list[Path]:
     """The family's own demo pictures, or "ground truth | prediction" for a few validation samples
-    spread over the set (evaluation geometry, every person of the image)."""
+    spread over the set: both sides from the same image at the same scale (small crops upscaled to
+    at least `min_height` px), every person with its box, evaluation geometry."""
     from posekit.data.io import write_image
-    from posekit.viz import caption, draw_skeleton
+    from posekit.viz import caption, draw_skeleton, side_by_side
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,52 +188,102 @@ def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int =
     paths = []
     for n, (i, res) in enumerate(zip(picks, results)):
         sample = source[i].load()
-        # upscale small images before drawing, so the skeleton stays sharp and readable
-        f = max(1.0, 360.0 / sample.image.shape[0])
-        image = cv2.resize(sample.image, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR) if f > 1 else sample.image
-        gt = sample.keypoints
+        f = _upscale_factor(sample.image.shape, min_height)
+        # nearest keeps a tiny crop's pixels honest; the drawing happens after, so lines stay sharp
+        image = cv2.resize(sample.image, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST) if f > 1 else sample.image
 
         def up(points):
             return (points[..., :2] + 0.5) * f - 0.5
+
+        def up_boxes(boxes):
+            return None if boxes is None else np.asarray(boxes, dtype=np.float64) * f
+
+        gt = sample.keypoints
+        labelled = int((gt[..., 2] > 0).sum())
         left = caption(draw_skeleton(image, up(gt), (gt[..., 2] > 0).astype(float), task.skeleton,
-                                     score_threshold=0.5), "ground truth")
-        right = caption(draw_skeleton(image, up(res.keypoints), res.scores, task.skeleton, score_threshold=0.05),
-                        "prediction")
+                                     score_threshold=0.5, boxes=up_boxes(sample.boxes)),
+                       f"ground truth: {labelled} joints" + (f", {len(gt)} people" if len(gt) > 1 else ""))
+        shown = int((res.scores > score_threshold).sum())
+        right = caption(draw_skeleton(image, up(res.keypoints), res.scores, task.skeleton,
+                                      score_threshold=score_threshold, boxes=up_boxes(res.boxes)),
+                        f"prediction: {shown} joints with score > {score_threshold:g}"
+                        + (f", {len(res)} people" if len(res) != 1 or len(gt) > 1 else ""))
         path = out_dir / f"{task.name}_demo_{n}.png"
-        write_image(path, np.concatenate([left, right], axis=1))
+        write_image(path, side_by_side([left, right], gap=max(6, left.shape[1] // 60)))
         paths.append(path)
     return paths
 
 
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4g}"
+
+
+def _change(row: dict) -> str:
+    b, a = row["before"], row["after"]
+    if b is None or a is None:
+        return "n/a"
+    if a == b:
+        return "no change"
+    better = (a > b) if row["higher_is_better"] else (a < b)
+    return f"{'better' if better else 'worse'} ({a - b:+.3g})"
+
+
 def run_demo(*, out_dir: Path = Path("runs/demo"), families: list[str] | None = None,
-             budget_s: float = 540.0) -> list[dict]:
+             budget_s: float = 1800.0, steps: int | dict | None = None, steps_scale: float = 1.0,
+             smoke: bool = False) -> list[dict]:
+    """Every chosen family (default: all registered with a synthetic recipe) trained for its planned
+    steps (`steps`: one count for all, or {family: count}; `steps_scale` multiplies the plans).
+    `budget_s` is only a safety cap on the total training time, split by the plans' measured
+    seconds; a family stopped by it is marked in the summary."""
+    out_dir = Path(out_dir)
     available = available_families()
-    chosen = families or available
+    chosen = list(families or available)
     unknown = [f for f in chosen if f not in available]
     if unknown:
         raise ValueError(f"no demo for {unknown}; available: {available}")
     if not chosen:
         raise ValueError("no family has a demo recipe yet")
+    if steps_scale <= 0:
+        raise ValueError(f"steps_scale must be > 0, got {steps_scale}")
+    if budget_s <= 0:
+        raise ValueError(f"budget_s (the safety cap on training seconds) must be > 0, got {budget_s}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    total_share = sum(get_task_class(f).demo_share for f in chosen)
+
+    def planned(family):
+        if isinstance(steps, dict):
+            n = steps.get(family, demo_plan(family).steps)
+        else:
+            n = demo_plan(family).steps if steps is None else steps
+        return max(1, int(round(n * steps_scale)))
+
+    total_est = sum(demo_plan(f).seconds for f in chosen)
+    start = time.time()
     rows = []
     for family in chosen:
-        budget = budget_s * get_task_class(family).demo_share / total_share
-        print(f"== {family}: training for up to {budget:.0f} s", flush=True)
-        row = run_family(family, out_dir, budget)
+        cap = budget_s * demo_plan(family).seconds / total_est
+        n = planned(family)
+        print(f"== {family}: {n} training steps (safety cap {cap:.0f} s)", flush=True)
+        row = run_family(family, out_dir, cap, steps=n, smoke=smoke)
         arrow = "higher is better" if row["higher_is_better"] else "lower is better"
-        print(f"   {row['metric']}: {row['before']:.4g} -> {row['after']:.4g} ({arrow}) after {row['steps']} steps",
-              flush=True)
+        capped = f" (time cap reached at {row['steps']} of {n} steps)" if row["capped"] else ""
+        print(f"   {row['metric']}: {_fmt(row['before'])} -> {_fmt(row['after'])} ({arrow}) after "
+              f"{row['steps']} steps in {row['train_seconds']} s{capped}", flush=True)
         rows.append(row)
+    total = time.time() - start
     (out_dir / "summary.json").write_text(json.dumps(rows, indent=1))
-    lines = ["# posekit demo", "", "Synthetic data, CPU, trained from scratch within the time budget.", "",
-             "| family | model | steps | train s | metric | before | after | pictures |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["# posekit demo", "",
+             "Synthetic data, trained from scratch for a fixed number of steps per family; the metric is "
+             "scored on the same validation set before training (untrained weights) and after.", "",
+             "| family | model | steps | train s | s/step | metric | before | after | change | val loss | pictures |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pics = ", ".join(f"[{Path(p).name}]({Path(p).relative_to(out_dir)})" for p in r["images"][:3])
         better = "↑" if r["higher_is_better"] else "↓"
-        lines.append(f"| {r['family']} | {r['model']} | {r['steps']} | {r['train_seconds']} | {r['metric']} {better} | "
-                     f"{r['before']:.4g} | {r['after']:.4g} | {pics} |")
+        steps_txt = f"{r['steps']} of {r['planned_steps']} (time cap)" if r["capped"] else str(r["steps"])
+        lines.append(f"| {r['family']} | {r['model']} | {steps_txt} | {r['train_seconds']} | {r['seconds_per_step']} | "
+                     f"{r['metric']} {better} | {_fmt(r['before'])} | {_fmt(r['after'])} | {_change(r)} | "
+                     f"{_fmt(r['val_loss_before'])} -> {_fmt(r['val_loss_after'])} | {pics} |")
+    lines += ["", f"Total {total:.0f} s (training {sum(r['train_seconds'] for r in rows):.0f} s)."]
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:]))
     print(f"summary: {out_dir / 'summary.md'}")
