@@ -87,6 +87,8 @@ class Results:
         return out
 
     def to_dict(self) -> dict:
+        """Plain JSON-ready values; a non-finite number (a joint that was not found) is None, so
+        the JSON stays strict (no NaN token, which most JSON readers refuse)."""
         d = {"skeleton": self.skeleton.name, "keypoint_names": list(self.skeleton.keypoints),
              "keypoints": self.keypoints.tolist(), "scores": self.scores.tolist(),
              "person_scores": self.person_scores.tolist(), "path": self.path}
@@ -96,17 +98,34 @@ class Results:
                 d[name] = np.asarray(value).tolist()
         if self.meta:
             d["meta"] = self.meta
-        return d
+        return json_safe(d)
 
     def save(self, path: str | Path, **plot_options) -> Path:
         """`.json` writes the numbers; `.png`/`.jpg` writes the overlay (`plot_options` go to `plot`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() == ".json":
-            path.write_text(json.dumps(self.to_dict(), indent=1))
+            path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
         elif path.suffix.lower() in (".png", ".jpg", ".jpeg"):
             from posekit.data.io import write_image
             write_image(path, self.plot(**plot_options))
         else:
             raise ValueError(f"Results.save: unsupported extension {path.suffix!r} (use .json, .png or .jpg)")
         return path
+
+
+def json_safe(value):
+    """`value` with numpy scalars/arrays as Python values and every non-finite float as None."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value

@@ -77,3 +77,21 @@ def test_save_passes_plot_options(tmp_path):
     r.save(tmp_path / "thr.png", score_threshold=2.0)  # nothing clears it: a blank picture
     from posekit.data.io import read_image
     assert not read_image(tmp_path / "thr.png").any()
+
+
+def test_json_is_strict_a_missing_joint_is_null(tmp_path):
+    """A joint that was not found (NaN) is written as null: no NaN token, which JSON readers refuse."""
+    import json
+
+    import numpy as np
+
+    from posekit.results import Results
+    kp = np.zeros((1, 16, 2))
+    kp[0, 3] = np.nan
+    res = Results(keypoints=kp, scores=np.full((1, 16), 0.5), skeleton="mpii16", meta={"err": float("inf")})
+    text = res.save(tmp_path / "r.json").read_text()
+
+    def refuse(token):
+        raise ValueError(f"non-strict JSON token {token}")
+    data = json.loads(text, parse_constant=refuse)
+    assert data["keypoints"][0][3] == [None, None] and data["meta"]["err"] is None

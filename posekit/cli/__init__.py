@@ -122,7 +122,8 @@ def cmd_models(args) -> int:
 
 def cmd_demo(args) -> int:
     from posekit.engine.demo import run_demo
-    run_demo(out_dir=Path(args.out), families=args.families, budget_s=args.budget)
+    run_demo(out_dir=Path(args.out), families=args.families, budget_s=args.budget, steps=args.steps,
+             steps_scale=args.steps_scale, smoke=args.smoke)
     return 0
 
 
@@ -242,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "train briefly, evaluate, predict and plot every family on synthetic data", cmd_demo)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--families", nargs="*", help="subset of families (default: all)")
-    p.add_argument("--budget", type=float, default=540.0, help="total training seconds across families")
+    p.add_argument("--budget", type=float, default=1800.0, help="safety cap on the total training seconds; the "
+                   "demo is sized by steps, so a slow machine takes longer but still shows learning")
+    p.add_argument("--steps", type=int, default=None, help="train every family this many steps (default: its plan)")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every family's planned steps")
+    p.add_argument("--smoke", action="store_true", help="tiny data and models: checks the wiring in seconds")
 
     p = add("convert", "import weights trained elsewhere as a posekit checkpoint", cmd_convert)
     p.add_argument("kind", choices=["cmu-openpose"], help="cmu-openpose: CMU's COCO body model (PyTorch state dict)")

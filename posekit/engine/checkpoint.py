@@ -76,7 +76,13 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated file, not a checkpoint, or an unsafe pickle
-        raise ValueError(f"cannot load checkpoint {path}: {e}") from None
+        text = str(e)
+        if "Weights only load failed" in text or "weights_only" in text:
+            # torch's advice here is to pass weights_only=False: never, for a file from elsewhere
+            why = "it holds Python objects beyond tensors and plain values, which posekit never unpickles"
+        else:
+            why = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise ValueError(f"cannot load checkpoint {path}: {why}") from None
 
 
 def rng_state() -> dict:

@@ -15,7 +15,6 @@ person_scores = box score x mean keypoint score. Models that find every person t
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import tempfile
 import warnings
@@ -31,7 +30,7 @@ from posekit.engine.evaluation import predict
 from posekit.engine.recipes import config_from_dict
 from posekit.families import Task, build_task
 from posekit.metrics.coco import topdown_person_scores
-from posekit.results import Results
+from posekit.results import Results, json_safe
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
@@ -160,26 +159,9 @@ def merge_persons(parts: list[Results], rows: np.ndarray, *, skeleton, image=Non
                    boxes=rows[:, :4].copy(), image=image, path=path, meta=meta)
 
 
-def _strict(value):
-    """JSON-ready values with every non-finite float as None (strict JSON has no NaN token)."""
-    if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _strict(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def results_json(res: Results, **extra) -> dict:
     """`Results.to_dict()` (plus `extra`) as strict JSON: non-finite keypoints become null."""
-    d = _strict({**res.to_dict(), **extra})
+    d = json_safe({**res.to_dict(), **extra})
     if res.image is not None:
         d.setdefault("image_size", [int(res.image.shape[1]), int(res.image.shape[0])])
     return d

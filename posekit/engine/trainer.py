@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from posekit.config import Config, ConfigError, config_to_dict
+from posekit.config import Config, ConfigError, config_to_dict, validate
 from posekit.data import robust
 from posekit.data.sample import BadRecordError
 from posekit.engine import distributed, precision
@@ -307,6 +307,7 @@ def _log_lines(msg: str, info: distributed.DistInfo) -> None:
 # ----------------------------------------------------------------------------------------------
 def train(cfg: Config) -> Path:
     """Train `cfg`; returns the run directory (config.yaml, metrics.csv, curves.png, last.pt, best.pt)."""
+    validate(cfg)  # ranges, for a Config built or changed in Python rather than read from a recipe
     t = cfg.train
     info = distributed.setup(t.device)
     try:

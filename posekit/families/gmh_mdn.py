@@ -339,6 +339,7 @@ class GMHMDNTask(Task):
         for n, (i, res) in enumerate(zip(picks, predicted)):
             gt = to_root_relative_17(dataset.targets[i:i + 1].astype(np.float64))[0]
             res.meta["mpjpe_per_hypothesis_mm"] = np.linalg.norm(res.hypotheses[0] - gt, axis=-1).mean(-1).tolist()
+            res.meta["gt_keypoints_3d"] = gt[None].tolist()  # the figure draws it dashed beside each hypothesis
             action = dataset.action_names[dataset.action_index[i]] if dataset.action_index[i] >= 0 else "?"
             res.path = f"{getattr(dataset, 'name', 'data')}[{i}] {action}"
             paths.append(res.save(out_dir / f"gmh_mdn_{n}.png"))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from posekit.codecs.paf import DecoderConfig, PAFCodec, decode_people, flip_back_paf, to_coco17
-from posekit.config import DataConfig, EvalConfig, LossConfig
+from posekit.config import DataConfig, EvalConfig, LossConfig, option
 from posekit.data.bottomup import BottomUpDataset
 from posekit.data.formats.coco import load_coco_keypoints
 from posekit.data.topdown import to_original_frame
@@ -57,6 +57,12 @@ class OpenPoseDataConfig(DataConfig):
     synthetic_val_size: int = 100
     synthetic_image_size: int = 256
     synthetic_seed: int = 0
+    # how hard the synthetic crowds are (the generator's defaults: 1-6 people, crowd regions and
+    # tiny unlabelled people 30 % of the time each); the demo uses easier ones to learn in minutes
+    synthetic_min_people: int = option(1, ge=1)
+    synthetic_max_people: int = option(6, ge=1)
+    synthetic_crowd_prob: float = option(0.3, ge=0, le=1)
+    synthetic_small_prob: float = option(0.3, ge=0, le=1)
 
 
 @dataclass
@@ -152,10 +158,10 @@ class OpenPoseTask(Task):
         if d.dataset == "synthetic":
             from posekit.data.synthetic.multiperson import SyntheticMultiPerson
             size = (d.synthetic_image_size, d.synthetic_image_size)
-            sources = {"train": lambda: SyntheticMultiPerson(d.synthetic_train_size, seed=d.synthetic_seed,
-                                                             image_size=size),
-                       "val": lambda: SyntheticMultiPerson(d.synthetic_val_size, seed=d.synthetic_seed + 7919,
-                                                           image_size=size)}
+            crowds = dict(image_size=size, min_people=d.synthetic_min_people, max_people=d.synthetic_max_people,
+                          crowd_prob=d.synthetic_crowd_prob, small_prob=d.synthetic_small_prob)
+            sources = {"train": lambda: SyntheticMultiPerson(d.synthetic_train_size, seed=d.synthetic_seed, **crowds),
+                       "val": lambda: SyntheticMultiPerson(d.synthetic_val_size, seed=d.synthetic_seed + 7919, **crowds)}
         elif d.dataset == "coco":
             sources = {"train": lambda: self._coco(d.train_ann, d.train_images)}
             if d.val_ann:
