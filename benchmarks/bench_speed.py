@@ -39,7 +39,7 @@ from posekit.families import build_task, get_task_class, list_tasks  # noqa: E40
 # are timed on their synthetic data, whose images are rendered in memory (no floor to compare)
 REAL_PIPELINES = {
     "dogs": ("dogs_mobilenetv2", ["data.train_on_all=true"]),
-    "hourglass": ("mpii_hourglass4", ["data.dataset=mpii", "data.train_file=mmpose/test_mpii.json",
+    "hourglass": ("mpii_synthetic", ["data.dataset=mpii", "data.train_file=mmpose/test_mpii.json",
                                       "data.val_file=mmpose/test_mpii.json", "data.skip_missing_images=true"]),
     "openpose": ("coco_openpose", []),
     "fse": ("celeba_fse", []),
