@@ -730,7 +730,7 @@ class KeypointsTask(Task):
         """Whole validation images with every person predicted from its box, "ground truth |
         prediction" side by side."""
         from posekit.data.io import write_image
-        from posekit.viz import draw_skeleton
+        from posekit.viz import caption, draw_skeleton, side_by_side, upscale
 
         val = datasets.get("val")
         if val is None or not len(val):
@@ -743,10 +743,22 @@ class KeypointsTask(Task):
             if s.boxes is None or not len(s.boxes):
                 continue
             res = predict([s.image], boxes=[s.boxes])[0]
-            left = draw_skeleton(s.image, s.keypoints[..., :2], (s.keypoints[..., 2] > 0).astype(float),
-                                 self._skeleton, score_threshold=0.5)
-            right = res.plot(score_threshold=0.0)
+            # drawn on the image upscaled to >= 384 px, so small synthetic frames stay judgeable
+            f = max(1.0, 384.0 / s.image.shape[0])
+            big = upscale(s.image, int(round(s.image.shape[0] * f)), interpolation="linear")
+            f = big.shape[0] / s.image.shape[0]
+
+            def scaled(xy):
+                return (np.asarray(xy, dtype=np.float64) + 0.5) * f - 0.5
+            gt_boxes = np.asarray(s.boxes, dtype=np.float64) * f
+            left = draw_skeleton(big, scaled(s.keypoints[..., :2]), (s.keypoints[..., 2] > 0).astype(float),
+                                 self._skeleton, score_threshold=0.5, boxes=gt_boxes, color_by_person=True)
+            right = draw_skeleton(big, scaled(res.keypoints), res.scores, self._skeleton, score_threshold=0.05,
+                                  boxes=res.boxes * f if res.boxes is not None else None,
+                                  person_scores=res.person_scores, color_by_person=True)
+            picture = side_by_side([caption(left, f"ground truth: {len(s.keypoints)} people"),
+                                    caption(right, f"prediction from the {len(s.boxes)} boxes (joints > 0.05)")])
             path = Path(out_dir) / f"keypoints_val{i}.png"
-            write_image(path, np.concatenate([left, right], axis=1))
+            write_image(path, picture)
             paths.append(path)
         return paths
