@@ -30,3 +30,16 @@ def smoke_checkpoint(family: str, out_dir, *extra: str, steps: int = 1) -> Path:
         f"train.val_every={steps}", "train.batch_size=2", "train.progress=false", "train.tensorboard=false",
         "train.warmup_steps=0", "eval.max_samples=2", "eval.batch_size=2", *extra])
     return train(cfg) / "last.pt"
+
+
+def smoke_checkpoints(tmp_path_factory, extra: dict | None = None):
+    """`get(family)` -> a one-step `smoke_checkpoint` of that family, trained once and cached;
+    `extra` adds per-family overrides (smaller inputs where speed matters)."""
+    cache: dict = {}
+
+    def get(family: str) -> Path:
+        if family not in cache:
+            cache[family] = smoke_checkpoint(family, tmp_path_factory.mktemp(f"ckpt_{family}"),
+                                             *(extra or {}).get(family, ()))
+        return cache[family]
+    return get

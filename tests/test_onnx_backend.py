@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import smoke_checkpoint
+from conftest import smoke_checkpoints
 
 from posekit.config import config_to_dict
 from posekit.engine.evaluation import to_device
@@ -22,7 +22,6 @@ from posekit.engine.predictor import Predictor, load_for_inference, onnx_cache_p
 from posekit.families import get_task_class, list_tasks
 
 FAMILIES = [n for n in list_tasks() if get_task_class(n).__module__.startswith("posekit.families.")]
-_CHECKPOINTS: dict = {}
 # smaller inputs where the smoke recipe is large (speed only: any family works without)
 SMALLER = {"hourglass": ("data.input_size=64", "data.heatmap_size=16", "data.synthetic_image_size=96")}
 
@@ -30,12 +29,7 @@ SMALLER = {"hourglass": ("data.input_size=64", "data.heatmap_size=16", "data.syn
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A one-step checkpoint of a family's smoke recipe, trained once per module."""
-    def get(family: str):
-        if family not in _CHECKPOINTS:
-            _CHECKPOINTS[family] = smoke_checkpoint(family, tmp_path_factory.mktemp(f"ckpt_{family}"),
-                                                    *SMALLER.get(family, ()))
-        return _CHECKPOINTS[family]
-    return get
+    return smoke_checkpoints(tmp_path_factory, SMALLER)
 
 
 @pytest.fixture(scope="module")

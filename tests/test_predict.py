@@ -11,25 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import smoke_checkpoint
+from conftest import smoke_checkpoints
 
 from posekit.cli import main
 from posekit.engine.predictor import Predictor, normalize_boxes, results_json
 from posekit.metrics.coco import topdown_person_scores
 from posekit.results import Results
 
-_RUNS: dict = {}
 SMALLER = ["eval.flip_test=false", "data.input_size=64", "data.heatmap_size=16", "data.synthetic_image_size=96"]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    def get(family: str):
-        if family not in _RUNS:
-            _RUNS[family] = smoke_checkpoint(family, tmp_path_factory.mktemp(f"run_{family}"),
-                                             *(SMALLER if family == "hourglass" else []))
-        return _RUNS[family]
-    return get
+    return smoke_checkpoints(tmp_path_factory, {"hourglass": SMALLER})
 
 
 @pytest.fixture(autouse=True, scope="module")
