@@ -110,6 +110,8 @@ def naive_encode(kp, input_size, stride=8, sigma=7.0, width=8.0):
                     if p[a, 2] > 0 and p[b, 2] > 0:
                         dx, dy = p[b, 0] - p[a, 0], p[b, 1] - p[a, 1]
                         length = math.hypot(dx, dy)
+                        if length == 0:
+                            continue
                         ux, uy = dx / length, dy / length
                         along = (px - p[a, 0]) * ux + (py - p[a, 1]) * uy
                         across = abs((px - p[a, 0]) * uy - (py - p[a, 1]) * ux)
@@ -133,6 +135,22 @@ def test_encode_matches_per_pixel_definition():
     np.testing.assert_allclose(heat, h_ref, atol=1e-6)
     np.testing.assert_allclose(pafs, p_ref, atol=1e-6)
     assert np.abs(pafs).max() > 0.5  # the people do draw limbs here
+
+
+def test_encode_matches_per_pixel_definition_off_map_and_crowded():
+    """The per-segment cell windows are clipped at the map border: people partly or wholly
+    outside the input, tiny and huge people, and overlapping crowds still give the definition."""
+    rng = np.random.default_rng(3)
+    kp = random_people(rng, 9, (96, 64), height=(8, 200), drop_leaves=0.2)
+    kp[:3, :, 0] += np.array([-60.0, 70.0, 400.0])[:, None]  # partly left, partly right, wholly outside
+    kp[3, :, 1] -= 50.0
+    kp[4, 2, :2] = kp[4, 1, :2]  # a zero-length limb draws nothing
+    codec = PAFCodec(input_size=(96, 64), sigma=5.0, paf_width=6.0)
+    heat, pafs = codec.encode(kp)
+    h_ref, p_ref = naive_encode(kp, (96, 64), sigma=5.0, width=6.0)
+    np.testing.assert_allclose(heat, h_ref, atol=1e-6)
+    np.testing.assert_allclose(pafs, p_ref, atol=1e-6)
+    assert heat.dtype == pafs.dtype == np.float32
 
 
 def flip_people(kp, width):

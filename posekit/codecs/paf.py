@@ -7,7 +7,8 @@ input x to W-1-x. With W a multiple of the stride a flip of the input is exactly
 Targets (`PAFCodec.encode`): per part, exp(-d^2 / 2 sigma^2) with sigma in input pixels, combined
 over people by max, background = 1 - max over parts; per limb the unit from->to vector on cells
 with 0 <= along <= length and |across| <= paf_width (input px), averaged where people overlap,
-drawn only when both endpoints are labelled. Vectorised over people and cells.
+drawn only when both endpoints are labelled. Each (limb, person) segment is evaluated only on the
+cells of its bounding box widened by paf_width, all segments at once; Gaussians are separable.
 
 Decoding (`decode_people`) runs at map resolution instead of on maps upsampled to the input:
 
@@ -109,33 +110,51 @@ class PAFCodec:
         w, h = self.map_size
         xs, ys = cell_centres(w, self.stride), cell_centres(h, self.stride)
 
-        heat = np.zeros((k + 1, h, w), np.float64)
-        if len(xy):
-            gx = np.exp(-(xs - xy[..., 0:1]) ** 2 / (2 * self.sigma ** 2))  # (P, K, w)
-            gy = np.exp(-(ys - xy[..., 1:2]) ** 2 / (2 * self.sigma ** 2))  # (P, K, h)
-            g = gy[..., :, None] * gx[..., None, :] * labelled[..., None, None]
-            heat[:k] = g.max(axis=0)
-        heat[k] = 1.0 - heat[:k].max(axis=0)
+        heat = np.zeros((k, h, w), np.float32)
+        gx = (np.exp(-(xs - xy[..., 0:1]) ** 2 / (2 * self.sigma ** 2)) * labelled[..., None]).astype(np.float32)
+        gy = np.exp(-(ys - xy[..., 1:2]) ** 2 / (2 * self.sigma ** 2)).astype(np.float32)  # (P, K, h)
+        for p in range(len(xy)):  # separable: one outer product per person, max-combined in place
+            np.maximum(heat, gy[p, :, :, None] * gx[p, :, None, :], out=heat)
+        return np.concatenate([heat, 1.0 - heat.max(axis=0, initial=0.0)[None]]), self._encode_pafs(xy, labelled)
 
-        pafs = np.zeros((self.paf_channels, h, w), np.float64)
-        gx_, gy_ = xs[None, None, :], ys[None, :, None]
-        for i, (a, b) in enumerate(self.skeleton.limbs):
-            ok = labelled[:, a] & labelled[:, b]
-            pa, pb = xy[ok, a], xy[ok, b]
-            length = np.linalg.norm(pb - pa, axis=1)
-            keep = length > 1e-9
-            if not keep.any():
-                continue
-            pa, length = pa[keep], length[keep]
-            u = (pb[keep] - pa) / length[:, None]
-            ux, uy = u[:, 0, None, None], u[:, 1, None, None]
-            rx, ry = gx_ - pa[:, 0, None, None], gy_ - pa[:, 1, None, None]  # (P', h, w)
-            along = rx * ux + ry * uy
-            on = (along >= 0) & (along <= length[:, None, None]) & (np.abs(rx * uy - ry * ux) <= self.paf_width)
-            count = np.maximum(on.sum(axis=0), 1)
-            pafs[2 * i] = (on * ux).sum(axis=0) / count
-            pafs[2 * i + 1] = (on * uy).sum(axis=0) / count
-        return heat.astype(np.float32), pafs.astype(np.float32)
+    def _encode_pafs(self, xy: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+        """Every (limb, person) segment at once, each only on the cells of its bounding box widened
+        by paf_width (no cell outside can be on the limb): sums and counts by np.bincount."""
+        w, h = self.map_size
+        limbs = np.asarray(self.skeleton.limbs, dtype=np.int64).reshape(-1, 2)
+        a, b = limbs[:, 0], limbs[:, 1]
+        ok = labelled[:, a] & labelled[:, b]  # (P, L)
+        person, limb = np.nonzero(ok)
+        pa, pb = xy[person, a[limb]], xy[person, b[limb]]  # (S, 2)
+        length = np.linalg.norm(pb - pa, axis=1)
+        keep = length > 1e-9
+        pa, pb, length, limb = pa[keep], pb[keep], length[keep], limb[keep]
+        pafs = np.zeros((self.paf_channels, h, w), np.float32)
+        if not len(limb):
+            return pafs
+        u = (pb - pa) / length[:, None]
+        half = (self.stride - 1) / 2.0
+        lo = np.floor((np.minimum(pa, pb) - self.paf_width - half) / self.stride).astype(np.int64)
+        hi = np.ceil((np.maximum(pa, pb) + self.paf_width - half) / self.stride).astype(np.int64)
+        lo, hi = np.maximum(lo, 0), np.minimum(hi, np.array([w - 1, h - 1]))
+        nx, ny = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0), np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
+        cells = nx * ny
+        seg = np.repeat(np.arange(len(limb)), cells)
+        local = np.arange(len(seg)) - np.repeat(np.cumsum(cells) - cells, cells)
+        cx = lo[seg, 0] + local % nx[seg]
+        cy = lo[seg, 1] + local // nx[seg]
+        rx = cx * self.stride + half - pa[seg, 0]
+        ry = cy * self.stride + half - pa[seg, 1]
+        ux, uy = u[seg, 0], u[seg, 1]
+        along = rx * ux + ry * uy
+        on = (along >= 0) & (along <= length[seg]) & (np.abs(rx * uy - ry * ux) <= self.paf_width)
+        cell = (limb[seg] * h + cy) * w + cx
+        cell, ux, uy = cell[on], ux[on], uy[on]
+        size = self.num_limbs * h * w
+        count = np.maximum(np.bincount(cell, minlength=size), 1)
+        pafs[0::2] = (np.bincount(cell, ux, minlength=size) / count).reshape(self.num_limbs, h, w)
+        pafs[1::2] = (np.bincount(cell, uy, minlength=size) / count).reshape(self.num_limbs, h, w)
+        return pafs
 
     def flip_back(self, pafs, heatmaps):
         """Maps predicted on a mirrored input -> maps of the original (see `flip_back_paf`)."""
