@@ -145,6 +145,8 @@ def test_encode_matches_per_pixel_definition_off_map_and_crowded():
     kp[:3, :, 0] += np.array([-60.0, 70.0, 400.0])[:, None]  # partly left, partly right, wholly outside
     kp[3, :, 1] -= 50.0
     kp[4, 2, :2] = kp[4, 1, :2]  # a zero-length limb draws nothing
+    kp[5, 3, 2] = kp[5, 4, 2] = 2
+    kp[5, 4, :2] = (1e12, 30.0)  # a limb to a point far off the map still draws its in-map cells
     codec = PAFCodec(input_size=(96, 64), sigma=5.0, paf_width=6.0)
     heat, pafs = codec.encode(kp)
     h_ref, p_ref = naive_encode(kp, (96, 64), sigma=5.0, width=6.0)

@@ -113,8 +113,10 @@ class PAFCodec:
         heat = np.zeros((k, h, w), np.float32)
         gx = (np.exp(-(xs - xy[..., 0:1]) ** 2 / (2 * self.sigma ** 2)) * labelled[..., None]).astype(np.float32)
         gy = np.exp(-(ys - xy[..., 1:2]) ** 2 / (2 * self.sigma ** 2)).astype(np.float32)  # (P, K, h)
+        one = np.empty_like(heat)
         for p in range(len(xy)):  # separable: one outer product per person, max-combined in place
-            np.maximum(heat, gy[p, :, :, None] * gx[p, :, None, :], out=heat)
+            np.multiply(gy[p, :, :, None], gx[p, :, None, :], out=one)
+            np.maximum(heat, one, out=heat)
         return np.concatenate([heat, 1.0 - heat.max(axis=0, initial=0.0)[None]]), self._encode_pafs(xy, labelled)
 
     def _encode_pafs(self, xy: np.ndarray, labelled: np.ndarray) -> np.ndarray:
@@ -134,9 +136,9 @@ class PAFCodec:
             return pafs
         u = (pb - pa) / length[:, None]
         half = (self.stride - 1) / 2.0
-        lo = np.floor((np.minimum(pa, pb) - self.paf_width - half) / self.stride).astype(np.int64)
-        hi = np.ceil((np.maximum(pa, pb) + self.paf_width - half) / self.stride).astype(np.int64)
-        lo, hi = np.maximum(lo, 0), np.minimum(hi, np.array([w - 1, h - 1]))
+        last = np.array([w - 1, h - 1], dtype=np.float64)  # clipped as floats: far-off points never overflow
+        lo = np.clip(np.floor((np.minimum(pa, pb) - self.paf_width - half) / self.stride), 0, last).astype(np.int64)
+        hi = np.clip(np.ceil((np.maximum(pa, pb) + self.paf_width - half) / self.stride), -1, last).astype(np.int64)
         nx, ny = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0), np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
         cells = nx * ny
         seg = np.repeat(np.arange(len(limb)), cells)
