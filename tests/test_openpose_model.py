@@ -61,6 +61,24 @@ def test_small_variant_shapes_and_gradients():
     assert p2.shape == (1, 2, 38, 16, 12) and h2.shape == (1, 2, 19, 16, 12)
 
 
+def test_small_variant_exact_counts_and_batch_norm():
+    """782k plain; norm="batch" (the demo's) adds a BatchNorm (2 x channels) after every hidden conv,
+    drops those convs' biases, and refuses weights made for the plain layout."""
+    plain, bn = openpose_small(), openpose_small(norm="batch")
+    assert n_params(plain) == 781_659 and n_params(bn) == 783_451
+    hidden = [m for m in plain.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels not in (38, 19)]
+    assert sum(m.out_channels for m in hidden) == n_params(bn) - n_params(plain)  # 2C BN - C bias per conv
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules()) == len(hidden)
+    bn.train()
+    pafs, heat = bn(torch.rand(2, 3, 96, 96))
+    (pafs.square().mean() + heat.square().mean()).backward()
+    assert all(p.grad is not None for p in bn.parameters())
+    with pytest.raises(ValueError, match="norm"):
+        convert_cmu_state_dict({}, model=bn)
+    with pytest.raises(ValueError, match="norm"):
+        OpenPose(norm="group")
+
+
 def test_parameter_group_prefixes():
     m = openpose_small()
     names = [n for n, _ in m.named_parameters()]

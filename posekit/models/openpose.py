@@ -52,24 +52,34 @@ _VGG_NAMES = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", 
               "conv4_1", "conv4_2")
 
 
-def _branch(in_ch: int, width: int, kernel: int, n_convs: int, hidden: int, out_ch: int) -> nn.Sequential:
+def _conv_relu(in_ch: int, out_ch: int, kernel: int, norm: str) -> list[nn.Module]:
+    """conv (same padding) -> [BatchNorm] -> ReLU; with BatchNorm the conv has no bias."""
+    if norm == "batch":
+        return [nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True)]
+    return [nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2), nn.ReLU(inplace=True)]
+
+
+def _branch(in_ch: int, width: int, kernel: int, n_convs: int, hidden: int, out_ch: int,
+            norm: str = "none") -> nn.Sequential:
     """n_convs x conv(kernel, width) -> conv1x1(hidden) -> conv1x1(out_ch); ReLU after all but the last."""
     layers: list[nn.Module] = []
     c = in_ch
     for _ in range(n_convs):
-        layers += [nn.Conv2d(c, width, kernel, padding=kernel // 2), nn.ReLU(inplace=True)]
+        layers += _conv_relu(c, width, kernel, norm)
         c = width
-    layers += [nn.Conv2d(c, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, out_ch, 1)]
+    layers += [*_conv_relu(c, hidden, 1, norm), nn.Conv2d(hidden, out_ch, 1)]
     return nn.Sequential(*layers)
 
 
 class PAFStage(nn.Module):
     """One stage: the PAF branch (CMU "L1") and the heatmap branch ("L2") read the same input."""
 
-    def __init__(self, in_ch: int, *, width: int, kernel: int, n_convs: int, hidden: int, paf_ch: int, heat_ch: int):
+    def __init__(self, in_ch: int, *, width: int, kernel: int, n_convs: int, hidden: int, paf_ch: int, heat_ch: int,
+                 norm: str = "none"):
         super().__init__()
-        self.paf = _branch(in_ch, width, kernel, n_convs, hidden, paf_ch)
-        self.heat = _branch(in_ch, width, kernel, n_convs, hidden, heat_ch)
+        self.paf = _branch(in_ch, width, kernel, n_convs, hidden, paf_ch, norm)
+        self.heat = _branch(in_ch, width, kernel, n_convs, hidden, heat_ch, norm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.paf(x), self.heat(x)
@@ -80,15 +90,19 @@ class OpenPose(nn.Module):
 
     `backbone_width` scales every VGG/conv4_3_CPM channel count (1.0 = VGG19); `feature_channels`
     is F (conv4_4_CPM output); `width`, `refine_kernel`, `refine_convs` shape stages 2..S;
-    `stage1_hidden` is stage 1's 1x1 width (512 in the paper). Defaults give the paper model.
+    `stage1_hidden` is stage 1's 1x1 width (512 in the paper). `norm="batch"` puts a BatchNorm
+    after every hidden conv (not in the paper or CMU's weights: it makes a small model trained from
+    scratch learn several times faster, which the CPU demo needs). Defaults give the paper model.
     """
 
     PARAM_GROUP_PREFIXES = ("vgg.", "cpm.", "stages.")
 
     def __init__(self, *, num_parts: int = 18, num_limbs: int = 19, width: int = 128, num_stages: int = 6,
                  backbone_width: float = 1.0, feature_channels: int = 128, stage1_hidden: int = 512,
-                 refine_kernel: int = 7, refine_convs: int = 5, normalization: str = "cmu"):
+                 refine_kernel: int = 7, refine_convs: int = 5, normalization: str = "cmu", norm: str = "none"):
         super().__init__()
+        if norm not in ("none", "batch"):
+            raise ValueError(f"norm must be 'none' or 'batch', got {norm!r}")
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         if num_stages < 1:
@@ -97,7 +111,7 @@ class OpenPose(nn.Module):
             raise ValueError(f"refine_kernel must be odd (same padding), got {refine_kernel}")
         self.num_parts, self.num_limbs, self.num_stages = num_parts, num_limbs, num_stages
         self.paf_channels, self.heatmap_channels = 2 * num_limbs, num_parts + 1
-        self.normalization = normalization
+        self.normalization, self.norm = normalization, norm
         self.stride = 8
 
         def scaled(c: int) -> int:
@@ -109,17 +123,16 @@ class OpenPose(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
             else:
-                layers += [nn.Conv2d(c, scaled(v), 3, padding=1), nn.ReLU(inplace=True)]
+                layers += _conv_relu(c, scaled(v), 3, norm)
                 c = scaled(v)
         self.vgg = nn.Sequential(*layers)
-        self.cpm = nn.Sequential(nn.Conv2d(c, scaled(256), 3, padding=1), nn.ReLU(inplace=True),
-                                 nn.Conv2d(scaled(256), feature_channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.cpm = nn.Sequential(*_conv_relu(c, scaled(256), 3, norm), *_conv_relu(scaled(256), feature_channels, 3, norm))
         p, h = self.paf_channels, self.heatmap_channels
         stages = [PAFStage(feature_channels, width=width, kernel=3, n_convs=3, hidden=stage1_hidden,
-                           paf_ch=p, heat_ch=h)]
+                           paf_ch=p, heat_ch=h, norm=norm)]
         for _ in range(num_stages - 1):
             stages.append(PAFStage(feature_channels + p + h, width=width, kernel=refine_kernel, n_convs=refine_convs,
-                                   hidden=width, paf_ch=p, heat_ch=h))
+                                   hidden=width, paf_ch=p, heat_ch=h, norm=norm))
         self.stages = nn.ModuleList(stages)
         self.reset_parameters()
 
@@ -129,7 +142,8 @@ class OpenPose(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         for stage in self.stages:
             for branch in (stage.paf, stage.heat):
                 nn.init.normal_(branch[-1].weight, std=0.01)
@@ -213,6 +227,8 @@ def convert_cmu_state_dict(state: dict, *, model: OpenPose | None = None) -> dic
     if model is None:
         with torch.device("meta"):
             model = OpenPose()
+    if model.norm != "none":
+        raise ValueError(f"CMU's weights have no normalisation layers; this model has norm={model.norm!r}")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     target = model.state_dict()
@@ -264,6 +280,8 @@ def _vgg_features_only(state: dict, source: str, model: OpenPose) -> dict:
 def load_vgg19_weights(model: OpenPose, pretrained: str) -> str:
     """Fill `model.vgg` from a local torchvision VGG19 state-dict path, or "imagenet" (TORCH_HOME cache,
     then torchvision's download when online; otherwise a warning and random init). Returns the source."""
+    if model.norm != "none":
+        raise ValueError(f"torchvision's VGG19 weights fit the plain trunk only; this model has norm={model.norm!r}")
     if pretrained != "imagenet":
         path = Path(pretrained).expanduser()
         if not path.is_file():
@@ -320,8 +338,9 @@ def openpose_vgg19(*, num_stages: int = 6, width: int = 128, pretrained: str | N
 @register_model(family="openpose", skeleton="openpose18", input_size=(3, 184, 184))
 def openpose_small(*, num_stages: int = 3, width: int = 32, backbone_width: float = 0.25,
                    feature_channels: int = 32, refine_kernel: int = 3,
-                   normalization: str = "mindspore") -> OpenPose:
-    """Small OpenPose for tests and CPU demos: quarter-width VGG-like trunk, 3 stages of 32-ch 3x3 convs (~0.8 M)."""
+                   normalization: str = "mindspore", norm: str = "none") -> OpenPose:
+    """Small OpenPose for tests and CPU demos: quarter-width VGG-like trunk, 3 stages of 32-ch 3x3 convs
+    (782k parameters; norm="batch" adds BatchNorm after every hidden conv, as the demo trains it)."""
     return OpenPose(num_stages=num_stages, width=width, backbone_width=backbone_width,
                     feature_channels=feature_channels, stage1_hidden=2 * width, refine_kernel=refine_kernel,
-                    normalization=normalization)
+                    normalization=normalization, norm=norm)
