@@ -56,14 +56,14 @@ class LandmarkCrops(torch.utils.data.Dataset):
         return len(self.source)
 
     def crop(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(uint8 (S, S, 3) crop, 2x3 original -> crop matrix) of an RGB image."""
+        """(uint8 (S, S, 3) crop, a view into the resized image, 2x3 original -> crop matrix) of an RGB image."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an RGB (H, W, 3) image, got shape {image.shape}")
         matrix, (ox, oy) = crop_geometry(image.shape[:2], self.size, self.resize, self.offset)
         resized = image
         if self.resize and image.shape[:2] != (self.resize, self.resize):
             resized = cv2.resize(image, (self.resize, self.resize), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(resized[oy:oy + self.size, ox:ox + self.size]), matrix
+        return resized[oy:oy + self.size, ox:ox + self.size], matrix
 
     def _points(self, sample: Sample, matrix: np.ndarray) -> np.ndarray:
         out = np.zeros((self.num_points, 3), np.float32)
