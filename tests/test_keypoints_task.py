@@ -104,6 +104,42 @@ def test_custom_five_keypoint_dataset_trains_and_runs_from_the_checkpoint_alone(
     assert json.loads(props["posekit.skeleton"])["keypoints"] == CUSTOM_SKELETON["keypoints"]
 
 
+def test_non_square_input_crops_to_the_aspect_ratio_and_round_trips(tmp_path):
+    """input_size [W, H] (MMPose's COCO models are 192 x 256): the box grows to the input's aspect
+    ratio, heatmaps are W/4 x H/4, and the stored geometry drives predict, ONNX and the
+    deploy recipe of docs/deploy.md exactly as for square inputs."""
+    from test_onnx_backend import deploy_topdown
+    from posekit.data.transforms import affine_points
+    cfg = load_config("keypoints_synthetic", [*SMOKE, f"out_dir={tmp_path}", "data.synthetic_train_size=8",
+                                              "data.synthetic_val_size=2", "data.synthetic_image_size=96",
+                                              "data.input_size=[64,96]", "data.heatmap_size=null", "model.args.n_stacks=1",
+                                              "model.args.n_feats=16", "train.max_steps=2", "train.val_every=2"])
+    task = build_task(cfg)
+    item = task.build_datasets(("train",))["train"][0]
+    assert tuple(item["image"].shape) == (3, 96, 64) and tuple(item["target"].shape[-2:]) == (24, 16)
+    assert task.codec.stride == (4.0, 4.0)
+    # a tall 20 x 60 box at padding 1.25 fills a 64 x 96 input: region 50 x 75 (the width grown to 60 x 2/3)
+    ds = task.build_datasets(("val",))["val"]
+    m, _ = ds.crop_matrix((200, 200, 3), [10.0, 20.0, 20.0, 60.0])
+    np.testing.assert_allclose(np.diag(m[:, :2]), [64 / 50, 96 / 75])
+    np.testing.assert_allclose(affine_points(np.array([[19.5, 49.5]]), m), [[31.5, 47.5]])  # centre -> centre
+    ckpt = train(cfg) / "last.pt"
+    image = SyntheticFigures(1, seed=5, image_size=96, min_people=1, max_people=1)[0]
+    box = list(image.boxes[0])
+    torch_result = Predictor(ckpt)(image.image, boxes=box)
+    onnx_path = export_task(*load_for_inference(ckpt)[:2], tmp_path / "tall.onnx")["path"]
+    ort_result = Predictor(onnx_path)(image.image, boxes=box)
+    np.testing.assert_allclose(ort_result.keypoints, torch_result.keypoints, atol=1e-3)
+    kp, _ = deploy_topdown(onnx_path, image.image, box)
+    np.testing.assert_allclose(kp, torch_result.keypoints[0], atol=1e-3)
+    import onnx
+    crop = json.loads({p.key: p.value for p in onnx.load(onnx_path).metadata_props}["posekit.crop"])
+    assert crop["input_size"] == [64, 96] and crop["with_box"]["mode"] == "box"
+    assert crop["with_box"]["padding"] == pytest.approx(1.25) and crop["without_box"]["mode"] == "image"
+    with pytest.raises(ConfigError, match="data.input_size must be one number S"):
+        build_task(load_config("keypoints_synthetic", ["data.input_size=[64,96,3]"]))
+
+
 # --- oracle on the shared COCO samples --------------------------------------------------------------
 def test_oracle_ap_on_coco_samples_with_gt_boxes(realdata):
     task = build_task(config_from_dict(_coco_recipe(realdata)))

@@ -210,13 +210,14 @@ def deploy_topdown(onnx_path, image_rgb, box=None):
     in_w, in_h = crop["input_size"]
 
     h, w = image_rgb.shape[:2]
+    a = in_w / in_h
     if box is None:  # the whole image, letterboxed ("without_box": "image")
-        cx, cy, side = w / 2 - 0.5, h / 2 - 0.5, max(w, h)
-    else:  # a square of side padding * max(w, h) around the box
+        cx, cy, region_w = w / 2 - 0.5, h / 2 - 0.5, max(w, h * a)
+    else:  # the box grown to the aspect ratio, times padding
         x, y, bw, bh = box
         cx, cy = x + bw / 2 - 0.5, y + bh / 2 - 0.5
-        side = crop["with_box"]["padding"] * max(bw, bh)
-    sx, sy = in_w / side, in_h / side
+        region_w = crop["with_box"]["padding"] * max(bw, bh * a)
+    sx = sy = in_w / region_w
     m = np.array([[sx, 0.0, (in_w - 1) / 2 - sx * cx], [0.0, sy, (in_h - 1) / 2 - sy * cy]])
     patch = cv2.warpAffine(image_rgb, m, (in_w, in_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                            borderValue=tuple(crop["pad_value"]))

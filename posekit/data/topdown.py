@@ -6,7 +6,7 @@ one 2x3 matrix (crop rule + augmentation), the same matrix moves the keypoints, 
 in the item so predictions go back to the original frame with its inverse.
 
 Item schema (every top-down family):
-    image          (3, S, S) uint8 RGB crop
+    image          (3, H, W) uint8 RGB crop (input_size: S for S x S, or (W, H))
     target, target_weight   the codec's encoding of the crop-frame keypoints
     matrix         (2, 3) float64, original -> crop
     keypoints      (K, 3) float64 ground truth in the original frame (x, y, v)
@@ -69,8 +69,10 @@ def read_reduced(path, reduction: int) -> tuple[np.ndarray, int]:
 class CropRule:
     """Which region of the original image fills the network input.
 
-    box: a square of side `padding` x the box's longer side, centred on the person box;
-    image: the whole image letterboxed into a square (aspect kept);
+    box: the person box grown to the input's aspect ratio a = W / H (MMPose's rule), then x
+    `padding`: width padding x max(w, h a), height that / a (a square of padding x the longer
+    side for a square input), centred on the box;
+    image: the whole image letterboxed to the input's aspect ratio (aspect kept);
     resize: the whole image stretched to the input (aspect NOT kept; the keras-io reference)."""
     mode: str = "box"
     padding: float = 1.0
@@ -81,23 +83,25 @@ class CropRule:
         if not self.padding > 0:
             raise ValueError(f"crop padding must be positive, got {self.padding}")
 
-    def region(self, image_shape, box) -> tuple[np.ndarray, np.ndarray]:
-        """(centre (x, y), size (w, h)) in pixels; pixel centres sit at integer coordinates, so a
-        box [x, y, w, h] is centred on (x + w/2 - 0.5, y + h/2 - 0.5)."""
+    def region(self, image_shape, box, aspect: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """(centre (x, y), size (w, h)) in pixels for an input of aspect ratio `aspect` (W / H);
+        pixel centres sit at integer coordinates, so a box [x, y, w, h] is centred on
+        (x + w/2 - 0.5, y + h/2 - 0.5)."""
         h, w = image_shape[:2]
+        aspect = float(aspect)
         mode = self.mode
         if mode == "box" and (box is None or not np.isfinite(np.asarray(box, float)).all()):
             mode = "image"  # no box: the whole image, aspect kept
         if mode == "image":
-            side = float(max(w, h))
-            return np.array([w / 2.0 - 0.5, h / 2.0 - 0.5]), np.array([side, side])
+            side = float(max(w, h * aspect))
+            return np.array([w / 2.0 - 0.5, h / 2.0 - 0.5]), np.array([side, side / aspect])
         if mode == "resize":
             return np.array([w / 2.0 - 0.5, h / 2.0 - 0.5]), np.array([float(w), float(h)])
         x, y, bw, bh = (float(v) for v in box)
         if bw <= 0 or bh <= 0:
             raise ValueError(f"person box must be [x, y, w, h] with positive w, h; got {list(box)}")
-        side = max(bw, bh) * self.padding
-        return np.array([x + bw / 2.0 - 0.5, y + bh / 2.0 - 0.5]), np.array([side, side])
+        side = max(bw, bh * aspect) * self.padding
+        return np.array([x + bw / 2.0 - 0.5, y + bh / 2.0 - 0.5]), np.array([side, side / aspect])
 
 
 @dataclass
@@ -127,12 +131,16 @@ class TopDownAugment:
 class TopDownDataset(torch.utils.data.Dataset):
     """Single-person items (see the module docstring) from a source of `Sample`s."""
 
-    def __init__(self, source, codec, *, skeleton: str | Skeleton, input_size: int, crop: CropRule | None = None,
+    def __init__(self, source, codec, *, skeleton: str | Skeleton, input_size: int | tuple[int, int],
+                 crop: CropRule | None = None,
                  augment: TopDownAugment | None = None, pad_value=(0, 0, 0), meta_keys: tuple[str, ...] = (),
                  reduced_decode: bool = False):
         self.source, self.codec = source, codec
         self.skeleton = get_skeleton(skeleton)
-        self.input_size = int(input_size)
+        w, h = (input_size, input_size) if np.isscalar(input_size) else input_size
+        self.input_size = (int(w), int(h))  # (W, H)
+        if min(self.input_size) < 1:
+            raise ValueError(f"input_size must be positive, got {input_size}")
         self.crop = crop or CropRule()
         self.augment = augment
         self.pad_value = tuple(pad_value)
@@ -145,20 +153,21 @@ class TopDownDataset(torch.utils.data.Dataset):
     def crop_matrix(self, image_shape, box, rng: np.random.Generator | None = None, *,
                     crop: CropRule | None = None) -> tuple[np.ndarray, bool]:
         """(2x3 original -> input matrix, whether the keypoints must be left/right swapped)."""
-        s = self.input_size
-        center, size = (crop or self.crop).region(image_shape, box)
+        out = self.input_size
+        center, size = (crop or self.crop).region(image_shape, box, aspect=out[0] / out[1])
         a = self.augment
         if rng is None or a is None:
-            return crop_affine(center, size, (s, s)), False
+            return crop_affine(center, size, out), False
         if a.reference == "keras_dogs":
-            m = crop_affine(center, size, (s, s))
+            m = crop_affine(center, size, out)
+            mid = (out[0] / 2 - 0.5, out[1] / 2 - 0.5)
             if rng.random() < 0.3:  # imgaug Fliplr(0.3): mirrored, labels NOT swapped
-                m = compose_affine(crop_affine((s / 2 - 0.5, s / 2 - 0.5), s, (s, s), flip=True), m)
+                m = compose_affine(crop_affine(mid, out, out, flip=True), m)
             if rng.random() < 0.3:  # Sometimes(0.3, Affine(rotate=10, scale=(0.5, 0.7)))
                 zoom = rng.uniform(0.5, 0.7)
                 # imgaug's positive angle turns the image clockwise on screen (y down: a point
                 # right of the centre moves down); crop_affine's positive angle is counter-clockwise
-                m = compose_affine(crop_affine((s / 2 - 0.5, s / 2 - 0.5), s / zoom, (s, s), rotation=-10.0), m)
+                m = compose_affine(crop_affine(mid, (out[0] / zoom, out[1] / zoom), out, rotation=-10.0), m)
             return m, False
         size = size * rng.uniform(*a.scale)
         rotation = 0.0
@@ -166,11 +175,10 @@ class TopDownDataset(torch.utils.data.Dataset):
             rotation = rng.uniform(-a.rotation, a.rotation)
         shift = rng.uniform(-a.translate, a.translate, size=2) * size if a.translate else np.zeros(2)
         flip = bool(rng.random() < a.flip_prob)
-        return crop_affine(center + shift, size, (s, s), rotation=rotation, flip=flip), flip
+        return crop_affine(center + shift, size, out, rotation=rotation, flip=flip), flip
 
     def crop_image(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        s = self.input_size
-        return warp_image(image, matrix, (s, s), border_value=self.pad_value)
+        return warp_image(image, matrix, self.input_size, border_value=self.pad_value)
 
     def _reducible(self, sample: Sample, box) -> bool:
         """A JPEG still on disk, cropped around a valid box (the crop does not need the image size)."""
@@ -215,7 +223,7 @@ class TopDownDataset(torch.utils.data.Dataset):
 
     def inputs(self, images: list[np.ndarray], boxes: list | None = None, *, padding: float | None = None) -> dict:
         """A prediction batch for RGB images (one person box or None per image), built with the
-        evaluation geometry: image (N, 3, S, S) uint8 and matrix (N, 2, 3)."""
+        evaluation geometry: image (N, 3, H, W) uint8 and matrix (N, 2, 3)."""
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(boxes)} boxes for {len(images)} images (one box or None per image)")
         crop = CropRule(self.crop.mode, padding if padding is not None else self.crop.padding)
@@ -230,10 +238,10 @@ class TopDownDataset(torch.utils.data.Dataset):
             matrix, _ = self.crop_matrix(image.shape, box, None, crop=crop)
             crops.append(self.crop_image(image, matrix).transpose(2, 0, 1))
             matrices.append(matrix)
-        s = self.input_size
+        w, h = self.input_size
         return {"images": list(images),
                 "image": torch.from_numpy(np.ascontiguousarray(np.stack(crops))) if crops
-                else torch.zeros(0, 3, s, s, dtype=torch.uint8),
+                else torch.zeros(0, 3, h, w, dtype=torch.uint8),
                 "matrix": torch.from_numpy(np.stack(matrices)) if matrices else torch.zeros(0, 2, 3, dtype=torch.float64),
                 # without a box the prediction is for the whole image, which is its box
                 "box": torch.tensor([list(b) if b is not None else [0.0, 0.0, float(im.shape[1]), float(im.shape[0])]

@@ -73,11 +73,13 @@ def describe_crop(task: Task) -> dict | None:
                   "pixel_centers": "integer coordinates: box [x, y, w, h] centre (x + w/2 - 0.5, y + h/2 - 0.5), "
                                    "output centre ((W - 1) / 2, (H - 1) / 2)"}
     centre = (width / 2 - 0.5, height / 2 - 0.5)
+    aspect = out_w / out_h
     s = min(out_w / width, out_h / height)
     top_left = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5]])
-    if np.allclose(m0, crop_affine(centre, max(width, height), (out_w, out_h))):
-        info["without_box"] = {"mode": "image", "rule": "the whole image letterboxed: a square of side max(W, H) "
-                               "centred on the image, aspect kept"}
+    side = max(width, height * aspect)
+    if np.allclose(m0, crop_affine(centre, (side, side / aspect), (out_w, out_h))):
+        info["without_box"] = {"mode": "image", "rule": "the whole image letterboxed: a region of width "
+                               "max(W, H * a) and height that / a (a = W_in / H_in) centred on the image, aspect kept"}
     elif np.allclose(m0, crop_affine(centre, (width, height), (out_w, out_h))):
         info["without_box"] = {"mode": "resize", "rule": "the whole image stretched to the input (aspect not kept)"}
     elif np.allclose(m0, top_left):
@@ -90,11 +92,14 @@ def describe_crop(task: Task) -> dict | None:
     if np.allclose(m0, m1):
         info["with_box"] = None  # the family finds every person itself (or crops its own way)
     else:
-        padding = float(out_w / m1[0, 0] / max(box[2:]))
+        grown = max(box[2], box[3] * aspect)  # the box grown to the input's aspect ratio
+        padding = float(out_w / m1[0, 0] / grown)
         info["with_box"] = {"mode": "box", "padding": round(padding, 6),
-                            "rule": "a square of side padding * max(w, h) centred on the box"}
+                            "rule": "a region of width padding * max(w, h * a) and height that / a "
+                                    "(a = W_in / H_in; a square of side padding * max(w, h) when a = 1) "
+                                    "centred on the box"}
         if not np.allclose(m1, crop_affine((box[0] + box[2] / 2 - 0.5, box[1] + box[3] / 2 - 0.5),
-                                           padding * max(box[2:]), (out_w, out_h))):
+                                           (padding * grown, padding * grown / aspect), (out_w, out_h))):
             info["with_box"].update(mode="custom", matrix_for_box=m1.tolist())
         pad = pad if pad is not None else _pad_value(boxed["image"][0].cpu().numpy(), m1, width, height)
     info["pad_value"] = pad if pad is not None else [0, 0, 0]

@@ -119,6 +119,15 @@ def _normalize_input(module, args):
 
 
 # --- config sections -----------------------------------------------------------------------------
+def _size_wh(value, key: str) -> tuple[int, int]:
+    """S or [W, H] -> (W, H)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ConfigError(f"{key} must be one number S (S x S) or [W, H], got {list(value)}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
 @dataclass
 class KeypointsDataConfig(DataConfig):
     dataset: str = "coco"  # coco | pose_json (a folder + a JSON list of records) | synthetic
@@ -135,17 +144,17 @@ class KeypointsDataConfig(DataConfig):
     # top-down protocol: evaluate on these detector boxes (a COCO detections JSON) instead of GT boxes
     val_detections: str | None = None
     det_score_threshold: float = 0.0  # detections below this score are dropped (MMPose det_bbox_thr)
-    # geometry, stored in every checkpoint: square input, crop rule, normalisation
-    input_size: int = 256
-    crop: str = "box"  # box (square around the person box, aspect kept) | image (letterbox) | resize (stretch)
-    padding: float = 1.25  # box crops: side = padding x the box's longer side
+    # geometry, stored in every checkpoint: input size, crop rule, normalisation
+    input_size: int | list[int] = 256  # S (S x S) or [W, H], e.g. [192, 256] as MMPose's COCO models
+    crop: str = "box"  # box (the person box grown to the input's aspect) | image (letterbox) | resize (stretch)
+    padding: float = 1.25  # box crops: width = padding x max(box w, box h x W / H)
     # input normalisation inside the model (so checkpoints and ONNX files carry it): the network
     # sees (rgb / 255 - mean) / std; None keeps the model's own (the hourglass takes [0, 1], the
     # MobileNetV2 regressor applies ImageNet's)
     mean: list[float] | None = None
     std: list[float] | None = None
     codec: str = "auto"  # auto (from the model's kind) | heatmap | regression
-    heatmap_size: int | None = None  # heatmap models: default input_size / the model's stride
+    heatmap_size: int | list[int] | None = None  # heatmap models ([W, H] or S): default input_size / the stride
     sigma: float = 2.0  # heatmap Gaussian std in heatmap cells
     # training augmentation
     augment: bool = True
@@ -440,7 +449,8 @@ class KeypointsTask(Task):
             raise ConfigError(f"data.dataset={d.dataset!r}; valid: coco, pose_json, synthetic")
         if d.crop not in CROP_MODES:
             raise ConfigError(f"data.crop={d.crop!r}; valid: {', '.join(CROP_MODES)}")
-        if not d.padding > 0 or d.input_size < 8:
+        self.input_wh = _size_wh(d.input_size, "data.input_size")
+        if not d.padding > 0 or min(self.input_wh) < 8:
             raise ConfigError(f"data.padding must be > 0 and data.input_size >= 8, got {d.padding}, {d.input_size}")
         if (d.mean is None) != (d.std is None) or (d.mean is not None and (
                 len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0)):
@@ -456,14 +466,16 @@ class KeypointsTask(Task):
             raise ConfigError(f"eval.sigmas must be {k} positive numbers (one per keypoint of "
                               f"{self._skeleton.name!r}), got {e.sigmas}")
         self.kind = self._model_kind()
-        s = d.input_size
+        w, h = self.input_wh
         if self.kind == "heatmap":
-            hs = d.heatmap_size or s // HEATMAP_STRIDE
-            if hs < 1 or s % hs:
-                raise ConfigError(f"data.input_size={s} must be a multiple of data.heatmap_size={hs}")
-            self.codec = HeatmapCodec((s, s), (hs, hs), d.sigma, refine=e.refine)
+            hw, hh = _size_wh(d.heatmap_size, "data.heatmap_size") if d.heatmap_size else \
+                (w // HEATMAP_STRIDE, h // HEATMAP_STRIDE)
+            if min(hw, hh) < 1 or w % hw or h % hh or w // hw != h // hh:
+                raise ConfigError(f"data.input_size={d.input_size} must be the same multiple of "
+                                  f"data.heatmap_size={d.heatmap_size or [hw, hh]} in width and height")
+            self.codec = HeatmapCodec((w, h), (hw, hh), d.sigma, refine=e.refine)
         else:
-            self.codec = RegressionCodec((s, s))
+            self.codec = RegressionCodec((w, h))
 
     def _model_kind(self) -> str:
         d = self.cfg.data
@@ -507,15 +519,16 @@ class KeypointsTask(Task):
         model = create_model(self.cfg.model.name, **args)
         if self.cfg.data.mean is not None:
             attach_normalization(model, self.cfg.data.mean, self.cfg.data.std)
-        s = self.cfg.data.input_size
+        size = self.cfg.data.input_size
         if self.kind == "heatmap":
-            need = getattr(model, "stride", 4) * 2 ** getattr(model, "n_low", 0)
-            if s % need:
-                raise ConfigError(f"data.input_size={s} must be divisible by {need} for {self.cfg.model.name}")
-            if s // getattr(model, "stride", 4) != self.codec.heatmap_size[0]:
-                raise ConfigError(f"data.heatmap_size={self.codec.heatmap_size[0]} must be data.input_size / "
-                                  f"{getattr(model, 'stride', 4)} = {s // getattr(model, 'stride', 4)} for "
-                                  f"{self.cfg.model.name}")
+            stride = getattr(model, "stride", 4)
+            need = stride * 2 ** getattr(model, "n_low", 0)
+            if any(v % need for v in self.input_wh):
+                raise ConfigError(f"data.input_size={size} must be divisible by {need} for {self.cfg.model.name}")
+            want = [v // stride for v in self.input_wh]
+            if list(self.codec.heatmap_size) != want:
+                raise ConfigError(f"data.heatmap_size={list(self.codec.heatmap_size)} must be data.input_size / "
+                                  f"{stride} = {want} for {self.cfg.model.name}")
         return model
 
     def build_loss(self):
@@ -538,7 +551,7 @@ class KeypointsTask(Task):
                                  rotation_prob=d.rotation_prob, translate=d.translate,
                                  flip_prob=0.5 if d.flip else 0.0, channel_scale=d.color_scale) \
             if train and d.augment else None
-        return TopDownDataset(source, self.codec, skeleton=self._skeleton, input_size=d.input_size,
+        return TopDownDataset(source, self.codec, skeleton=self._skeleton, input_size=self.input_wh,
                               crop=CropRule(d.crop, d.padding), augment=augment,
                               meta_keys=("image_index", "person_row", "box_score"))
 
@@ -722,8 +735,8 @@ class KeypointsTask(Task):
         return list(arr)
 
     def export_spec(self):
-        s = self.cfg.data.input_size
-        return ExportSpec((torch.rand(2, 3, s, s),), ["image"], ["keypoints", "scores"],
+        w, h = self.input_wh
+        return ExportSpec((torch.rand(2, 3, h, w),), ["image"], ["keypoints", "scores"],
                           {"image": {0: "batch"}, "keypoints": {0: "batch"}, "scores": {0: "batch"}})
 
     def demo(self, predict, datasets, out_dir):
