@@ -2,7 +2,7 @@
 
 1. The codec's ceiling: the oracle (ground truth -> heatmaps + PAFs -> the decoder -> OKS AP) on the
    held-out synthetic images and on the 4 shared real COCO images.
-2. Learning: `openpose_small` (782k parameters, 3 stages) from scratch through the real trainer on
+2. Learning: `openpose_small` (3 stages, BatchNorm as the recipe sets it) from scratch through the real trainer on
    `coco_synthetic` (1-6 figures per image, occlusion, crowd regions, masked small people); OKS AP
    on held-out images before vs after, with the decoder's `cmu` preset.
 
