@@ -27,7 +27,7 @@ EXAMPLES = {
   posekit models --params           # also the exact parameter counts
   posekit models --json --family hourglass""",
     "demo": """examples:
-  posekit demo                      # every family, about 10 minutes on 2 CPU cores
+  posekit demo                      # every family, about 9 minutes on 2 CPU cores
   posekit demo --families hourglass --out runs/demo""",
     "convert": """examples:
   posekit convert cmu-openpose body_pose_model.pth --out runs/cmu/cmu_openpose.pt

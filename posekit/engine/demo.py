@@ -37,7 +37,7 @@ class DemoPlan:
     seconds: float = 60.0
 
 
-# Sized by steps to finish in under 10 minutes on 2 free CPU cores (`seconds`: the measured training
+# Sized by steps to finish in under 10 minutes on 2 free CPU cores (9 min 7 s measured; `seconds`: the training
 # time there, which also splits the safety cap). OpenPose is the slow learner: the plain small
 # model (no normalisation, as the paper's VGG) scored AP 0 after 250 steps even on easy crowds (1-2
 # people, no crowd regions or tiny figures; its validation loss fell 0.161 -> 0.029) and needs ~1,200
