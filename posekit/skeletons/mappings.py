@@ -38,7 +38,13 @@ def map_keypoints(points: np.ndarray, src: str, dst: str, *, has_visibility: boo
         raise KeyError(f"no joint mapping {src} -> {dst}; known: {sorted(MAPPINGS)}") from None
     points = np.asarray(points, dtype=np.float64)
     out = np.zeros(points.shape[:-2] + (len(mapping), points.shape[-1]))
+    direct = [(j, source) for j, source in enumerate(mapping) if isinstance(source, int)]
+    if direct:  # one gather for the joints that copy a single source joint
+        dst_index, src_index = zip(*direct)
+        out[..., list(dst_index), :] = points[..., list(src_index), :]
     for j, source in enumerate(mapping):
+        if isinstance(source, int):
+            continue
         if source is None:
             out[..., j, :] = 0.0 if has_visibility else np.nan
         elif isinstance(source, tuple):
@@ -49,6 +55,4 @@ def map_keypoints(points: np.ndarray, src: str, dst: str, *, has_visibility: boo
                 out[..., j, 2] = np.where(vis, pts[..., 2].min(-1), 0.0)
             else:
                 out[..., j, :] = pts.mean(-2)
-        else:
-            out[..., j, :] = points[..., source, :]
     return out
