@@ -138,6 +138,8 @@ def test_non_square_input_crops_to_the_aspect_ratio_and_round_trips(tmp_path):
     assert crop["with_box"]["padding"] == pytest.approx(1.25) and crop["without_box"]["mode"] == "image"
     with pytest.raises(ConfigError, match="data.input_size must be one number S"):
         build_task(load_config("keypoints_synthetic", ["data.input_size=[64,96,3]"]))
+    with pytest.raises(ConfigError, match=r"same multiple .* \(e.g. data.heatmap_size=\[16, 24\]\)"):
+        build_task(load_config("keypoints_synthetic", ["data.input_size=[64,96]"]))  # the recipe's 16 is square
 
 
 # --- oracle on the shared COCO samples --------------------------------------------------------------

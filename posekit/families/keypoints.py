@@ -472,7 +472,8 @@ class KeypointsTask(Task):
                 (w // HEATMAP_STRIDE, h // HEATMAP_STRIDE)
             if min(hw, hh) < 1 or w % hw or h % hh or w // hw != h // hh:
                 raise ConfigError(f"data.input_size={d.input_size} must be the same multiple of "
-                                  f"data.heatmap_size={d.heatmap_size or [hw, hh]} in width and height")
+                                  f"data.heatmap_size={d.heatmap_size or [hw, hh]} in width and height "
+                                  f"(e.g. data.heatmap_size={[w // HEATMAP_STRIDE, h // HEATMAP_STRIDE]})")
             self.codec = HeatmapCodec((w, h), (hw, hh), d.sigma, refine=e.refine)
         else:
             self.codec = RegressionCodec((w, h))
