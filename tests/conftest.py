@@ -18,6 +18,17 @@ def realdata():
     return root
 
 
+@pytest.fixture(scope="module")
+def private_tempdir(tmp_path_factory):
+    """The module's temp folder as Python's default (`tempfile`): the export cache of
+    backend="onnxruntime" lives there, so each test module keeps its own."""
+    import tempfile
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tmp"))
+    yield
+    tempfile.tempdir = saved
+
+
 def smoke_checkpoint(family: str, out_dir, *extra: str, steps: int = 1) -> Path:
     """`last.pt` of a family's synthetic recipe shrunk by its smoke overrides, trained `steps`
     steps into `out_dir` (tests that need a real checkpoint of any family)."""

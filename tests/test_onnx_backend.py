@@ -38,14 +38,7 @@ def exported(checkpoint):
     return lambda family: Predictor(checkpoint(family), backend="onnxruntime").onnx_path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_temp(tmp_path_factory):
-    """The export cache of backend="onnxruntime" lives in the temp folder: keep it in the test's."""
-    import tempfile
-    saved = tempfile.tempdir
-    tempfile.tempdir = str(tmp_path_factory.mktemp("tmp"))
-    yield
-    tempfile.tempdir = saved
+pytestmark = pytest.mark.usefixtures("private_tempdir")  # the ONNX export cache stays in the module's folder
 
 
 def _props(path) -> dict:

@@ -26,13 +26,7 @@ def checkpoint(tmp_path_factory):
     return smoke_checkpoints(tmp_path_factory, {"hourglass": SMALLER})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_temp(tmp_path_factory):
-    import tempfile
-    saved = tempfile.tempdir
-    tempfile.tempdir = str(tmp_path_factory.mktemp("tmp"))
-    yield
-    tempfile.tempdir = saved
+pytestmark = pytest.mark.usefixtures("private_tempdir")  # the ONNX export cache stays in the module's folder
 
 
 def _image(path, seed=0, size=(96, 128)):

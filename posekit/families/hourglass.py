@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posekit.codecs.heatmap import REFINEMENTS, HeatmapCodec, decode_heatmaps, flip_back_heatmaps
+from posekit.codecs.heatmap import REFINEMENTS, HeatmapCodec, flip_back_heatmaps
 from posekit.config import DataConfig, EvalConfig, LossConfig
 from posekit.data.formats.mpii import MPIIImageSource, attach_head_sizes, load_mpii, load_mpii_h5, load_mpii_mat
 from posekit.data.topdown import CropRule, TopDownAugment, TopDownDataset, to_original_frame
@@ -236,8 +236,7 @@ class HourglassTask(Task):
         return torch.sigmoid(heat) if self.cfg.loss.kind == "bce" else heat
 
     def _decode(self, heat):
-        kp, scores = decode_heatmaps(heat, refine=self.cfg.eval.refine, stride_xy=self.codec.stride,
-                                     dark_sigma=self.codec.sigma)
+        kp, scores = self.codec.decode(heat)  # the codec carries eval.refine, the stride and sigma
         return {"keypoints": kp, "scores": scores}
 
     def forward_decode(self, model, x, *, outputs=None):

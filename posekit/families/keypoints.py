@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posekit.codecs.heatmap import REFINEMENTS, HeatmapCodec, decode_heatmaps, flip_back_heatmaps
+from posekit.codecs.heatmap import REFINEMENTS, HeatmapCodec, flip_back_heatmaps
 from posekit.codecs.regression import RegressionCodec
 from posekit.config import ConfigError, DataConfig, EvalConfig, LossConfig
 from posekit.data.formats.coco import load_coco_keypoints
@@ -628,8 +628,7 @@ class KeypointsTask(Task):
         return torch.sigmoid(heat) if self.cfg.loss.kind == "bce" else heat
 
     def _decode_heat(self, heat):
-        kp, scores = decode_heatmaps(heat, refine=self.cfg.eval.refine, stride_xy=self.codec.stride,
-                                     dark_sigma=self.codec.sigma)
+        kp, scores = self.codec.decode(heat)  # the codec carries eval.refine, the stride and sigma
         return {"keypoints": kp, "scores": scores}
 
     def forward_decode(self, model, x, *, outputs=None):
