@@ -57,12 +57,13 @@ class Results:
 
     def plot(self, *, image: np.ndarray | None = None, score_threshold: float = 0.0, radius: int | None = None,
              thickness: int | None = None, boxes: bool = True, labels: bool | list[str] = False,
-             color_by_person: bool = False, gt: np.ndarray | None = None) -> np.ndarray:
+             color_by_person: bool | None = None, gt: np.ndarray | None = None) -> np.ndarray:
         """An RGB overlay image: the skeleton drawn on the source image (2-D), or the lifting figure
         (3-D: one row per person, one panel per hypothesis, ground truth from `gt` or
         meta["gt_keypoints_3d"]). 2-D: each person's box when known (`boxes=False` hides them),
         joints at or below `score_threshold` hidden, `labels` writes keypoint names; line and dot
-        sizes follow the image size."""
+        sizes follow the image size; several people are coloured by person, one by limb
+        (`color_by_person` forces either; see viz.draw_skeleton)."""
         from posekit.viz import draw_skeleton, plot_3d_hypotheses
         if self.is_3d:
             return plot_3d_hypotheses(self, gt=gt)

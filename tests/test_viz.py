@@ -1,12 +1,14 @@
-"""Drawing: boxes, score threshold, labels, sizes that follow the image, captions, the lifting
-figure and curves.png (checked on pixels and on the matplotlib figures, never by eye alone)."""
+"""Drawing: boxes, score threshold, person colours and track ids, labels that never overlap, doubtful
+people drawn as such, sizes that follow the image, captions, the lifting figure and curves.png
+(checked on pixels and on the matplotlib figures, never by eye alone)."""
 import numpy as np
 import pytest
 
 from posekit.results import Results
 from posekit.skeletons import Skeleton, get_skeleton
-from posekit.viz import (caption, draw_sizes, draw_skeleton, joint_sides, lifting_figure, limb_sides,
-                         person_colors, plot_training_curves, side_by_side, training_curves_figure, upscale)
+from posekit.viz import (caption, draw_sizes, draw_skeleton, joint_sides, label_rects, lifting_figure, limb_sides,
+                         person_color, person_colors, plot_training_curves, side_by_side, training_curves_figure,
+                         upscale)
 
 LINE = Skeleton(name="viz_line3", keypoints=("left_a", "middle", "right_a"), flip_pairs=((0, 2),),
                 limbs=((0, 1), (1, 2)), colors=((255, 0, 0), (0, 255, 0), (0, 0, 255)))
@@ -68,6 +70,81 @@ def test_every_person_gets_its_own_box_colour():
     out = draw_skeleton(_blank(), kp, None, LINE, boxes=boxes, color_by_person=True)
     assert tuple(out[30, 40]) == tuple(colors[0]) and tuple(out[130, 140]) == tuple(colors[1])
     assert np.abs(out[50, 30].astype(int) - colors[0]).max() < 40  # the limb too, in the person's colour
+
+
+def _near(pixel, color, tol=40):
+    return int(np.abs(np.asarray(pixel, int) - np.asarray(color, int)).max()) < tol
+
+
+def test_several_people_are_told_apart_by_colour_one_keeps_limb_colours():
+    two = np.array([[[20, 50], [60, 50], [100, 50]], [[20, 150], [60, 150], [100, 150]]], float)
+    out = draw_skeleton(_blank(), two, None, LINE)  # no colour option: chosen from the number of people
+    assert _near(out[50, 40], person_color(0)) and _near(out[150, 40], person_color(1))
+    assert _near(out[50, 80], person_color(0)) and _near(out[150, 80], person_color(1))  # every limb
+    one = draw_skeleton(_blank(), two[:1], None, LINE)
+    assert _near(one[50, 40], LINE.limb_colors_rgb()[0]) and _near(one[50, 80], LINE.limb_colors_rgb()[1])
+    forced = draw_skeleton(_blank(), two, None, LINE, color_by_person=False)
+    assert _near(forced[150, 40], LINE.limb_colors_rgb()[0])
+
+
+def test_results_plot_colours_several_people_by_person():
+    two = np.array([[[20, 50], [60, 50], [100, 50]], [[20, 150], [60, 150], [100, 150]]], float)
+    out = Results(two, np.ones((2, 3)), LINE, image=_blank()).plot()
+    assert _near(out[50, 40], person_color(0)) and _near(out[150, 40], person_color(1))
+    single = Results(two[:1], np.ones((1, 3)), LINE, image=_blank()).plot()
+    assert _near(single[50, 40], LINE.limb_colors_rgb()[0])
+
+
+def test_track_ids_keep_a_person_s_colour_across_frames():
+    a = np.array([[[20, 50], [60, 50], [100, 50]]], float)
+    b = np.array([[[20, 150], [60, 150], [100, 150]]], float)
+    frame1 = draw_skeleton(_blank(), np.concatenate([a, b]), None, LINE, track_ids=[7, 3])
+    frame2 = draw_skeleton(_blank(), np.concatenate([b, a]), None, LINE, track_ids=[3, 7])  # order changed
+    assert _near(frame1[50, 40], person_color(7)) and _near(frame2[50, 40], person_color(7))
+    assert _near(frame1[150, 40], person_color(3)) and _near(frame2[150, 40], person_color(3))
+    with pytest.raises(ValueError, match="track_ids has 1 ids for 2 people"):
+        draw_skeleton(_blank(), np.concatenate([a, b]), None, LINE, track_ids=[1])
+
+
+def test_box_labels_never_overlap_even_for_nearly_identical_boxes():
+    boxes = np.array([[50, 50, 100, 100], [52, 51, 100, 100], [51, 50, 99, 101], [50, 52, 100, 98]], float)
+    rects = label_rects(boxes, [(60, 16)] * 4, (200, 200))
+    assert all(r is not None for r in rects)
+    for i in range(4):
+        x0, y0, x1, y1 = rects[i]
+        assert 0 <= x0 < x1 < 200 and 0 <= y0 < y1 < 200 and (x1 - x0, y1 - y0) == (60, 16)
+        for j in range(i):
+            o = rects[j]
+            assert o[2] < x0 or x1 < o[0] or o[3] < y0 or y1 < o[1], (rects[i], o)
+    assert rects[0] == (50, 32, 110, 48)  # the first one where it is expected: just above its box, clear of it
+    # a label that cannot fit anywhere free is left out rather than drawn over another
+    assert label_rects(np.array([[0, 0, 40, 18]] * 2, float), [(40, 18)] * 2, (20, 41))[1] is None
+    # drawn: both labels show, each filled in its person's colour over and above its box outline
+    nan = np.full((2, 3, 2), np.nan)
+    out = draw_skeleton(_blank(), nan, None, LINE, boxes=boxes[:2], person_scores=np.array([0.9, 0.8]))
+    outline_only = 2 * (100 + 100) + 8
+    for p in range(2):
+        assert (out == person_color(p)).all(axis=2).sum() > outline_only + 150
+
+
+def test_a_person_under_the_threshold_is_not_drawn_as_confident():
+    kp = np.array([[[100, 150], [300, 150], [500, 150]], [[100, 450], [300, 450], [500, 450]]], float)
+    boxes = np.array([[80, 100, 440, 100], [80, 400, 440, 100]], float)
+    out = draw_skeleton(_blank(600, 600), kp, None, LINE, boxes=boxes, person_scores=np.array([0.9, 0.1]),
+                        person_threshold=0.3)
+    sure, unsure = out[130:170, 120:280], out[430:470, 120:280]  # the first limb of each
+    assert (sure.any(axis=2)).sum() > 1.5 * (unsure.any(axis=2)).sum() > 0  # thinner
+    assert _near(out[150, 200], person_color(0), 10)
+    assert not _near(out[450, 200], person_color(1), 30) and out[450, 200].any()  # greyed, still visible
+    assert out[150, 97].max() > 200 and out[450, 97].max() < 60  # a confident joint is a dot, a doubtful one a ring
+    assert (out[100, 80:520] != out[100, 80]).all(axis=1).sum() == 0  # solid box edge
+    assert (~out[400, 80:520].any(axis=1)).sum() > 100  # dashed box edge
+    # the threshold defaults to the keypoint threshold; a score at the threshold is confident
+    same = draw_skeleton(_blank(600, 600), kp, None, LINE, boxes=boxes, person_scores=np.array([0.9, 0.3]),
+                         score_threshold=0.3)
+    assert _near(same[450, 200], person_color(1), 10)
+    no_scores = draw_skeleton(_blank(600, 600), kp, None, LINE, boxes=boxes, score_threshold=0.3)
+    assert _near(no_scores[450, 200], person_color(1), 10)  # without person scores nobody is doubted
 
 
 def test_caption_upscales_small_crops_and_side_by_side_pads():
