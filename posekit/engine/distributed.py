@@ -25,15 +25,37 @@ class DistInfo:
         return self.rank == 0
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
+class DeviceError(ValueError):
+    """A device that this machine cannot give (the CLI prints it as one line, not an internal error)."""
+
+
+def _asked(option: str, name: str) -> str:
+    return f"{option} {name}" if option.startswith("-") else f"{option}={name}"
+
+
+def pick_device(name: str, local_rank: int = 0, *, option: str = "train.device") -> torch.device:
+    """`name` (auto | cpu | cuda | cuda:N | mps) -> a device this machine has. `option` is how the
+    user asked for it (`train.device`, `--device`), so a refusal names what to change."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"unknown device {_asked(option, repr(name))}; use auto, cpu, cuda, cuda:N or mps") from None
+    cpu = _asked(option, "cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device={name} but CUDA is not available")
+            raise DeviceError(f"CUDA was asked for ({_asked(option, name)}) but torch.cuda.is_available() is False "
+                              f"on this machine (a CPU-only torch build, or no usable GPU/driver); use {cpu}")
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise DeviceError(f"{_asked(option, name)} asks for GPU {device.index} but this machine has {count} "
+                              f"(cuda:0..cuda:{count - 1}); pick one of them or use {cpu}")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError(f"MPS was asked for ({_asked(option, name)}) but torch.backends.mps.is_available() is "
+                          f"False on this machine; use {cpu}")
     return device
 
 

@@ -66,9 +66,72 @@ def load_for_inference(checkpoint_path: str | Path, overrides: list[str] | None 
     task = build_task(cfg)
     model = task.build_model()
     model.load_state_dict(inference_state_dict(ckpt))
-    model = model.to(distributed.pick_device(device)).eval()
+    model = model.to(distributed.pick_device(device, option="--device")).eval()
     task.prepare(model, {})
     return task, model, cfg
+
+
+class ImageInputError(ValueError):
+    """An array handed to `Predictor` that is not an image posekit can read unambiguously."""
+
+
+IMAGE_RULE = ("expected uint8 RGB (H, W, 3) with values 0..255, or float RGB (H, W, 3) in [0, 1]; pass bgr=True "
+              "for arrays from cv2.imread")
+
+
+def _describe(array: np.ndarray) -> str:
+    text = f"a {array.dtype} array of shape {tuple(array.shape)}"
+    if array.size and (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        finite = array[np.isfinite(array)] if np.issubdtype(array.dtype, np.floating) else array
+        if finite.size:
+            text += f" with values {float(finite.min()):g}..{float(finite.max()):g}"
+        if finite.size < array.size:
+            text += " and NaN/inf"
+    return text
+
+
+def as_rgb_image(image, *, bgr: bool = False, where: str = "image") -> np.ndarray:
+    """One image as the API defines it -> RGB uint8 (H, W, 3), the form every family is trained on.
+
+    Accepted: uint8 (H, W, 3) RGB; floating (H, W, 3) RGB in [0, 1] (quantised to uint8 as
+    rint(x * 255)); grey (H, W) or (H, W, 1) (replicated to three channels); (H, W, 4) RGBA (the
+    alpha channel is dropped, as `read_image` does for files). `bgr=True`: the colour channels are
+    B, G, R (cv2.imread) and are reversed. Anything else (0..255 floats, uint16, other integers,
+    channels-first, torch tensors, NaN) is an ImageInputError saying what was given: guessing the
+    range or the layout silently misplaces keypoints by hundreds of pixels."""
+    if not isinstance(image, np.ndarray):
+        kind = type(image).__module__.split(".")[0] + "." + type(image).__name__
+        hint = (" (a torch tensor (3, H, W): use t.permute(1, 2, 0).numpy())" if kind.startswith("torch.")
+                else " (a PIL image: use np.asarray(image.convert('RGB')))" if kind.startswith("PIL.") else "")
+        raise ImageInputError(f"{where}: got a {kind}{hint}; {IMAGE_RULE}, or an image path")
+    given = _describe(image)
+    if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
+        raise ImageInputError(f"{where}: got {given}, which looks channels-first; use image.transpose(1, 2, 0) "
+                              f"({IMAGE_RULE})")
+    if image.ndim == 4:
+        raise ImageInputError(f"{where}: got {given}; a stack of images goes in as a list (list(images)): "
+                              f"{IMAGE_RULE}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)) or 0 in image.shape[:2]:
+        raise ImageInputError(f"{where}: got {given}; {IMAGE_RULE} (grey (H, W) and RGBA (H, W, 4) are converted)")
+    if image.dtype == np.uint8:
+        out = image
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ImageInputError(f"{where}: got {given}; NaN or inf pixels cannot be read ({IMAGE_RULE})")
+        lo, hi = float(image.min()), float(image.max())
+        if lo < 0.0 or hi > 1.0:
+            hint = ("; a 0..255 float image: pass image / 255 or image.round().astype(np.uint8)" if lo >= 0.0 and hi <= 255.0
+                    else "")
+            raise ImageInputError(f"{where}: got {given}; floating images must be in [0, 1]{hint} ({IMAGE_RULE})")
+        out = np.rint(image.astype(np.float32) * 255.0).astype(np.uint8)
+    else:
+        hint = (" (16-bit: use (image // 257).astype(np.uint8), or read the file with posekit.data.io.read_image)"
+                if image.dtype == np.uint16 else " (use image.astype(np.uint8) if the values are 0..255)")
+        raise ImageInputError(f"{where}: got {given}{hint}; {IMAGE_RULE}")
+    if out.ndim == 2 or out.shape[2] == 1:
+        return np.repeat(out.reshape(out.shape[0], out.shape[1], 1), 3, axis=2)
+    rgb = out[:, :, 2::-1] if bgr else out[:, :, :3]
+    return np.ascontiguousarray(rgb)
 
 
 def onnx_cache_path(checkpoint: str | Path, overrides: list[str] | None = None) -> Path:
@@ -171,12 +234,22 @@ class Predictor:
     """Load a checkpoint (or an exported .onnx file) once, then call it on RGB images (or a
     lifter's 2-D poses).
 
+    An image is a uint8 (H, W, 3) RGB array (0..255), a floating (H, W, 3) RGB array in [0, 1],
+    or a path; grey (H, W) is replicated and RGBA drops its alpha. Anything else (a 0..255 float
+    array, uint16, channels-first) is refused with an ImageInputError naming what was given
+    (`as_rgb_image`). `bgr=True` (here for every call, or per call) takes arrays as B, G, R, as
+    `cv2.imread` returns them; paths are always decoded to RGB.
+
     backend: "auto" (an .onnx file runs with onnxruntime, a checkpoint with PyTorch), "torch", or
     "onnxruntime" (a checkpoint is exported once, cached in the temp folder by its path and
-    modification time). Results of the two backends agree within float tolerance."""
+    modification time). Results of the two backends agree within float tolerance, and both take
+    images by the same rules. device: cpu | cuda | cuda:N | mps | auto; one the machine lacks is
+    a DeviceError (one line), not a silent fallback (onnxruntime without its CUDA provider runs
+    on the CPU)."""
 
     def __init__(self, checkpoint, *, device: str = "cpu", overrides: list[str] | None = None,
-                 backend: str = "auto", imports: list[str] | None = None):
+                 backend: str = "auto", imports: list[str] | None = None, bgr: bool = False):
+        self.bgr = bool(bgr)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         path = Path(checkpoint)
@@ -214,9 +287,12 @@ class Predictor:
 
     @property
     def takes_images(self) -> bool:
-        if self.metadata is not None:
-            return self.metadata.get("input", {}).get("kind", "image") == "image"
-        return self.task.export_spec().example_inputs[0].ndim == 4
+        if getattr(self, "_takes_images", None) is None:
+            if self.metadata is not None:
+                self._takes_images = self.metadata.get("input", {}).get("kind", "image") == "image"
+            else:
+                self._takes_images = self.task.export_spec().example_inputs[0].ndim == 4
+        return self._takes_images
 
     @property
     def takes_boxes(self) -> bool:
@@ -233,8 +309,10 @@ class Predictor:
         return predict_onnx(self.task, self.runner, items, boxes=boxes, batch_size=batch_size, **options)
 
     def __call__(self, inputs, *, boxes=None, paths: list[str] | None = None, batch_size: int | None = None,
-                 **options):
-        """inputs: one input or a list (RGB uint8 arrays or image paths; 2-D poses for a lifter).
+                 bgr: bool | None = None, **options):
+        """inputs: one input or a list: images (uint8 RGB (H, W, 3), float RGB in [0, 1], or paths;
+        see the class docstring) or, for a lifter, 2-D poses. bgr: arrays are B, G, R (cv2.imread);
+        None keeps the constructor's setting.
         boxes: per input None (the whole image), one box [x, y, w, h(, score)] (one person, as
         before), or a list of boxes (N persons in one Results; an empty list gives an empty
         Results). For a single input, `boxes` is that input's. Ignored, with a warning, by models
@@ -246,10 +324,14 @@ class Predictor:
         names = list(paths) if paths else [None] * len(items)
         if len(names) != len(items):
             raise ValueError(f"got {len(names)} paths for {len(items)} inputs")
+        bgr = self.bgr if bgr is None else bool(bgr)
+        images = self.takes_images
         for i, item in enumerate(items):
             if isinstance(item, (str, Path)):
                 names[i] = names[i] or str(item)
                 items[i] = read_image(item)
+            elif images:
+                items[i] = as_rgb_image(item, bgr=bgr, where=f"input {i}" if not single else "image")
         if boxes is not None and single:
             boxes = [boxes]
         if boxes is not None and len(boxes) != len(items):
