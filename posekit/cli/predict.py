@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,8 +16,10 @@ PREDICT_EPILOG = """examples:
   posekit predict runs/mpii/best.pt photos/ --out preds/ --backend onnxruntime
 
 outputs: <name>.png (overlay) and <name>.json per image, mirroring sub-folders of a folder input
-(a name taken twice gets _2, _3, ... in input order); a video gives <name>.mp4 (annotated) and
-<name>.jsonl (one JSON object per frame). JSON is strict: a non-finite coordinate is null.
+(a name taken twice gets _2, _3, ... in input order); a video (alone or inside a folder) gives
+<name>.mp4 (annotated; H.264 where the installed OpenCV can encode it) and <name>.jsonl (one JSON
+object per frame). JSON is strict: a non-finite coordinate is null. An output never replaces an
+input (same path, hard link or symlink): it gets the next free _2, _3, ... name instead.
 
 boxes (top-down models): --box (repeatable) gives every image those boxes; --boxes reads COCO
 detections [{image_id, bbox, score}] (an image matches by --images-json or by its numeric stem,
@@ -27,7 +30,8 @@ does. Without any box option the whole image is one person. Bottom-up models and
 boxes. A lifter (gmh_mdn) takes 2-D pose JSON files instead of images (see also `posekit lift`).
 
 exit status: 0 when every input was predicted; 1 when some inputs could not be read (each is
-reported in one line and the rest are still written); 2 for usage, file or model errors."""
+reported in one line and the rest are still written) or when --boxes/--detector gave no input a
+box; 2 for usage, file or model errors (a --boxes file none of whose image ids matches an input)."""
 
 EXPORT_EPILOG = """examples:
   posekit export runs/mpii/best.pt --format onnx --out mpii.onnx
@@ -37,20 +41,85 @@ The .onnx file's metadata_props hold the config, skeleton, input size, normalisa
 and output names (see docs/deploy.md for running it with onnxruntime alone)."""
 
 
+class InputGuard:
+    """Every file the run reads, by resolved path and by (device, inode): an output path that
+    lands on one (the same path, a hard link, or a symlink to it) would destroy an input, so it
+    is never written (`--out .` beside the photos must not overwrite them)."""
+
+    def __init__(self, paths=()):
+        self.real: set[str] = set()
+        self.ids: set[tuple[int, int]] = set()
+        for path in paths:
+            self.add(path)
+
+    def add(self, path) -> None:
+        self.real.add(os.path.realpath(path))
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        self.ids.add((st.st_dev, st.st_ino))
+
+    def hits(self, path) -> bool:
+        if os.path.realpath(path) in self.real:
+            return True
+        try:
+            st = os.stat(path)  # follows a symlink: a link to an input is that input
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) in self.ids
+
+
 class OutputNames:
-    """Output stems that never collide: a stem taken before gets _2, _3, ... (in input order, so
-    the same inputs always give the same names)."""
+    """Output stems that never collide: a stem taken before, or one whose files would replace an
+    input (see InputGuard), gets _2, _3, ... (in input order, so the same inputs always give the
+    same names)."""
 
-    def __init__(self):
+    def __init__(self, out: Path | None = None, guard: InputGuard | None = None):
         self.used: set[str] = set()
+        self.out, self.guard = out, guard
+        self.renamed: list[str] = []
 
-    def claim(self, stem: str) -> str:
+    def _replaces_input(self, candidate: str, suffixes) -> bool:
+        return self.guard is not None and self.out is not None and \
+            any(self.guard.hits(self.out / f"{candidate}{s}") for s in suffixes)
+
+    def claim(self, stem: str, suffixes=()) -> str:
         candidate, n = stem, 1
-        while candidate.lower() in self.used:
+        while candidate.lower() in self.used or self._replaces_input(candidate, suffixes):
             n += 1
             candidate = f"{stem}_{n}"
+        if candidate != stem and self._replaces_input(stem, suffixes):
+            if not self.renamed:
+                print(f"posekit predict: note: an output named {stem} in {self.out} would replace an input; "
+                      f"writing {candidate} instead (later ones are counted in the summary)", file=sys.stderr)
+            self.renamed.append(stem)
         self.used.add(candidate.lower())
         return candidate
+
+
+def input_files(sources: list[Path]) -> list[Path]:
+    """The files a run reads from its sources: files as given, folders' images and videos."""
+    from posekit.data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    out = []
+    for s in sources:
+        if s.is_dir():
+            out += sorted(p for p in s.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+                          + (".json",) and p.is_file())
+        else:
+            out.append(s)
+    return out
+
+
+def check_out_folder(out: Path) -> None:
+    """--out names a folder: an existing file, or a new name with an image/video/JSON suffix
+    (`--out result.png`), is refused rather than turned into a folder of that name."""
+    from posekit.data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; --out is a folder for the outputs (e.g. --out preds/)")
+    if not out.exists() and out.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS + (".json", ".jsonl"):
+        raise ValueError(f"--out {out} looks like a file name; --out is a folder: outputs are named after "
+                         f"their inputs inside it (e.g. --out {out.parent / out.stem}/)")
 
 
 class BoxProvider:
@@ -63,10 +132,12 @@ class BoxProvider:
         if len(chosen) > 1:
             raise ValueError(f"give one of --box, --boxes, --detector (got {', '.join(chosen)})")
         self.fixed = [(b + [1.0])[:5] for b in (parse_box(t) for t in args.box or [])]  # x, y, w, h, score
+        self.fixed_text = list(args.box or [])
         self.threshold = float(args.box_thr)
         self.max_boxes = args.max_boxes
         self.file = self.detector = None
         self.missing: list[str] = []
+        self.asked = 0  # inputs given boxes by --boxes or --detector
         self.active = bool(chosen)
         if self.active and not predictor.takes_boxes:
             what = "takes 2-D poses" if not predictor.takes_images else "finds every person itself"
@@ -76,19 +147,50 @@ class BoxProvider:
             return
         if args.boxes:
             self.file = load_box_file(args.boxes, images_json=args.images_json, category_id=args.box_category)
+            self._check_ids_match(args, getattr(args, "image_inputs", []))
         if args.detector:
             self.detector = PersonDetector(args.detector, weights=None if args.detector_weights.lower() == "none"
                                            else args.detector_weights, score_threshold=self.threshold,
                                            device=args.device)
 
+    def _check_ids_match(self, args, image_inputs: list[tuple[str, str | None]]) -> None:
+        """COCO detections name images by id: when the file has boxes and not one image input
+        matches any of them, say so (and how images are matched) before predicting nothing."""
+        if not image_inputs or not len(self.file):
+            return
+        if any(self.file.lookup(name, rel) is not None for name, rel in image_inputs):
+            return
+        ids = sorted(self.file.by_id)
+        if ids:
+            hint = "pass --images-json COCO.json (its 'images' give id and file_name)" if not args.images_json \
+                else f"check that {args.images_json} lists these files"
+            raise ValueError(f"--boxes {args.boxes}: no image_id matched any of the {len(image_inputs)} input "
+                             f"image(s) (ids {', '.join(map(str, ids[:3]))}{', ...' if len(ids) > 3 else ''}; an "
+                             f"image matches by --images-json or by a numeric stem such as 000000000785.jpg): "
+                             f"{hint}")
+        names = sorted(self.file.by_name)
+        raise ValueError(f"--boxes {args.boxes}: no entry matches any of the {len(image_inputs)} input image(s) "
+                         f"(entries such as {', '.join(map(repr, names[:3]))}; an entry matches a file's path, "
+                         "name or stem)")
+
+    def _check_inside(self, names: list[str], images: list) -> None:
+        for name, image in zip(names, images):
+            h, w = image.shape[:2]
+            for text, (x, y, bw, bh, _) in zip(self.fixed_text, self.fixed):
+                if x >= w or y >= h or x + bw <= 0 or y + bh <= 0:
+                    raise ValueError(f"--box {text} lies wholly outside {name} ({w}x{h} pixels): boxes are "
+                                     "x,y,w,h in pixels of the image")
+
     def for_batch(self, names: list[str], relatives: list[str | None], images: list) -> list | None:
         if not self.active:
             return None
         if self.fixed:  # one --box keeps the single-person result of before; several give N persons
+            self._check_inside(names, images)
             return [self.fixed[0][:4] if len(self.fixed) == 1 else self.fixed for _ in images]
         import numpy as np
 
         from posekit.engine.detector import keep_boxes
+        self.asked += len(names)
         if self.file is not None:
             rows = [keep_boxes(self.file.lookup(n, r), self.threshold) for n, r in zip(names, relatives)]
         else:
@@ -121,7 +223,7 @@ class Run:
 
     def __init__(self, args, predictor, boxes: BoxProvider, out: Path):
         self.args, self.predictor, self.boxes, self.out = args, predictor, boxes, out
-        self.names = OutputNames()
+        self.names = OutputNames(out, InputGuard(getattr(args, "input_paths", ())))
         self.written, self.failed = 0, []
         self.batch_size = args.batch_size or predictor.cfg.eval.batch_size
         self.pending: list[tuple[str, str | None, object, str]] = []
@@ -133,7 +235,7 @@ class Run:
 
     # --- images --------------------------------------------------------------------------------
     def add_image(self, name: str, relative: str | None, image, stem: str) -> None:
-        self.pending.append((name, relative, image, self.names.claim(stem)))
+        self.pending.append((name, relative, image, self.names.claim(stem, (".png", ".json"))))
         if len(self.pending) >= self.batch_size:
             self.flush()
 
@@ -154,33 +256,37 @@ class Run:
         return results_json(res, **extra)
 
     def images(self, source: Path) -> None:
+        """An image file, or a folder: its images (with a progress bar) and its videos, outputs
+        mirroring its sub-folders."""
         from posekit.data import io
-        folder = source.is_dir()
-        try:
-            stream = io.iter_sources([source], on_error=self.fail)
-        except TypeError:  # an iter_sources without on_error: read file by file here
-            stream = self._fallback_images(source)
-        for name, image in stream:
-            if folder:
-                rel = Path(name).relative_to(source)
-                self.add_image(name, rel.as_posix(), image, rel.with_suffix("").as_posix())
-            else:
+        if not source.is_dir():
+            for name, image in io.iter_sources([source], on_error=self.fail):
                 self.add_image(name, None, image, Path(name).stem)
-
-    def _fallback_images(self, source: Path):
-        from posekit.data.io import IMAGE_EXTENSIONS, read_image
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) if source.is_dir() \
-            else [source]
+            return
+        from tqdm import tqdm
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in io.IMAGE_EXTENSIONS + io.VIDEO_EXTENSIONS)
+        pictures = [f for f in files if f.suffix.lower() in io.IMAGE_EXTENSIONS]
+        videos = [f for f in files if f.suffix.lower() in io.VIDEO_EXTENSIONS]
         if not files:
-            raise FileNotFoundError(f"no images in folder {source}")
-        for f in files:
-            try:
-                yield str(f), read_image(f)
-            except (OSError, ValueError) as e:
-                self.fail(str(f), str(e))
+            raise FileNotFoundError(f"no images or videos in folder {source}")
+        bar = tqdm(total=len(pictures), desc=source.name or str(source), unit="image", file=sys.stderr,
+                   disable=not self.args.progress or not pictures, leave=False)
+
+        def failed(name, message):
+            bar.update(1)
+            self.fail(name, message)
+
+        for name, image in io.iter_sources(pictures, on_error=failed) if pictures else ():
+            rel = Path(name).relative_to(source)
+            self.add_image(name, rel.as_posix(), image, rel.with_suffix("").as_posix())
+            bar.update(1)
+        self.flush()
+        bar.close()
+        for f in videos:
+            self.video(f, f.relative_to(source).with_suffix("").as_posix())
 
     # --- video ---------------------------------------------------------------------------------
-    def video(self, source: Path) -> None:
+    def video(self, source: Path, stem: str | None = None) -> None:
         from tqdm import tqdm
 
         from posekit.data.video import VideoReader, VideoWriter
@@ -190,7 +296,8 @@ class Run:
         except ValueError as e:
             self.fail(str(source), str(e))
             return
-        stem = self.names.claim(source.stem)
+        stem = self.names.claim(stem or source.stem, (".mp4", ".jsonl"))
+        (self.out / stem).parent.mkdir(parents=True, exist_ok=True)
         frames = 0
         bar = tqdm(total=reader.frame_count or None, desc=source.name, unit="frame", disable=not self.args.progress,
                    file=sys.stderr, leave=False)
@@ -238,7 +345,7 @@ class Run:
             for rec in records:
                 res = self.predictor([rec["keypoints"]], skeleton=rec["skeleton"] or self.args.skeleton)[0]
                 res.path = str(f)
-                stem = self.names.claim(rec["name"].replace(" ", "_"))
+                stem = self.names.claim(rec["name"].replace(" ", "_"), (".png", ".json"))
                 res.save(self.out / f"{stem}.png")
                 _write_json(self.out / f"{stem}.json", self._json(res))
                 self.written += 1
@@ -263,12 +370,17 @@ def cmd_predict(args) -> int:
         raise ValueError(f"--max-boxes must be at least 1, got {args.max_boxes}")
     if not 0 <= args.box_thr <= 1:
         raise ValueError(f"--box-thr must be in [0, 1], got {args.box_thr}")
+    out = Path(args.out)
+    check_out_folder(out)
+    files = input_files(sources)
+    args.input_paths = [*files, ckpt, *(Path(p) for p in (args.boxes, args.images_json, args.detector_weights)
+                                        if p and Path(p).is_file())]
+    args.image_inputs = _image_inputs(sources)
     predictor = Predictor(args.checkpoint, device=args.device, overrides=args.overrides, backend=args.backend)
     if args.overrides and predictor.metadata is not None and Path(args.checkpoint).suffix.lower() == ".onnx":
         print("posekit predict: note: --set on an .onnx file changes pre/post-processing only; the graph (flip "
               "test, scales, decoding) was fixed at export", file=sys.stderr)
     boxes = BoxProvider(args, predictor)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run = Run(args, predictor, boxes, out)
     for source in sources:
@@ -284,8 +396,27 @@ def cmd_predict(args) -> int:
         summary += f"; {len(boxes.missing)} input(s) had no box and got an empty result"
     if run.failed:
         summary += f"; {len(run.failed)} input(s) could not be read and were skipped"
+    if run.names.renamed:
+        summary += f"; {len(run.names.renamed)} output(s) renamed so as not to replace an input"
     print(summary)
+    if boxes.asked and len(boxes.missing) == boxes.asked:
+        print(f"posekit predict: no input got a box (--box-thr {boxes.threshold:g}): every result is empty",
+              file=sys.stderr)
+        return 1
     return 1 if run.failed else 0
+
+
+def _image_inputs(sources: list[Path]) -> list[tuple[str, str | None]]:
+    """(name, path inside its folder) of every image input, as the box lookup sees them."""
+    from posekit.data.io import IMAGE_EXTENSIONS
+    out: list[tuple[str, str | None]] = []
+    for s in sources:
+        if s.is_dir():
+            out += [(str(p), p.relative_to(s).as_posix()) for p in sorted(s.rglob("*"))
+                    if p.suffix.lower() in IMAGE_EXTENSIONS]
+        elif s.suffix.lower() in IMAGE_EXTENSIONS:
+            out.append((str(s), None))
+    return out
 
 
 def cmd_export(args) -> int:
@@ -331,7 +462,7 @@ def add_parsers(add) -> None:
     p.add_argument("--skeleton", default="h36m17", choices=["h36m17", "h36m16", "mpii16"],
                    help="lifters: joint order of pose JSON files that do not name their skeleton")
     p.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction,
-                   help="progress bar for videos")
+                   help="progress bars for videos and image folders (on stderr)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value stored in the checkpoint (e.g. eval.flip_test=false)")

@@ -1,7 +1,13 @@
 """Video in and out: RGB frames from a file with its frame rate and frame count, and an mp4
-writer for annotated frames (cv2, the `mp4v` codec: present in every opencv-python wheel)."""
+writer for annotated frames (cv2). The writer prefers H.264 (`avc1`: plays in a browser) when the
+installed OpenCV can encode it (probed once by writing a tiny file) and otherwise falls back to
+`mp4v` (present in every opencv-python wheel) with one note in the log."""
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -44,13 +50,67 @@ class VideoReader:
         self.close()
 
 
-class VideoWriter:
-    """Write RGB uint8 frames to an mp4 (`mp4v`). The size is taken from the first frame; later
-    frames of another size are resized to it (a container holds one size)."""
+log = logging.getLogger("posekit")
 
-    def __init__(self, path: str | Path, fps: float = 25.0, fourcc: str = "mp4v"):
+
+class _QuietStderr:
+    """Silence the C-level stderr (FFmpeg's and OpenCV's own messages) while probing a codec."""
+
+    def __enter__(self):
+        try:
+            self._saved = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        except OSError:
+            self._saved = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+
+
+def can_encode(fourcc: str) -> bool:
+    """Whether this OpenCV build writes an .mp4 with `fourcc` (a 2-frame 16x16 file, written and
+    read back in a temporary folder)."""
+    with tempfile.TemporaryDirectory() as d, _QuietStderr():
+        path = os.path.join(d, "probe.mp4")
+        try:
+            writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 25.0, (16, 16))
+            if not writer.isOpened():
+                return False
+            for _ in range(2):
+                writer.write(np.zeros((16, 16, 3), np.uint8))
+            writer.release()
+            cap = cv2.VideoCapture(path)
+            ok = cap.isOpened() and cap.read()[0]
+            cap.release()
+            return bool(ok)
+        except cv2.error:
+            return False
+
+
+@lru_cache(maxsize=1)
+def default_fourcc() -> str:
+    """`avc1` (H.264, plays in browsers) when it can be written here, else `mp4v` (said once)."""
+    if can_encode("avc1"):
+        return "avc1"
+    log.warning("posekit: note: this OpenCV cannot encode H.264 (avc1); videos are written as mp4v, which "
+                "browsers may not play (re-encode with ffmpeg -c:v libx264, or install an OpenCV "
+                "built with an H.264 encoder)")
+    return "mp4v"
+
+
+class VideoWriter:
+    """Write RGB uint8 frames to an mp4 (`fourcc`; default: `default_fourcc()`). The size is
+    taken from the first frame; later frames of another size are resized to it (a container
+    holds one size)."""
+
+    def __init__(self, path: str | Path, fps: float = 25.0, fourcc: str | None = None):
         self.path = Path(path)
-        self.fps, self.fourcc = float(fps), fourcc
+        self.fps, self.fourcc = float(fps), fourcc or default_fourcc()
         self._writer = None
         self._size: tuple[int, int] | None = None
         self.frames = 0

@@ -149,6 +149,38 @@ def keep_boxes(rows: np.ndarray | None, threshold: float) -> np.ndarray | None:
     return rows[rows[:, 4] >= threshold]
 
 
+def _looks_like_path(text: str) -> bool:
+    """A --detector-weights value meant as a file (a folder part or a weights-file suffix), not a
+    torchvision weights name such as DEFAULT or COCO_V1."""
+    return "/" in text or "\\" in text or Path(text).suffix.lower() in (".pt", ".pth", ".bin", ".ckpt",
+                                                                      ".safetensors", ".tar")
+
+
+def _load_local_weights(model: torch.nn.Module, path: Path, what: str) -> None:
+    """Load a state-dict file into `model`; a file of another architecture is one line naming the
+    keys that differ (the first few of each kind, and how many)."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, truncated, or pickled objects beyond tensors
+        raise ValueError(f"{path}: cannot read it as a state dict for {what} ({type(e).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict (name -> tensor) for {what}")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        def few(keys):
+            return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+        parts = [f"{len(v)} {label} ({few(v)})" for label, v in
+                 (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes)) if v]
+        raise ValueError(f"{path}: not a state dict of {what}: keys differ: {'; '.join(parts)}")
+    model.load_state_dict(state)
+
+
 class PersonDetector:
     """A torchvision Faster R-CNN that returns person boxes.
 
@@ -167,11 +199,12 @@ class PersonDetector:
         self.name, self.score_threshold = name, float(score_threshold)
         kwargs.setdefault("box_score_thresh", min(0.05, self.score_threshold))
         local = weights is not None and str(weights).lower() != "none" and Path(str(weights)).is_file()
+        if weights is not None and not local and _looks_like_path(str(weights)):
+            raise FileNotFoundError(f"detector {name}: weights file not found: {weights}")
         if weights is None or str(weights).lower() == "none" or local:
             model = builder(weights=None, weights_backbone=None, **kwargs)
             if local:
-                state = torch.load(str(weights), map_location="cpu", weights_only=True)
-                model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+                _load_local_weights(model, Path(str(weights)), f"detector {name} ({DETECTORS[name]})")
         else:
             try:
                 model = builder(weights=str(weights), weights_backbone=None, **kwargs)
@@ -181,7 +214,7 @@ class PersonDetector:
                 raise ValueError(f"detector {name}: cannot get torchvision weights {weights!r} ({e}); when offline, "
                                  "put them in the torch hub cache or pass a local state-dict file") from None
         from posekit.engine import distributed
-        self.device = distributed.pick_device(device)
+        self.device = distributed.pick_device(device, option="--device")
         self.model = model.to(self.device).eval()
 
     @torch.no_grad()

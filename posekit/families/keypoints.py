@@ -39,7 +39,7 @@ from posekit.losses.regression import masked_coordinate_mse
 from posekit.metrics.coco import build_coco_gt, coco_keypoint_eval, topdown_person_scores
 from posekit.metrics.pck import bbox_normalizer, keypoint_distances, pck
 from posekit.results import Results
-from posekit.skeletons import Skeleton, get_skeleton, list_skeletons, load_skeleton_yaml, register_skeleton
+from posekit.skeletons import Skeleton, find_skeleton_file, get_skeleton, list_skeletons, load_skeleton_yaml, register_skeleton
 
 __all__ = ["KeypointsTask", "attach_normalization", "skeleton_to_config", "skeleton_from_config", "load_pose_json_samples",
            "person_entries", "detection_entries", "oks_nms"]
@@ -172,9 +172,11 @@ class KeypointsDataConfig(DataConfig):
 
     def __post_init__(self):
         sk = self.skeleton
-        if isinstance(sk, str) and sk.endswith((".yaml", ".yml")) and not Path(sk).is_absolute() \
-                and not Path(sk).is_file() and self.root and (Path(self.root) / sk).is_file():
-            sk = str(Path(self.root) / sk)  # a relative YAML path: the working directory, then data.root
+        if isinstance(sk, str) and sk.endswith((".yaml", ".yml")):
+            try:  # a relative YAML path: the working directory, then data.root
+                sk = str(find_skeleton_file(sk, self.root or None))
+            except FileNotFoundError as e:
+                raise ConfigError(f"data.skeleton: {e}") from None
         self.skeleton = skeleton_to_config(sk)
 
 
@@ -270,7 +272,8 @@ def detection_entries(images, det_file, *, score_threshold: float = 0.0, categor
     """One item per detector box of a COCO detections JSON ([{image_id, bbox, score,
     category_id}]) on the images of the split. Each box carries, for the oracle and the
     validation loss only, the keypoints of the GT person it matches (greedy by score, IoU >= 0.5,
-    each person once); unmatched boxes carry none. Detections of other images are ignored."""
+    each person once); unmatched boxes carry none. Detections of other images are ignored, but a
+    file none of whose image ids is an image of the split is an error (the wrong split's file)."""
     det_file = Path(det_file)
     raw = read_json(det_file, "COCO detections file")
     if not isinstance(raw, list):
@@ -279,6 +282,7 @@ def detection_entries(images, det_file, *, score_threshold: float = 0.0, categor
     for i in range(len(images)):
         by_image[_peek(images, i).meta.get("image_id", i)] = i
     per_image: dict[int, list] = {}
+    unmatched: list = []
     for n, det in enumerate(raw):
         try:
             box = np.asarray(det["bbox"], dtype=np.float64)
@@ -290,9 +294,19 @@ def detection_entries(images, det_file, *, score_threshold: float = 0.0, categor
             raise ValueError(f"{det_file}: detection #{n}: 'bbox' must be 4 finite numbers and 'score' finite")
         if category_id is not None and det.get("category_id", category_id) != category_id:
             continue
-        if box[2] <= 0 or box[3] <= 0 or score < score_threshold or image_id not in by_image:
+        if image_id not in by_image:
+            unmatched.append(image_id)
+            continue
+        if box[2] <= 0 or box[3] <= 0 or score < score_threshold:
             continue
         per_image.setdefault(by_image[image_id], []).append((score, box))
+    if unmatched and len(unmatched) == len(raw) and by_image:
+        ids = sorted(set(map(str, unmatched)))
+        split = sorted(map(str, by_image))
+        raise ValueError(f"{det_file}: no detection's image_id is an image of this split (file ids "
+                         f"{', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}; split ids "
+                         f"{', '.join(split[:3])}{', ...' if len(split) > 3 else ''}): is it the detections "
+                         "file of another split?")
     out = []
     for i in sorted(per_image):
         s = _peek(images, i)
@@ -440,7 +454,8 @@ class KeypointsTask(Task):
     higher_is_better = True
     synthetic_recipe = "keypoints_synthetic"
     smoke_overrides = ("data.synthetic_train_size=8", "data.synthetic_val_size=2", "data.input_size=64",
-                       "data.synthetic_image_size=96", "model.args.n_stacks=1", "model.args.n_feats=16")
+                       "data.synthetic_image_size=96", "model.args.n_stacks=1", "model.args.n_feats=16",
+                       "train.batch_size=4")
 
     def check_config(self):
         d, e, loss = self.cfg.data, self.cfg.eval, self.cfg.loss
