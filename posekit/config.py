@@ -29,6 +29,11 @@ class ConfigError(ValueError):
     """A recipe or override is wrong; the message names the key and the valid choices."""
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message is the one `pip install` line that
+    adds it (the CLI shows it as a user error, not an internal one)."""
+
+
 # ----------------------------------------------------------------------------------------------
 # allowed values: every numeric or choice field declares them, checked when a section is built
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"

@@ -49,3 +49,15 @@ def test_time_cap_is_a_safety_net_and_is_reported(tmp_path):
         run_demo(out_dir=tmp_path, families=["gmh_mdn"], steps_scale=0)
     with pytest.raises(ValueError, match="budget_s"):
         run_demo(out_dir=tmp_path, families=["gmh_mdn"], budget_s=0)
+
+
+def test_smoke_demo_runs_every_family(tmp_path):
+    """`posekit demo --smoke` (what `make test` runs) works for every family: each smoke size holds
+    at least one training batch, and every family gets a before/after row and pictures."""
+    families = available_families()
+    rows = run_demo(out_dir=tmp_path, families=families, steps=1, smoke=True)
+    assert [r["family"] for r in rows] == families
+    for r in rows:
+        assert r["steps"] == 1 and not r["capped"], r["family"]
+        assert r["before"] is not None and r["after"] is not None, r["family"]
+    assert (tmp_path / "summary.md").is_file()

@@ -76,14 +76,17 @@ def cmd_eval(args) -> int:
     from posekit.engine.recipes import load_config
     overrides, special = _split_overrides(args.overrides)
     checkpoint = args.checkpoint or special.get("checkpoint")
+    if not args.config:
+        raise ValueError("give a checkpoint (a .pt file or a run folder) or a recipe: posekit eval runs/NAME/best.pt, "
+                         "or posekit eval RECIPE checkpoint=PATH (--oracle: a recipe alone)")
     if _is_checkpoint_path(args.config):
         if checkpoint:
-            raise ValueError(f"posekit eval: {args.config} is a checkpoint and checkpoint={checkpoint} another; "
+            raise ValueError(f"{args.config} is a checkpoint and checkpoint={checkpoint} another; "
                              "give one (and a recipe first if the checkpoint's own config should not be used)")
         metrics = evaluate_checkpoint(None, args.config, oracle=args.oracle, overrides=overrides)
     else:
         if not checkpoint and not args.oracle:
-            raise ValueError("posekit eval: give the weights as checkpoint=PATH (or --oracle to score the codec), "
+            raise ValueError("give the weights as checkpoint=PATH (or --oracle to score the codec), "
                              "or a checkpoint alone: posekit eval runs/NAME/best.pt")
         cfg = load_config(args.config, overrides)
         metrics = evaluate_checkpoint(cfg, checkpoint, oracle=args.oracle)
@@ -165,7 +168,8 @@ def _benchmark_folders() -> list[Path]:
     for prefix in (sysconfig.get_paths().get("data"), sys.prefix, getattr(site, "USER_BASE", None)):
         if prefix:
             folders.append(Path(prefix) / share)
-    return folders
+    # absolute and normalised (no `..`, no path relative to a distribution's empty root): what is shown
+    return list(dict.fromkeys(f.resolve() for f in folders))
 
 
 def _benchmark_scripts() -> dict[str, Path]:
@@ -224,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value, nested keys with dots (train.lr=1.0e-4)")
 
     p = add("eval", "evaluate a checkpoint on its own stored config's or a recipe's validation data", cmd_eval)
-    p.add_argument("config", metavar="CHECKPOINT_OR_RECIPE", help="a checkpoint (.pt) or run folder: evaluated "
+    p.add_argument("config", metavar="CHECKPOINT_OR_RECIPE", nargs="?", help="a checkpoint (.pt) or run folder: evaluated "
                    "with the config stored in it; or a recipe, with checkpoint=PATH")
     p.add_argument("overrides", nargs="*", help="checkpoint=PATH and key=value overrides")
     p.add_argument("--checkpoint", help="same as checkpoint=PATH")
@@ -280,7 +284,7 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one verb. Any error is ONE line on stderr, `posekit VERB: error: MESSAGE`, exit code 2
     (POSEKIT_DEBUG=1 re-raises it with its traceback); Ctrl-C and SystemExit pass through."""
-    from posekit.config import ConfigError
+    from posekit.config import ConfigError, MissingExtraError
     parser = build_parser()
     # `key=value` overrides may follow flags (`posekit eval CONFIG --oracle data.root=...`)
     args, extra = parser.parse_known_args(argv)
@@ -289,7 +293,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:
-        return int(args.fn(args) or 0)
+        code = int(args.fn(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`| head`) is seen here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader went away (`posekit models | head`): exit quietly, the standard recipe: point
+        # stdout at devnull so the interpreter's final flush cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except Exception as e:
         if os.environ.get("POSEKIT_DEBUG"):
             raise
@@ -297,13 +309,19 @@ def main(argv: list[str] | None = None) -> int:
             message = "the input is nested too deeply to process (RecursionError)"
         elif isinstance(e, KeyError):
             message = str(e.args[0]) if e.args else "KeyError"
-        elif isinstance(e, (ConfigError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+        elif isinstance(e, (ConfigError, MissingExtraError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
                             NotADirectoryError)) or getattr(e, "errno", None) is not None:
             message = str(e) or type(e).__name__  # user errors and OS errors (disk full...) say what happened
         else:
             message = (f"internal error ({type(e).__name__}: {e}); please report it: rerun with POSEKIT_DEBUG=1 "
                        "for the traceback")
-        print(f"posekit {args.command}: error: {_one_line(message)}", file=sys.stderr)
+        prefix = f"posekit {args.command}:"
+        message = _one_line(message)
+        while message.startswith(prefix):  # an API message that already names the verb: say it once
+            message = message[len(prefix):].lstrip()
+        if message.startswith("error:"):
+            message = message[len("error:"):].lstrip()
+        print(f"{prefix} error: {message}", file=sys.stderr)
         return 2
 
 

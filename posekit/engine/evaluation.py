@@ -56,7 +56,9 @@ def evaluate(task: Task, model: nn.Module | None, datasets: dict, *, oracle: boo
     if empty:
         raise ValueError(f"the evaluation split(s) {empty} are empty")
     if oracle:
-        task.prepare(None, datasets)
+        # an eval never reads the training split: a codec that needs data statistics (the lifter's
+        # normalisation) fits them on the split it scores; the round trip does not depend on them
+        task.prepare(None, {"train": datasets[task.eval_splits[0]], **datasets})
     net = None if oracle else unwrap(model)
     was_training = bool(net is not None and net.training)
     if net is not None:
@@ -204,7 +206,7 @@ def evaluate_checkpoint(cfg=None, checkpoint: str | None = None, *, oracle: bool
     """`posekit eval`: a checkpoint (or, with `oracle`, no model at all) on the evaluation splits
     of `cfg`, the recipe. Without a recipe the checkpoint's own stored config is used, with
     `overrides` applied (e.g. data.root on this machine). Only the splits the task scores are
-    built (plus "train" for the oracle, whose codec may need training-set statistics)."""
+    built: an eval never reads (or needs the files of) the training split, the oracle included."""
     from posekit.engine import distributed
     from posekit.engine.checkpoint import inference_state_dict
     from posekit.families import build_task
@@ -218,8 +220,7 @@ def evaluate_checkpoint(cfg=None, checkpoint: str | None = None, *, oracle: bool
     elif ckpt is not None:
         _check_checkpoint_fits(ckpt, cfg, source)
     task = build_task(cfg)
-    splits = tuple(dict.fromkeys(task.eval_splits + (("train",) if oracle else ())))
-    datasets = task.build_datasets(splits)
+    datasets = task.build_datasets(tuple(task.eval_splits))
     if oracle:
         return evaluate(task, None, datasets, oracle=True)
     if ckpt is None:

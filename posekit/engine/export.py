@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from posekit.config import MissingExtraError
 from posekit.families.base import Task
 from posekit.models import unwrap
 
@@ -46,6 +47,18 @@ def export_task(task: Task, model: nn.Module, path: str | Path, *, check: bool =
     return report
 
 
+def require_onnx(*, runtime: bool = True) -> None:
+    """Fail before any work when the [onnx] extra is missing: torch's exporter would otherwise
+    raise its own "Module onnx is not installed!" from deep inside the export."""
+    import importlib
+    for module in ("onnx", "onnxruntime") if runtime else ("onnx",):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise MissingExtraError(f"ONNX export needs the '{module}' package, which is not installed: "
+                                    "pip install 'posekit[onnx]'") from e
+
+
 def export_onnx(module: nn.Module, example_inputs: tuple, path: str | Path, *, input_names: list[str],
                 output_names: list[str], dynamic_axes: dict | None = None, opset: int = 17,
                 check: bool = True) -> dict:
@@ -54,6 +67,7 @@ def export_onnx(module: nn.Module, example_inputs: tuple, path: str | Path, *, i
     Uses the TorchScript-based exporter (`dynamo=False`): it is 5-10x faster to export than
     the default and writes one self-contained file. Returns {"path", "max_abs_diff", "outputs"}.
     """
+    require_onnx(runtime=check)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
@@ -72,7 +86,7 @@ def parity(module: nn.Module, example_inputs: tuple, path: str | Path, *, input_
     try:
         import onnxruntime as ort
     except ImportError as e:  # pragma: no cover - the [onnx] extra
-        raise ImportError("the parity check needs onnxruntime: pip install 'posekit[onnx]'") from e
+        raise MissingExtraError("the parity check needs onnxruntime: pip install 'posekit[onnx]'") from e
     with torch.no_grad():
         ref = module(*example_inputs)
     ref = ref if isinstance(ref, (tuple, list)) else (ref,)

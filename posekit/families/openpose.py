@@ -113,7 +113,7 @@ class OpenPoseTask(Task):
     higher_is_better = True
     synthetic_recipe = "coco_synthetic"
     smoke_overrides = ("data.synthetic_train_size=8", "data.synthetic_val_size=4", "data.input_size=96",
-                       "data.synthetic_image_size=128")
+                       "data.synthetic_image_size=128", "train.batch_size=4")
     demo_share = 1.5
 
     def check_config(self):

@@ -222,6 +222,21 @@ def register_skeleton(skeleton: Skeleton) -> Skeleton:
     return skeleton
 
 
+def find_skeleton_file(path: str | Path, root: str | Path | None = None) -> Path:
+    """A skeleton YAML path as given (absolute, or from the working directory), else under the
+    data `root`. When neither exists the error says why: first whether `root` itself is missing
+    (a wrong data.root is the usual cause), then both places looked in."""
+    p = Path(path)
+    if p.is_absolute() or p.is_file() or root is None:
+        return p
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"data root does not exist: {root} (set data.root to the dataset folder; "
+                                f"the skeleton file {p} is looked up in the working directory, then there)")
+    if (Path(root) / p).is_file():
+        return Path(root) / p
+    raise FileNotFoundError(f"skeleton file not found: {p} (looked in the working directory and in {root})")
+
+
 def load_skeleton_yaml(path: str | Path) -> Skeleton:
     path = Path(path)
     try:
