@@ -57,13 +57,15 @@ class Results:
 
     def plot(self, *, image: np.ndarray | None = None, score_threshold: float = 0.0, radius: int | None = None,
              thickness: int | None = None, boxes: bool = True, labels: bool | list[str] = False,
-             color_by_person: bool | None = None, gt: np.ndarray | None = None) -> np.ndarray:
+             color_by_person: bool | None = None, gt: np.ndarray | None = None,
+             person_threshold: float | None = None) -> np.ndarray:
         """An RGB overlay image: the skeleton drawn on the source image (2-D), or the lifting figure
         (3-D: one row per person, one panel per hypothesis, ground truth from `gt` or
         meta["gt_keypoints_3d"]). 2-D: each person's box when known (`boxes=False` hides them),
         joints at or below `score_threshold` hidden, `labels` writes keypoint names; line and dot
         sizes follow the image size; several people are coloured by person, one by limb
-        (`color_by_person` forces either; see viz.draw_skeleton)."""
+        (`color_by_person` forces either; see viz.draw_skeleton); a person scored under
+        `person_threshold` is drawn greyed and thin, never as confident."""
         from posekit.viz import draw_skeleton, plot_3d_hypotheses
         if self.is_3d:
             return plot_3d_hypotheses(self, gt=gt)
@@ -72,8 +74,8 @@ class Results:
             raise ValueError("Results.plot() needs an image: none was stored; pass image=...")
         return draw_skeleton(base, self.keypoints, self.scores, self.skeleton, score_threshold=score_threshold,
                              radius=radius, thickness=thickness, boxes=self.boxes if boxes else None,
-                             person_scores=self.person_scores if boxes and self.boxes is not None else None,
-                             labels=labels, color_by_person=color_by_person)
+                             person_scores=self.person_scores, labels=labels, color_by_person=color_by_person,
+                             person_threshold=person_threshold)
 
     def to_coco(self, *, image_id: int = 0, category_id: int = 1) -> list[dict]:
         """COCO result dicts: keypoints as flat [x, y, score] * K, one dict per person."""

@@ -189,3 +189,19 @@ def test_validation_detections_of_another_split_are_an_error(tmp_path):
     path.write_text(json.dumps([{"image_id": 785, "bbox": [0, 0, 5, 5], "score": 1.0, "category_id": 1}]))
     with pytest.raises(ValueError, match=r"dets\.json: no detection's image_id is an image of this split"):
         detection_entries(figures, path)
+
+
+def test_picture_thresholds_are_range_checked_and_reach_the_drawing(tmp_path):
+    """--kpt-thr / --person-thr outside [0, 1] are one line; a person under --person-thr is drawn
+    greyed (Results.plot passes the threshold to the drawing)."""
+    from posekit.cli import main
+    from posekit.results import Results
+    from posekit.skeletons import get_skeleton
+    assert main(["predict", "nothing.pt", "x.png", "--person-thr", "1.5", "--out", str(tmp_path)]) == 2
+    skeleton = get_skeleton("coco17")
+    kps = np.stack([np.c_[np.linspace(20, 60, 17), np.linspace(10, 90, 17)] + 10 * p for p in range(2)])
+    res = Results(keypoints=kps, scores=np.ones((2, 17)), skeleton=skeleton, person_scores=np.array([0.9, 0.1]),
+                  image=np.zeros((120, 120, 3), np.uint8))
+    confident = res.plot(person_threshold=0.0)
+    greyed = res.plot(person_threshold=0.5)
+    assert not np.array_equal(confident, greyed)

@@ -227,6 +227,10 @@ class Run:
         self.written, self.failed = 0, []
         self.batch_size = args.batch_size or predictor.cfg.eval.batch_size
         self.pending: list[tuple[str, str | None, object, str]] = []
+        person_thr = args.person_thr
+        if person_thr is None and (args.boxes or args.detector):
+            person_thr = args.box_thr  # a person under the box threshold is never drawn as confident
+        self.plot_options = {"score_threshold": args.kpt_thr, "person_threshold": person_thr}
 
     def fail(self, name: str, message: str) -> None:
         message = message if name in message else f"{name}: {message}"
@@ -247,7 +251,7 @@ class Run:
         boxes = self.boxes.for_batch(names, relatives, images)
         results = self.predictor(images, boxes=boxes, paths=names, batch_size=self.batch_size)
         for res, stem in zip(results, stems):
-            res.save(self.out / f"{stem}.png")
+            res.save(self.out / f"{stem}.png", **self.plot_options)
             _write_json(self.out / f"{stem}.json", self._json(res))
             self.written += 1
 
@@ -310,7 +314,7 @@ class Run:
                 names = [f"{source}#{frames + i:06d}" for i in range(len(chunk))]
                 boxes = self.boxes.for_batch(names, [None] * len(chunk), chunk)
                 for i, res in enumerate(self.predictor(chunk, boxes=boxes, paths=names, batch_size=self.batch_size)):
-                    writer.write(res.plot())
+                    writer.write(res.plot(**self.plot_options))
                     index = frames + i
                     lines.write(json.dumps(self._json(res, frame=index, time_s=round(index / reader.fps, 6)),
                                            allow_nan=False) + "\n")
@@ -346,7 +350,7 @@ class Run:
                 res = self.predictor([rec["keypoints"]], skeleton=rec["skeleton"] or self.args.skeleton)[0]
                 res.path = str(f)
                 stem = self.names.claim(rec["name"].replace(" ", "_"), (".png", ".json"))
-                res.save(self.out / f"{stem}.png")
+                res.save(self.out / f"{stem}.png", **self.plot_options)
                 _write_json(self.out / f"{stem}.json", self._json(res))
                 self.written += 1
 
@@ -368,6 +372,10 @@ def cmd_predict(args) -> int:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_boxes is not None and args.max_boxes < 1:
         raise ValueError(f"--max-boxes must be at least 1, got {args.max_boxes}")
+    for name in ("kpt_thr", "person_thr"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
     if not 0 <= args.box_thr <= 1:
         raise ValueError(f"--box-thr must be in [0, 1], got {args.box_thr}")
     out = Path(args.out)
@@ -446,6 +454,10 @@ def add_parsers(add) -> None:
                    "{file name: [[x, y, w, h, score], ...]}")
     p.add_argument("--images-json", metavar="JSON", help="a COCO file whose 'images' map --boxes image ids to files")
     p.add_argument("--box-category", type=int, help="keep only --boxes of this COCO category id (default: all)")
+    p.add_argument("--kpt-thr", type=float, default=0.0, help="pictures: joints scored at or below this are not "
+                   "drawn (default 0: all)")
+    p.add_argument("--person-thr", type=float, default=None, help="pictures: a person scored under this is drawn "
+                   "greyed and thin, not as confident (default: --box-thr when boxes are used, else off)")
     p.add_argument("--box-thr", type=float, default=0.3, help="minimum box score for --boxes and --detector "
                    "(default 0.3)")
     p.add_argument("--max-boxes", type=int, metavar="N", help="keep the N best-scoring boxes per image of --boxes "
