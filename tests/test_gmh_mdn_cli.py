@@ -51,7 +51,7 @@ def test_lift_cli_from_json(checkpoint, tmp_path):
     (tmp_path / "one.json").write_text(json.dumps(pose[0].tolist()))
     out = tmp_path / "out"
     assert main(["lift", str(checkpoint), "--json", str(tmp_path / "poses.json"), str(tmp_path / "one.json"),
-                 "--out", str(out)]) == 0
+                 "--skeleton", "h36m17", "--out", str(out)]) == 0
     res = json.loads((out / "poses.json").read_text())
     assert np.asarray(res["hypotheses"]).shape == (2, 5, 17, 3)
     assert (out / "poses.png").is_file() and (out / "one.png").is_file()

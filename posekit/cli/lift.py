@@ -24,6 +24,25 @@ def parse_box(text: str | None) -> list[float] | None:
     return box
 
 
+def read_poses(path: str) -> list[dict]:
+    """`read_pose_json`, but a file that is not JSON text at all (a JPEG given to --json) is named
+    as such instead of failing with a UTF-8 decoding message."""
+    from posekit.data.formats.pose_json import read_pose_json
+    p = Path(path)
+    if p.is_file():
+        with open(p, "rb") as f:
+            head = f.read(512)
+        try:
+            text = head.decode("utf-8-sig", errors="strict" if len(head) < 512 else "ignore").lstrip()
+        except UnicodeDecodeError:
+            text = ""
+        if not text.startswith(("[", "{")) or b"\x00" in head:
+            hint = " (an image? use --image with --hourglass)" if p.suffix.lower() in (
+                ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp") else ""
+            raise ValueError(f"{p}: not a JSON file of 2-D poses{hint}")
+    return read_pose_json(p)
+
+
 def add_arguments(p) -> None:
     p.add_argument("checkpoint", help="a trained gmh_mdn checkpoint (best.pt / last.pt)")
     p.add_argument("--json", nargs="*", default=[], help="JSON files of 2-D poses (Results JSON, "
@@ -31,8 +50,10 @@ def add_arguments(p) -> None:
     p.add_argument("--image", nargs="*", default=[], help="images: 2-D poses come from --hourglass first")
     p.add_argument("--hourglass", help="posekit Hourglass checkpoint used for --image (MPII-16 -> H36M)")
     p.add_argument("--box", help="person box x,y,w,h for --image (default: the whole image)")
-    p.add_argument("--skeleton", default="h36m17", choices=["h36m17", "h36m16", "mpii16"],
-                   help="joint order of JSON poses that do not name their skeleton")
+    from posekit.data.lifting import lift_layouts
+    p.add_argument("--skeleton", default=None, choices=lift_layouts(),
+                   help="joint order of JSON poses that do not name their skeleton (required for them: "
+                   "16 joints may be h36m16 or mpii16, 17 may be h36m17 or coco17)")
     p.add_argument("--rescale", default=None, action=argparse.BooleanOptionalAction, help="fit each 2-D pose to the "
                    "training set's size and centre (default: on for --image, off for --json)")
     p.add_argument("--out", required=True, help="folder for <name>.json and <name>.png")
@@ -40,25 +61,41 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from posekit.data.formats.pose_json import read_pose_json
     from posekit.data.io import read_image
+    from posekit.data.lifting import lift_layouts
     from posekit.engine.evaluation import predict
     from posekit.engine.predictor import load_for_inference
+    from posekit.skeletons import get_skeleton
 
     if not args.json and not args.image:
-        raise ValueError("posekit lift: give --json FILE(S) or --image FILE(S)")
+        raise ValueError("give --json FILE(S) or --image FILE(S)")  # main() adds "posekit lift:"
+    # every pose file is read and its layout settled before the model loads: a bad file fails fast
+    files = []
+    for path in args.json:
+        records = read_poses(path)
+        # one batched predict per skeleton in the file, not one forward pass per pose
+        by_skeleton: dict[str, list[dict]] = {}
+        for rec in records:
+            skeleton = rec["skeleton"] or args.skeleton
+            if skeleton is None:  # a bare list: 16 joints may be MPII or H36M order, 17 COCO or H36M
+                raise ValueError(f"{path}: {rec['name']}: {rec['keypoints'].shape[1]} joints in an unknown layout; "
+                                 f"name it with --skeleton NAME or a 'skeleton' key ({', '.join(lift_layouts())})")
+            if skeleton not in lift_layouts():
+                raise ValueError(f"{path}: {rec['name']}: skeleton {skeleton!r} has no mapping to the lifter's "
+                                 f"input; known layouts: {', '.join(lift_layouts())}")
+            want = 16 if skeleton == "h36m16" else len(get_skeleton(skeleton).keypoints)
+            if rec["keypoints"].shape[1] != want:
+                raise ValueError(f"{path}: {rec['name']}: {rec['keypoints'].shape[1]} joints, but {skeleton} has "
+                                 f"{want}; name the right layout ({', '.join(lift_layouts())})")
+            by_skeleton.setdefault(skeleton, []).append(rec)
+        files.append((path, by_skeleton))
     task, model, cfg = load_for_inference(args.checkpoint, device=args.device)
     if task.name != "gmh_mdn":
         raise ValueError(f"{args.checkpoint}: a {task.name!r} checkpoint; `posekit lift` needs a gmh_mdn one")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = 0
-    for path in args.json:
-        records = read_pose_json(path)
-        # one batched predict per skeleton in the file, not one forward pass per pose
-        by_skeleton: dict[str, list[dict]] = {}
-        for rec in records:
-            by_skeleton.setdefault(rec["skeleton"] or args.skeleton, []).append(rec)
+    for path, by_skeleton in files:
         for skeleton, recs in by_skeleton.items():
             results = predict(task, model, [r["keypoints"] for r in recs], skeleton=skeleton,
                               rescale=bool(args.rescale))
@@ -70,7 +107,7 @@ def run(args) -> int:
                 written += 1
     if args.image:
         if not args.hourglass:
-            raise ValueError("posekit lift --image needs --hourglass CHECKPOINT (a posekit Hourglass model "
+            raise ValueError("--image needs --hourglass CHECKPOINT (a posekit Hourglass model "
                              "that finds the 2-D MPII joints first)")
         hg_task, hg_model, hg_cfg = load_for_inference(args.hourglass, device=args.device)
         if hg_task.name != "hourglass":

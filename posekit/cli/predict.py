@@ -347,7 +347,13 @@ class Run:
                 self.fail(str(f), str(e))
                 continue
             for rec in records:
-                res = self.predictor([rec["keypoints"]], skeleton=rec["skeleton"] or self.args.skeleton)[0]
+                skeleton = rec["skeleton"] or self.args.skeleton
+                if skeleton is None:
+                    from posekit.data.lifting import lift_layouts
+                    raise ValueError(f"{f}: record {rec['name']!r} does not name its joint layout, and a bare list "
+                                     f"is never guessed: give --skeleton NAME ({', '.join(lift_layouts())}) or a "
+                                     "'skeleton' key")
+                res = self.predictor([rec["keypoints"]], skeleton=skeleton)[0]
                 res.path = str(f)
                 stem = self.names.claim(rec["name"].replace(" ", "_"), (".png", ".json"))
                 res.save(self.out / f"{stem}.png", **self.plot_options)
@@ -471,8 +477,10 @@ def add_parsers(add) -> None:
                    help="auto: .onnx files run with onnxruntime, checkpoints with PyTorch; onnxruntime on a "
                    "checkpoint exports it once (cached in the temp folder)")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the checkpoint's eval.batch_size)")
-    p.add_argument("--skeleton", default="h36m17", choices=["h36m17", "h36m16", "mpii16"],
-                   help="lifters: joint order of pose JSON files that do not name their skeleton")
+    from posekit.data.lifting import lift_layouts
+    p.add_argument("--skeleton", default=None, choices=lift_layouts(),
+                   help="lifters: joint order of pose JSON files that do not name their skeleton (required then: "
+                   "a bare list of joints is never guessed)")
     p.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction,
                    help="progress bars for videos and image folders (on stderr)")
     p.add_argument("--device", default="cpu")

@@ -138,8 +138,10 @@ def collate_items(items) -> dict:
 def as_h36m17(points: np.ndarray, scores: np.ndarray | None, skeleton: str) -> np.ndarray:
     """(P, K, 2|3) pixels (a third channel, or `scores`, <= 0 marks a missing joint) in `skeleton`
     order -> (P, 17, 2) in h36m17 order with NaN for missing joints. Accepted skeletons: h36m17
-    (17 joints), h36m16 (the 16 lifter inputs, no neck_base), mpii16 (Stacked Hourglass output)."""
-    from posekit.skeletons.mappings import map_keypoints
+    (17 joints), h36m16 (the 16 lifter inputs, no neck_base), and those in `lift_layouts()`
+    (mpii16 = Stacked Hourglass output, coco17, ...). A joint count that does not match the
+    named layout is refused, never reinterpreted."""
+    from posekit.skeletons.mappings import map_keypoints, sources_of
 
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim == 2:
@@ -155,14 +157,23 @@ def as_h36m17(points: np.ndarray, scores: np.ndarray | None, skeleton: str) -> n
     k = pts.shape[1]
     if skeleton == "h36m17" and k == 17:
         return pts
-    if skeleton in ("h36m16", "h36m17") and k == 16:
+    if skeleton == "h36m16" and k == 16:  # 16 joints are h36m16 only when named so: MPII-16 has 16 too
         full = np.full((len(pts), 17, 2), np.nan)
         full[:, list(INPUT_JOINTS)] = pts
         return full
-    if skeleton == "mpii16" and k == 16:
-        return map_keypoints(pts, "mpii16", "h36m17", has_visibility=False)
-    raise ValueError(f"{k} joints do not match skeleton {skeleton!r}; use h36m17 (17 joints), "
-                     "h36m16 (16 joints, no neck_base) or mpii16")
+    if skeleton in sources_of("h36m17"):
+        from posekit.skeletons import get_skeleton
+        if k == len(get_skeleton(skeleton).keypoints):
+            return map_keypoints(pts, skeleton, "h36m17", has_visibility=False)
+    raise ValueError(f"{k} joints do not match skeleton {skeleton!r}; the lifter reads {', '.join(lift_layouts())}: "
+                     "name the layout (--skeleton NAME, or 'skeleton' in the JSON)")
+
+
+def lift_layouts() -> list[str]:
+    """2-D layouts `as_h36m17` reads: h36m17, h36m16 (the 16 lifter inputs) and every skeleton
+    with a declared mapping to h36m17 (posekit/skeletons/mappings.py)."""
+    from posekit.skeletons.mappings import sources_of
+    return ["h36m17", "h36m16"] + [s for s in sources_of("h36m17") if s not in ("h36m17", "h36m16")]
 
 
 def rescale_to_reference(x: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, list[dict]]:
