@@ -172,3 +172,29 @@ def summary(epoch: int, records: list, where: Path | None, shown: int = 10) -> s
     tail = f" (all listed in {where})" if where is not None else ""
     return (f"epoch {epoch}: {len(records)} bad record(s) skipped and replaced by other samples, "
             f"{len(unique)} distinct: {listed}{more}{tail}")
+
+
+def reader_skipped(dataset, depth: int = 6) -> list[str]:
+    """The messages of the records a reader dropped while loading (`skipped`, e.g. COCO's
+    `on_bad_record="skip"`), found on `dataset` or on what it wraps (`.source`, `.dataset`,
+    `.samples`, ...): the readers stay unaware of the trainer, and each wrapper need not
+    forward them. Each list is reported once, however many wrappers share it."""
+    found, seen, frontier = [], set(), [dataset]
+    for _ in range(depth):
+        nxt = []
+        for obj in frontier:
+            if obj is None or id(obj) in seen or isinstance(obj, (str, bytes, int, float, np.ndarray, torch.Tensor)):
+                continue
+            seen.add(id(obj))
+            skipped = getattr(obj, "skipped", None)
+            if isinstance(skipped, (list, tuple)) and id(skipped) not in seen:
+                seen.add(id(skipped))
+                found += [str(m) for m in skipped]
+            if isinstance(obj, (list, tuple)):
+                nxt += list(obj) if len(obj) <= 8 else []  # ConcatDataset's parts, never a list of samples
+            elif isinstance(obj, dict):
+                nxt += list(obj.values()) if len(obj) <= 8 else []
+            elif hasattr(obj, "__dict__"):
+                nxt += list(vars(obj).values())
+        frontier = nxt
+    return found

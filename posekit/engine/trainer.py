@@ -41,6 +41,7 @@ from posekit.engine.checkpoint import (DiskFullError, describe, inference_state_
 from posekit.engine.evaluation import evaluate, to_device
 from posekit.engine.recipes import save_config
 from posekit.families import Task, build_task
+from posekit.metrics import metric_unit
 
 
 class NonFiniteLossError(ValueError):
@@ -299,6 +300,28 @@ def _row_step(row: dict) -> int | None:
         return None
 
 
+def _write_validation_json(path: Path, step: int, epoch: int, metrics: dict) -> None:
+    """The latest validation's scalars with their units (`units`: metric -> unit, "" = a plain
+    number), so a reader never has to guess whether 0.7 is a fraction or a percent."""
+    doc = {"step": step, "epoch": epoch, "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
+           "units": {k: metric_unit(k) for k in metrics}}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _check_validation(task: Task, datasets: dict) -> None:
+    """The evaluator built on the validation split before the first step: what it cannot score
+    (e.g. PCKh without head sizes) stops the run at start, in one line, not an epoch in."""
+    evaluator = task.build_evaluator(datasets)
+    check = getattr(evaluator, "check", None)
+    if check is not None:
+        try:
+            check(datasets)
+        except ValueError as e:
+            raise ValueError(f"validation cannot run on this data: {' '.join(str(e).split())}") from None
+
+
 def _log_lines(msg: str, info: distributed.DistInfo) -> None:
     if info.is_main:
         print(msg, flush=True)
@@ -350,6 +373,9 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
                    f"fresh: {report['shape_mismatch'] + report['missing'] or 'none'}", info)
     datasets = task.build_datasets()
     train_set = datasets["train"]
+    # the records the readers dropped while loading (data.on_bad_record=skip): counted and
+    # listed with the ones replaced during training, never dropped silently
+    read_skipped = {split: robust.reader_skipped(ds) for split, ds in datasets.items() if ds is not None}
     # validation: an empty split is a mistake (a silently skipped validation picks no best.pt);
     # a split the recipe leaves out means training without validation, said once
     empty = [s for s in task.eval_splits if datasets.get(s) is not None and len(datasets[s]) == 0]
@@ -362,6 +388,9 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
         _log_lines(f"no validation data (split(s) {missing} not given): training without validation; "
                    f"last.pt is saved, best.pt is not", info)
     task.prepare(model, datasets)
+    if can_validate and not t.performance:
+        # what validation needs of its data is checked now, not at the first validation an epoch in
+        _check_validation(task, datasets)
     channels_last = precision.resolve_channels_last(t.channels_last, task)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     if t.batch_size % info.world_size:
@@ -374,7 +403,11 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
                                  seed=t.seed, drop_last=True)
     steps_per_epoch = len(sampler) // per_rank
     if steps_per_epoch == 0:
-        raise ValueError(f"the training set has {len(train_set)} samples, fewer than one batch of {t.batch_size}")
+        fits = len(train_set) // info.world_size * info.world_size
+        raise ValueError(f"the training set has {len(train_set)} samples, fewer than one batch of {t.batch_size}: "
+                         f"set train.batch_size<={fits}" if fits else
+                         f"the training set has {len(train_set)} samples, fewer than the {info.world_size} processes: "
+                         f"give more training data")
     total_steps = t.max_steps or (t.max_epochs * steps_per_epoch if t.max_epochs else None)
     if total_steps is None and t.max_time is None and not t.performance:
         raise ValueError("set a limit: train.max_steps, train.max_epochs or train.max_time")
@@ -432,11 +465,17 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
     if info.is_main and not performance:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume_from is None:  # a fresh run in a reused folder (exist_ok, or auto before any checkpoint)
-            for name in ("last.pt", "best.pt", "bad_records.txt", "curves.png"):
+            for name in ("last.pt", "best.pt", "bad_records.txt", "curves.png", "validation.json"):
                 (run_dir / name).unlink(missing_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         log = MetricsLog(run_dir, t.tensorboard, keep_until=step)
         bad_log = robust.BadRecordLog(run_dir / "bad_records.txt")
+    for split, messages in read_skipped.items():
+        if messages and info.is_main:
+            bad_log.add([(split, m) for m in messages])
+            where = f" (all listed in {bad_log.path})" if bad_log.path is not None else ""
+            _log_lines(f"{split} data: {len(messages)} bad record(s) skipped while reading (the first: "
+                       f"{messages[0]}){where}", info)
 
     def checkpoint(name: str, resume_at: tuple[int, int], note: str = "") -> None:
         """`resume_at` = (epoch, batch) where a resumed run continues; `note`: said of it in a
@@ -472,6 +511,8 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
     def _validate(resume_at: tuple[int, int]) -> None:
         nonlocal best
         if can_validate and info.is_main:
+            # saved first: a validation that fails (its data, a bug) never loses the steps since the last save
+            checkpoint("last.pt", resume_at)
             eval_model = ema.module if ema is not None else model
             with preserved_rng(), autocast(cfg, device):
                 metrics = evaluate(task, eval_model, datasets)
@@ -489,9 +530,12 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
             log.add({"step": step, "epoch": epoch, **{f"val/{k}": float(v) for k, v in metrics.items()
                                                         if isinstance(v, (int, float))}})
             # the headline numbers; per-joint ones ("name/joint") are in metrics.csv
-            print(f"step {step}: " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                                               if isinstance(v, (int, float)) and "/" not in k), flush=True)
-            checkpoint("last.pt", resume_at, note)
+            scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            print(f"step {step}: " + "  ".join(f"{k}={v:.4g}{' ' + metric_unit(k) if metric_unit(k) else ''}"
+                                               for k, v in scalars.items() if "/" not in k), flush=True)
+            _write_validation_json(run_dir / "validation.json", step, epoch, scalars)
+            if improved or note:  # what last.pt says of best / of a NaN score changed
+                checkpoint("last.pt", resume_at, note)
             if improved:
                 checkpoint("best.pt", resume_at)
             plot_curves(log, run_dir / "curves.png", task)

@@ -53,6 +53,11 @@ class Evaluator:
     def compute(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def check(self, datasets: dict) -> None:
+        """Raise a one-line error when these datasets cannot be scored (e.g. PCKh without head
+        sizes). The trainer calls it before the first step, so such a run fails at start rather
+        than at its first validation; `compute` still checks for itself."""
+
 
 class Task:
     """Base class of a family. Override what the family needs; every hook is listed here."""

@@ -84,6 +84,10 @@ class _Repeat(torch.utils.data.Dataset):
         return self.dataset[i % len(self.dataset)]
 
 
+HEAD_SIZES_NEEDED = ("PCKh needs head sizes, and no validation record has one: validate on a file with head "
+                     "boxes (pose-hg-train valid.h5, the official .mat) or set data.head_sizes_from")
+
+
 class PCKhEvaluator(Evaluator):
     """The official MPII PCKh table over records with a head size, plus torso PCK@0.2 over all."""
 
@@ -95,13 +99,17 @@ class PCKhEvaluator(Evaluator):
         self.gt.append(batch["keypoints"].cpu().numpy())
         self.head.append(batch["head_size"].cpu().numpy())
 
+    def check(self, datasets):
+        records = getattr(getattr(datasets.get("val"), "source", None), "records", None)
+        if records is not None and not any(np.isfinite(r.head_size) and r.head_size > 0 for r in records):
+            raise ValueError(HEAD_SIZES_NEEDED)
+
     def compute(self):
         pred, gt, head = np.stack(self.pred), np.concatenate(self.gt), np.concatenate(self.head)
         annotated = gt[..., 2] > 0
         has_head = np.isfinite(head) & (head > 0)
         if not has_head.any():
-            raise ValueError("PCKh needs head sizes, and no validation record has one: validate on a file with head "
-                             "boxes (pose-hg-train valid.h5, the official .mat) or set data.head_sizes_from")
+            raise ValueError(HEAD_SIZES_NEEDED)
         table = pckh_table(pred[has_head], gt[has_head, :, :2], annotated[has_head], head[has_head])
         metrics = {"pckh": table["Mean"], "pckh@0.1": table["Mean@0.1"]}
         metrics |= {f"pckh/{name.lower()}": table[name] for name, _ in PCKH_PARTS}

@@ -442,8 +442,12 @@ class MPIIImageSource:
             problem = relative_path_problem(r.image)
             if problem:
                 raise MPIIRecordError(f"{r.source or 'MPII record'}: {problem}")
+        self.skipped: list[str] = []  # one message per dropped record, for the trainer's bad-record report
         if skip_missing_images:
-            records = [r for r in records if (self.image_dir / r.image).is_file()]
+            present = [(self.image_dir / r.image).is_file() for r in records]
+            self.skipped = [f"{r.source or 'MPII record'}: image file not found: {self.image_dir / r.image}"
+                            for r, ok in zip(records, present) if not ok]
+            records = [r for r, ok in zip(records, present) if ok]
         self.records = records
 
     def __len__(self) -> int:
