@@ -12,9 +12,13 @@ diversity weight of 500 keeps its meaning. Centres that g maps outside x' keep t
 position (the reference reads 0 there, silently dropping mass).
 
 Diversity. Per image: K - sum over positions of max over k of the M x M average-pooled
-(stride 1, VALID) distributions; in [0, K - 1]: 0 when the K landmarks are peaked at least M
-cells apart, K - 1 when all collapse onto one cell. Mean over the batch; the reference adds
-it for both x and x'.
+(stride 1, VALID) distributions. A one-hot landmark at least M - 1 cells from every border
+lies in M*M windows of 1/M^2 each and contributes 1 to the sum; one nearer the border lies in
+fewer windows (a corner cell in one) and contributes as little as 1/M^2, because VALID pooling
+has no windows past the edge. So the loss is 0 only when the K landmarks are peaked at least M
+cells apart AND at least M - 1 cells inside the map (a corner landmark alone costs
+1 - 1/M^2); it is K - 1 or more when all collapse onto one cell. Mean over the batch;
+the reference adds it for both x and x'.
 
 Weight decay is the optimiser's (see `posekit.models.fse.FSENet.param_groups`).
 """
