@@ -333,3 +333,38 @@ def affine_reference(batch: int, *, w: float = 0.1, generator: torch.Generator |
     matrix = torch.cat([lin_pix, offset[:, :, None]], -1)
     return TPSWarp.from_pixel_affine(matrix.to(device), image_size)
 
+
+
+def reference_cell_warp(affine: torch.Tensor, grid: int = 42, padding: int = 3) -> torch.Tensor:
+    """The FSE reference's g(v), reproduced exactly (mis-scaling included), for tests and a future flag.
+
+    `affine` (B, 2, 3) is the reference's normalised A on [1, n_x, n_y] (output -> source). As in
+    its `feature_warping2`, the grid x grid (row, col) index maps are zero-padded by `padding`,
+    sampled with A on a `linspace(-1, 1, P)` output grid at source index (n + 1) P / 2 (indices
+    clipped, weights from the unclipped coordinate: outside [0, P - 1] reads exactly 0) and cropped
+    back. Returns (B, grid * grid, 2): per x' cell (row-major), the (row, col) in x's cell grid.
+    Not wired to `data.warp` (see docs/models/fse.md, "No flag reproduces ...")."""
+    a = affine.to(torch.float64)
+    size = grid + 2 * padding
+    lin = torch.linspace(-1.0, 1.0, size, dtype=torch.float64, device=a.device)
+    ny, nx = torch.meshgrid(lin, lin, indexing="ij")
+    xs = a[:, 0, 0, None, None] + a[:, 0, 1, None, None] * nx + a[:, 0, 2, None, None] * ny
+    ys = a[:, 1, 0, None, None] + a[:, 1, 1, None, None] * nx + a[:, 1, 2, None, None] * ny
+    x, y = (xs + 1) * size / 2, (ys + 1) * size / 2
+    idx = torch.arange(size, dtype=torch.float64, device=a.device) - padding
+    inside = (idx >= 0) & (idx < grid)
+    rows = torch.where(inside[:, None] & inside[None, :], idx[:, None].expand(size, size), 0.0)
+    maps = torch.stack([rows, rows.T])  # (2, P, P): row index, column index; 0 in the pad
+
+    x0 = torch.floor(x)
+    y0 = torch.floor(y)
+    x0c, x1c = x0.clamp(0, size - 1), (x0 + 1).clamp(0, size - 1)
+    y0c, y1c = y0.clamp(0, size - 1), (y0 + 1).clamp(0, size - 1)
+
+    def at(yy, xx):
+        return maps[:, yy.long(), xx.long()]  # (2, B, P, P)
+
+    out = (at(y0c, x0c) * ((x1c - x) * (y1c - y)) + at(y1c, x0c) * ((x1c - x) * (y - y0c))
+           + at(y0c, x1c) * ((x - x0c) * (y1c - y)) + at(y1c, x1c) * ((x - x0c) * (y - y0c)))
+    out = out[:, :, padding:padding + grid, padding:padding + grid]
+    return out.permute(1, 2, 3, 0).reshape(a.shape[0], grid * grid, 2)
