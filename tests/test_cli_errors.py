@@ -107,3 +107,10 @@ def test_missing_data_root_is_reported_not_the_skeleton_file(tmp_path, monkeypat
     assert main(["eval", "coco_keypoints", "--oracle", "data.root=/nonexistent", "data.skeleton=skeleton.yaml"]) == 2
     line = _error_line(capsys)
     assert "data root does not exist: /nonexistent" in line and "skeleton file not found" not in line, line
+
+
+def test_fse_missing_data_root_is_named_not_replaced_by_other_data(capsys):
+    """`eval celeba_fse --oracle data.root=/nonexistent` used to score the shared samples instead."""
+    assert main(["eval", "celeba_fse", "--oracle", "data.root=/nonexistent/faces"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.root does not exist: /nonexistent/faces" in err[0]

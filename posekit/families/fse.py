@@ -199,6 +199,9 @@ class FSETask(Task):
         shared = {"celeba": realdata_root() / "celeba_mafl", "mafl": realdata_root() / "celeba_mafl",
                   "mtfl": realdata_root() / "mtfl"}
         size = d.synthetic_image_size
+        for key, given in (("data.root", d.root if d.dataset != "synthetic" else None), ("data.eval_root", d.eval_root)):
+            if given and not Path(given).is_dir():  # never fall back to other data, never skip every image
+                raise FileNotFoundError(f"{key} does not exist: {given} (set it to the dataset folder)")
         root = Path(d.root) if d.root else shared.get(d.dataset)
         keep = existing_images if d.skip_missing_images else (lambda s: s)
         train = {"synthetic": lambda: SyntheticFaces(d.synthetic_train_size, seed=d.synthetic_seed, image_size=size),
