@@ -600,3 +600,76 @@ def test_fuzz_counts_reported():
     assert COUNTS["readers"] > 0 and COUNTS["config"] > 0 and COUNTS["codecs"] > 0
     print(f"\nfuzz inputs tried: {dict(COUNTS)}")
 
+
+
+# ------------------------------------------------------------------------------------------------
+# compressed COCO RLE (issue 20): strings pycocotools' C decoder misreads (garbage, truncated,
+# non-ASCII, empty: it loops forever in merge or crashes) are refused before it sees them; valid
+# ones from its own encoder, and mutations that still decode, read and give the mask their runs say.
+# Only pycocotools' decode runs here (safe once the runs are checked); its merge, where the old
+# hang was, is exercised in a subprocess in tests/test_coco_reliability.py.
+RLE_H, RLE_W = 12, 16
+
+
+@st.composite
+def rle_strings(draw):
+    from pycocotools import mask as mask_utils
+    kind = draw(st.sampled_from(["valid", "mutated", "truncated", "garbage", "empty", "non_ascii"]))
+    if kind == "empty":
+        return kind, None, ""
+    if kind == "garbage":
+        return kind, None, draw(st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=40))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    mask = rng.random((RLE_H, RLE_W)) < rng.random()
+    if rng.random() < 0.5:  # long runs: multi-character values and negative deltas
+        mask = np.zeros((RLE_H, RLE_W), bool)
+        mask[rng.integers(0, RLE_H):rng.integers(0, RLE_H + 1), rng.integers(0, RLE_W):] = True
+    s = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
+    if kind == "valid":
+        return kind, mask, s
+    if kind == "truncated":  # cut inside a value, or one more char that says "more follows"
+        return kind, None, s + chr(int(rng.integers(80, 112))) if rng.random() < 0.5 else \
+            s[:int(rng.integers(0, len(s)))] + chr(int(rng.integers(80, 112)))
+    if kind == "non_ascii":
+        at = int(rng.integers(0, len(s) + 1))
+        return kind, None, s[:at] + draw(st.characters(min_codepoint=128)) + s[at:]
+    chars = list(s)
+    for _ in range(int(rng.integers(1, 4))):
+        op, at = rng.integers(0, 4), int(rng.integers(0, len(chars)))
+        new = chr(int(rng.integers(40, 120)))  # mostly '0'..'o', sometimes just outside
+        if op == 0:
+            chars[at] = new
+        elif op == 1:
+            chars.insert(at, new)
+        elif op == 2 and len(chars) > 1:
+            del chars[at]
+        else:
+            chars[at], chars[-1 - at] = chars[-1 - at], chars[at]
+    return kind, None, "".join(chars)
+
+
+@fuzz_settings()
+@given(rle_strings())
+def test_fuzz_coco_rle_counts(case):
+    from posekit.data.formats.coco import _rle_string_runs, ignore_mask, load_coco_keypoints
+    kind, mask, counts = case
+    content = {"images": [{"id": 1, "file_name": "a.jpg", "width": RLE_W, "height": RLE_H}],
+               "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "iscrowd": 1,
+                                "area": 16.0, "keypoints": [0] * 9, "num_keypoints": 0,
+                                "segmentation": {"size": [RLE_H, RLE_W], "counts": counts}}],
+               "categories": [{"id": 1, "name": "person", "keypoints": ["a", "b", "c"]}]}
+    path = _write("rle.json", content)
+    out = _call_reader(load_coco_keypoints, path, _TMP, check_files=False)
+    if kind in ("empty", "truncated", "non_ascii"):
+        assert out is None, f"{kind} RLE {counts!r} was accepted"
+    if kind == "valid":
+        assert out is not None, f"pycocotools' own RLE {counts!r} was refused"
+    if out is None:
+        return
+    runs = _rle_string_runs(counts)
+    assert runs.min() >= 0 and runs.sum() == RLE_H * RLE_W
+    expected = np.repeat(np.arange(len(runs)) % 2, runs).reshape(RLE_W, RLE_H).T  # runs go down columns
+    got = ignore_mask(out[0])  # pycocotools decodes the string itself: it must read what we read
+    np.testing.assert_array_equal(got, expected)
+    if mask is not None:
+        np.testing.assert_array_equal(got, mask)

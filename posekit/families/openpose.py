@@ -103,6 +103,21 @@ class COCOEvaluator(Evaluator):
         return {**metrics, "images": float(len(ids)), "people": float(people), "detections": float(len(self.dets))}
 
 
+def _records_read(gt: dict, source) -> dict:
+    """The GT without the images and keypoint-category annotations the reader skipped (bad
+    records, data.on_bad_record=skip): pycocotools would take them as given (a crowd flag "no"
+    as a crowd, a wrong num_keypoints), or fail on them."""
+    def key(value):
+        return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+
+    images = {s.meta["image_id"] for s in source}
+    read = {(s.meta["image_id"], seg["id"]) for s in source for seg in s.meta.get("segments", ())}
+    cat = source.category_id
+    return {**gt, "images": [im for im in gt["images"] if isinstance(im, dict) and key(im.get("id")) in images],
+            "annotations": [a for a in gt["annotations"] if isinstance(a, dict) and (
+                (key(a.get("image_id")), key(a.get("id"))) in read or a.get("category_id", cat) != cat)]}
+
+
 @register_task
 class OpenPoseTask(Task):
     name = "openpose"
@@ -230,6 +245,8 @@ class OpenPoseTask(Task):
         if d.dataset == "coco":
             from posekit.data.io import read_json
             gt = read_json(self._path(d.val_ann), "COCO annotations")
+            if getattr(dataset.source, "skipped", None):  # on_bad_record=skip: score against what was read
+                gt = _records_read(gt, dataset.source)
         else:
             gt = build_coco_gt([dataset.source.peek(i) if hasattr(dataset.source, "peek") else dataset.source[i]
                                 for i in range(len(dataset.source))], skeleton=SKELETON)

@@ -52,8 +52,17 @@ def _complete_gt(dataset: dict, k: int) -> None:
         if kp.shape[0] != k:
             raise ValueError(f"GT annotation {ann.get('id')}: {kp.shape[0]} keypoints, expected {k}")
         ann.setdefault("keypoints", kp.ravel().tolist())
-        ann.setdefault("num_keypoints", int(np.count_nonzero(kp[:, 2] > 0)))
-        ann.setdefault("iscrowd", 0)
+        labelled = int(np.count_nonzero(kp[:, 2] > 0))
+        # COCOeval trusts both fields: truthy iscrowd ("no" too) and num_keypoints == 0 make a GT
+        # "ignored", so a file that contradicts itself would give a silently different AP. Only
+        # "is it 0" reaches the score, so only that must agree (the reader checks the exact count)
+        nk = ann.setdefault("num_keypoints", labelled)
+        if isinstance(nk, bool) or not isinstance(nk, (int, float)) or (nk == 0) != (labelled == 0):
+            raise ValueError(f"GT annotation {ann.get('id')!r}: 'num_keypoints' is {nk!r} but {labelled} keypoints "
+                             "are labelled (v > 0); fix it or drop the field (it is then counted)")
+        crowd = ann.setdefault("iscrowd", 0)
+        if type(crowd) not in (int, bool, float) or crowd not in (0, 1):
+            raise ValueError(f"GT annotation {ann.get('id')!r}: 'iscrowd' must be 0 or 1, got {crowd!r}")
         if "bbox" not in ann:
             lab = kp[kp[:, 2] > 0]
             if len(lab):

@@ -3,7 +3,7 @@
 Works for any COCO-format keypoint file, not only person_keypoints: K comes from the chosen
 category's `keypoints` list. Coordinates stay COCO's (0-based pixels), visibilities stay 0/1/2.
 
-Masks are not decoded at load time. Each Sample's ``meta["segments"]`` keeps, for every
+Masks are not rendered at load time (RLE run lengths are decoded and checked there). Each Sample's ``meta["segments"]`` keeps, for every
 annotation of the image (people and crowds), the raw segmentation plus the facts the mask rule
 needs (``iscrowd``, ``num_keypoints``, ``area``, ``bbox`` and ``person``: its row in
 ``keypoints`` or -1). `ignore_mask` turns that into the (H, W) uint8 mask on demand;
@@ -15,9 +15,12 @@ Bad records raise `COCOFormatError` (one line naming the file and the record); w
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -41,6 +44,7 @@ __all__ = [
     "ignore_mask",
     "load_coco_keypoints",
     "load_ignore_mask",
+    "mask_file_name",
     "segment_rle",
 ]
 
@@ -115,8 +119,86 @@ def _resolve_image(image_dir: Path, file_name, path) -> Path:
     return Path(full)
 
 
+# Compressed RLE ("counts" a string) is decoded here before pycocotools sees it: its C decoder
+# (rleFrString) reads past the end of a truncated string and keeps no check that the runs cover the
+# image, and rleMerge then loops forever on runs that do not sum to h*w (an empty string crashes
+# it outright). Same 6-bit scheme: chars 48..111, 5 data bits per char, 0x20 = "more chars follow",
+# 0x10 on the last char = negative; runs from the 4th on are deltas to the run two before.
+_RLE_MAX_CHARS_PER_RUN = 7  # 35 bits: more than any uint32 run pycocotools can hold
+
+
+def _rle_string_runs(counts) -> np.ndarray:
+    """Run lengths of a compressed COCO RLE string (raises _Bad for anything pycocotools would
+    misread: empty, characters outside '0'..'o', a truncated last run, negative runs)."""
+    if isinstance(counts, str):
+        try:
+            raw = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise _Bad("compressed RLE 'counts' has non-ASCII characters; re-encode the mask with "
+                       "pycocotools") from None
+    else:
+        raw = bytes(counts)
+    if not raw:
+        raise _Bad("compressed RLE 'counts' is empty; give the mask's runs, or drop 'segmentation' to mask the box")
+    c = np.frombuffer(raw, np.uint8).astype(np.int64) - 48
+    if c.min() < 0 or c.max() > 63:
+        bad = next(chr(b) for b in raw if not 48 <= b <= 111)
+        raise _Bad(f"compressed RLE 'counts' has the character {bad!r} (valid: '0'..'o'); "
+                   "re-encode the mask with pycocotools")
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise _Bad("compressed RLE 'counts' is truncated (its last run is cut off); re-encode the mask with "
+                   "pycocotools")
+    ends = np.flatnonzero(~more)
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts + 1
+    if lengths.max() > _RLE_MAX_CHARS_PER_RUN:
+        raise _Bad(f"compressed RLE 'counts' has a run of {lengths.max()} characters (at most "
+                   f"{_RLE_MAX_CHARS_PER_RUN}); not a COCO RLE")
+    shift = 5 * (np.arange(len(c)) - np.repeat(starts, lengths))
+    runs = np.add.reduceat((c & 0x1F) << shift, starts)
+    runs -= ((c[ends] & 0x10) != 0).astype(np.int64) << (5 * lengths)  # sign-extend
+    runs[1::2] = np.cumsum(runs[1::2])  # runs[i] += runs[i - 2] for i > 2 (i = 1, 2 start)
+    runs[2::2] = np.cumsum(runs[2::2])
+    return runs
+
+
+def _rle_runs(segm: dict, height, width):
+    """The run lengths of an RLE dict, checked against the image (raises _Bad): 'size' is the
+    image's [height, width]; runs are non-negative integers summing to height * width. Returns a
+    numpy array (compressed) or the list itself (uncompressed)."""
+    size, counts = segm.get("size"), segm.get("counts")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2):
+        raise _Bad("RLE segmentation needs 'size': [height, width]")
+    if not all(type(v) is int for v in size):  # pycocotools needs ints (bool is refused too)
+        raise _Bad(f"segmentation has non-numeric sizes or counts: RLE 'size' must be two integers, got {list(size)!r}")
+    if [size[0], size[1]] != [int(height), int(width)]:
+        raise _Bad(f"RLE size {list(size)} differs from the image size [{height}, {width}]")
+    total = int(height) * int(width)
+    if isinstance(counts, (str, bytes)):
+        runs = _rle_string_runs(counts)
+        if runs.min() < 0:
+            raise _Bad(f"compressed RLE 'counts' decodes to a negative run ({runs.min()}); not a valid mask")
+        found = int(runs.sum())
+    elif isinstance(counts, list):
+        if not counts or not all(type(v) is int or (type(v) is float and v.is_integer()) for v in counts):
+            raise _Bad("uncompressed RLE 'counts' must be a non-empty list of integers")
+        if min(counts) < 0:
+            raise _Bad(f"uncompressed RLE 'counts' has a negative run ({min(counts)})")
+        runs, found = counts, sum(counts)
+    else:
+        raise _Bad("RLE segmentation needs 'counts' (a list or a compressed string)")
+    if found != total:
+        kind = "compressed" if isinstance(counts, (str, bytes)) else "uncompressed"
+        raise _Bad(f"{kind} RLE runs sum to {found} pixels, expected {total} ({height}x{width}); "
+                   "the mask does not fit this image")
+    return runs
+
+
 def _check_segmentation(segm, height, width) -> None:
-    """Structure only (no decoding): polygons, uncompressed RLE or compressed RLE."""
+    """Polygons: structure and extent; RLE (either form): fully decoded by `_rle_runs`."""
     if isinstance(segm, list):
         # pycocotools rasterises every polygon edge point by point: a vertex at 1e7 px costs
         # gigabytes, so vertices must lie near the image (within one image extent around it)
@@ -130,15 +212,7 @@ def _check_segmentation(segm, height, width) -> None:
                            f"(allowed {-extent:g} .. {2 * extent:g})")
         return
     if isinstance(segm, dict):
-        size, counts = segm.get("size"), segm.get("counts")
-        if not (isinstance(size, (list, tuple)) and len(size) == 2):
-            raise _Bad("RLE segmentation needs 'size': [height, width]")
-        if [int(size[0]), int(size[1])] != [int(height), int(width)]:
-            raise _Bad(f"RLE size {list(size)} differs from the image size [{height}, {width}]")
-        if not isinstance(counts, (list, str, bytes)):
-            raise _Bad("RLE segmentation needs 'counts' (a list or a compressed string)")
-        if isinstance(counts, list) and sum(int(c) for c in counts) != int(height) * int(width):
-            raise _Bad(f"uncompressed RLE counts sum to {sum(counts)}, expected {int(height) * int(width)}")
+        _rle_runs(segm, height, width)
         return
     raise _Bad(f"segmentation must be a polygon list or an RLE dict, got {type(segm).__name__}")
 
@@ -155,7 +229,11 @@ def _parse_annotation(ann, k, image, *, require_keypoints) -> dict:
     if box[2] <= 0 or box[3] <= 0:
         raise _Bad(f"'bbox' has zero or negative area (w={box[2]:g}, h={box[3]:g})")
     check_values(box, "'bbox'", "bbox", error=_Bad)
-    crowd = bool(ann.get("iscrowd", 0))
+    crowd = ann.get("iscrowd", 0)
+    # COCO defines iscrowd as 0 or 1; bool() would make "no" (or "0") a crowd, masked and not trained on
+    if type(crowd) not in (int, bool, float) or crowd not in (0, 1):
+        raise _Bad(f"'iscrowd' must be 0 or 1, got {crowd!r}")
+    crowd = bool(crowd)
     raw = ann.get("keypoints")
     if raw is None or (crowd and not raw):
         if require_keypoints and not crowd:
@@ -188,11 +266,19 @@ def _parse_annotation(ann, k, image, *, require_keypoints) -> dict:
             raise _Bad("segmentation has non-numeric sizes or counts") from None
     else:
         segm = None
+    # num_keypoints (COCO: the count of v > 0) is checked, not trusted. pycocotools' COCOeval only asks
+    # whether it is 0 (such a GT is ignored; one with a count but no labelled keypoint is matched by box
+    # distance), so a file whose field and keypoints disagree on that would score one AP there and
+    # another here: a bad record. Other tools write other counts (some count only v == 2), so a nonzero
+    # count that differs is replaced by the true one, which the OpenPose mask rule then reads.
     nk = ann.get("num_keypoints")
-    if nk is None:
-        nk = int(np.count_nonzero(kp[:, 2] > 0))
-    elif isinstance(nk, bool) or not isinstance(nk, (int, float)) or not _finite(nk) or nk < 0:
+    labelled = int(np.count_nonzero(kp[:, 2] > 0))
+    if nk is not None and (isinstance(nk, bool) or not isinstance(nk, (int, float)) or not _finite(nk) or nk < 0):
         raise _Bad(f"'num_keypoints' must be a non-negative count, got {nk!r}")
+    if nk is not None and (nk == 0) != (labelled == 0):
+        raise _Bad(f"'num_keypoints' is {nk!r} but {labelled} keypoints are labelled (v > 0); fix it or "
+                   "drop the field (it is then counted)")
+    nk = labelled
     return {"keypoints": kp, "bbox": box, "area": float(area), "iscrowd": crowd, "segmentation": segm,
             "num_keypoints": int(nk)}
 
@@ -343,9 +429,25 @@ def segment_rle(segmentation, bbox, height: int, width: int) -> dict:
         segmentation = [[x0, y0, x1, y0, x1, y1, x0, y1]]
     if isinstance(segmentation, list):
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation.get("counts"), list):
+    try:  # checked again here (cheap next to the mask itself): in-memory segments reach this too
+        runs = _rle_runs(segmentation, height, width)
+    except _Bad as e:
+        raise COCOFormatError(str(e)) from None
+    runs = np.asarray(runs, dtype=np.int64)
+    if len(runs) > 1 and not runs[1:].all():
+        # an empty run after the first is legal but pycocotools' merge mishandles it (wrong runs,
+        # then an endless loop): drop it and join its neighbours, the same mask
+        value = np.arange(len(runs)) % 2
+        keep = runs > 0
+        runs, value = runs[keep], value[keep]
+        starts = np.flatnonzero(np.r_[True, value[1:] != value[:-1]])
+        runs = np.add.reduceat(runs, starts) if len(runs) else runs
+        if len(runs) and value[0] == 1:
+            runs = np.r_[0, runs]
+        return mask_utils.frPyObjects({"size": [height, width], "counts": runs.tolist()}, height, width)
+    if isinstance(segmentation["counts"], list):
         return mask_utils.frPyObjects(segmentation, height, width)
-    return segmentation  # compressed RLE: pycocotools decodes str counts directly
+    return segmentation  # a valid compressed RLE: pycocotools decodes str counts directly
 
 
 def _is_ignored(seg: dict, min_keypoints: int, min_area: float) -> bool:
@@ -363,8 +465,14 @@ def ignore_mask(sample: Sample, *, min_keypoints: int = MASK_MIN_KEYPOINTS,
     if sample.ignore_mask is not None:
         return np.asarray(sample.ignore_mask, dtype=np.uint8)
     height, width = _image_size(sample)
-    rles = [segment_rle(s["segmentation"], s["bbox"], height, width)
-            for s in sample.meta.get("segments", ()) if _is_ignored(s, min_keypoints, min_area)]
+    rles = []
+    for s in sample.meta.get("segments", ()):
+        if _is_ignored(s, min_keypoints, min_area):
+            try:
+                rles.append(segment_rle(s["segmentation"], s["bbox"], height, width))
+            except COCOFormatError as e:
+                raise COCOFormatError(f"image {sample.meta.get('image_id')!r}, annotation id {s.get('id')!r}: "
+                                      f"{e}") from None
     if not rles:
         return np.zeros((height, width), np.uint8)
     merged = mask_utils.merge(rles, intersect=0) if len(rles) > 1 else rles[0]
@@ -379,27 +487,73 @@ def _image_size(sample: Sample) -> tuple[int, int]:
     raise ValueError("sample has no meta height/width and no image: cannot size its ignore mask")
 
 
+_FILE_NAMES = 2  # the manifest's "file_names": caches written with `mask_file_name`
+
+
+def mask_file_name(image_id) -> str:
+    """The cache file of an image id: ``<id>.png`` for an integer id (COCO's ids, the name users
+    see); a string id (legal here, but it could be ``"../x"`` or ``"/abs/x"``) becomes
+    ``s_<its letters and digits, lowercased>_<hash>.png``: one file name, no folders, never the
+    name of another id (the hash tells ids apart, also on case-insensitive file systems)."""
+    if type(image_id) is int and len(str(image_id)) <= 40:
+        return f"{image_id}.png"
+    text = str(image_id)
+    tag = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
+    digest = hashlib.sha256(f"{type(image_id).__name__}:{text}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"s_{tag}_{digest}.png" if tag else f"s_{digest}.png"
+
+
+def _mask_path(out_dir: Path, image_id) -> Path:
+    target = out_dir / mask_file_name(image_id)
+    if target.parent != out_dir:  # cannot happen by construction; the guard keeps it that way
+        raise COCOFormatError(f"image id {image_id!r} does not map to a file inside {out_dir}; refused")
+    return target
+
+
 def cache_ignore_masks(ann_file, image_dir, out_dir, *, min_keypoints: int = MASK_MIN_KEYPOINTS,
                        min_area: float = MASK_MIN_AREA, on_bad_record: str = "error") -> int:
-    """Write `<image_id>.png` (0/255) for every image whose ignore mask is non-empty, plus a
-    manifest naming the thresholds and every image covered, so an absent PNG means "empty mask"
-    rather than "not cached". Returns the number of PNGs written."""
+    """Write one PNG (0/255, named by `mask_file_name`) for every image whose ignore mask is
+    non-empty, plus a manifest naming the thresholds and every image covered, so an absent PNG
+    means "empty mask" rather than "not cached". Returns the number of PNGs written.
+
+    Every file written or deleted is a direct child of `out_dir`: names come from
+    `mask_file_name`, and PNGs are written to a temporary name and renamed, so a symlink left in
+    the folder is replaced, never written through."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = load_coco_keypoints(ann_file, image_dir, on_bad_record=on_bad_record, check_files=False)
+    # a PNG already there is replaced or deleted only when an earlier run's manifest covers its
+    # image (so it is ours); any other file of that name is the user's (--out = the image folder?)
+    try:
+        earlier = _manifest(out_dir)
+    except COCOFormatError:  # a damaged manifest vouches for nothing
+        earlier = None
+    owned = earlier["image_ids"] if earlier is not None else set()
+    targets = [_mask_path(out_dir, s.meta["image_id"]) for s in samples]
+    for s, target in zip(samples, targets, strict=True):
+        if (target.is_symlink() or target.exists()) and s.meta["image_id"] not in owned:
+            raise FileExistsError(errno.EEXIST, f"{target} is in the way: no earlier mask cache in {out_dir} "
+                                  "lists it, so it is not ours to replace; give --out an empty folder "
+                                  "or an earlier mask-cache folder")
     written = 0
-    for s in samples:
+    for s, target in zip(samples, targets, strict=True):
         mask = ignore_mask(s, min_keypoints=min_keypoints, min_area=min_area)
-        target = out_dir / f"{s.meta['image_id']}.png"
         if mask.any():
-            if not cv2.imwrite(str(target), mask * 255):
-                raise OSError(f"could not write mask {target}")
+            tmp = target.with_name(f".{target.stem}.tmp.png")
+            tmp.unlink(missing_ok=True)
+            if not cv2.imwrite(str(tmp), mask * 255):
+                raise OSError(errno.EIO, f"could not write the mask {tmp}: is {out_dir} writable, with space left?")
+            os.replace(tmp, target)
             written += 1
-        elif target.exists():
-            target.unlink()  # stale mask from an earlier run with other thresholds
+        elif target.is_symlink() or target.exists():
+            target.unlink()  # stale mask from an earlier run with other thresholds (a link: only the link)
     manifest = {"ann_file": str(Path(ann_file).resolve()), "min_keypoints": min_keypoints,
-                "min_area": min_area, "image_ids": [s.meta["image_id"] for s in samples], "written": written}
-    (out_dir / MASK_CACHE_MANIFEST).write_text(json.dumps(manifest))
+                "min_area": min_area, "image_ids": [s.meta["image_id"] for s in samples], "written": written,
+                "file_names": _FILE_NAMES}
+    tmp = out_dir / f".{MASK_CACHE_MANIFEST}.tmp"
+    tmp.unlink(missing_ok=True)  # (a link left there: only the link goes)
+    tmp.write_text(json.dumps(manifest))
+    os.replace(tmp, out_dir / MASK_CACHE_MANIFEST)
     return written
 
 
@@ -414,8 +568,14 @@ def _manifest(cache_dir: Path):
         return None
     cached = _MANIFESTS.get(path)
     if cached is None or cached[0] != stamp:
-        m = json.loads(path.read_text())
-        m["image_ids"] = set(m["image_ids"])
+        try:
+            m = json.loads(path.read_text())
+            m["image_ids"] = set(m["image_ids"])
+            if not {"min_keypoints", "min_area"} <= m.keys():
+                raise KeyError("thresholds")
+        except (ValueError, TypeError, KeyError):
+            raise COCOFormatError(f"{path}: not a mask-cache manifest (damaged?); rebuild the cache with "
+                                  "`posekit data coco-masks`") from None
         cached = _MANIFESTS[path] = (stamp, m)
     return cached[1]
 
@@ -427,10 +587,14 @@ def load_ignore_mask(sample: Sample, cache_dir=None, *, min_keypoints: int = MAS
     if cache_dir is not None and sample.ignore_mask is None and "image_id" in sample.meta:
         cache_dir = Path(cache_dir)
         m = _manifest(cache_dir)
-        if m is not None and m["min_keypoints"] == min_keypoints and m["min_area"] == min_area \
-                and sample.meta["image_id"] in m["image_ids"]:
+        image_id = sample.meta["image_id"]
+        # a cache from before `mask_file_name` named string ids "<id>.png": its missing file
+        # would read as an empty mask, so such ids are computed instead
+        named = m is not None and (m.get("file_names") == _FILE_NAMES or mask_file_name(image_id) == f"{image_id}.png")
+        if named and m["min_keypoints"] == min_keypoints and m["min_area"] == min_area \
+                and image_id in m["image_ids"]:
             height, width = _image_size(sample)
-            png = cache_dir / f"{sample.meta['image_id']}.png"
+            png = _mask_path(cache_dir, sample.meta["image_id"])
             if not png.is_file():
                 return np.zeros((height, width), np.uint8)
             mask = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
