@@ -6,7 +6,9 @@ has its own options); `model.args` is checked against the model builder's signat
 recipe is read. Every default lives in these dataclasses, nowhere else, and so does every
 allowed range: a field declared with `option(default, gt=/ge=/lt=/le=/choices=/pattern=)` (or
 listed in its class's `RANGES` mapping) is checked when the section is built, and a value
-outside is one ConfigError naming the key and the range.
+outside is one ConfigError naming the key and the range. Size-like keys also carry a sanity cap
+`most=` (a number, or a callable when it depends on the machine) with a `why=`, so a typo such as
+10000 workers is refused before anything is forked or allocated.
 
 This module knows no task: `posekit.engine.recipes` reads a recipe, asks the task for its
 sections and builds the `Config` with `build_dataclass` below.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -38,6 +41,34 @@ class MissingExtraError(ImportError):
 # allowed values: every numeric or choice field declares them, checked when a section is built
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 
+# upper bounds of size-like keys (issue 20): far above any real run, low enough that a typo is
+# refused in the recipe instead of forking, allocating or looping for minutes
+MAX_BATCH = 65536  # samples held in memory at once
+MAX_STEPS = 10**9  # any step count (max_steps, warm-up, milestones, logging intervals)
+MAX_EPOCHS = 10**6
+_BATCH_WHY = "a whole batch is held in memory at once"
+_STEPS_WHY = "a larger step count is a typo"
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one: containers and
+    `taskset` give fewer than the machine has)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def max_workers() -> int:
+    """Upper bound of `train.num_workers`: 4 x the usable CPUs, at least 16, so the shipped recipes
+    (up to 8 workers) and runs from a 4-CPU machine load anywhere."""
+    return max(4 * usable_cpus(), 16)
+
+
+def _workers_why() -> str:
+    return (f"4 x the {usable_cpus()} CPUs this process may use, at least 16: each worker is a separate process "
+            "with its own copy of the data pipeline, so more only cost memory")
+
 
 def _fmt(x) -> str:
     return repr(x) if isinstance(x, str) else f"{x:g}" if isinstance(x, float) else str(x)
@@ -59,6 +90,16 @@ class Check:
     aliases: dict | None = None
     pattern: str | None = None
     allowed: str | None = None  # how `pattern` reads in an error message
+    # a sanity cap above the range: a value past it is a typo or would exhaust the machine
+    # (workers forked, memory allocated), refused with `why`; either may be a callable (no
+    # arguments) when it depends on the machine, e.g. `most=max_workers`
+    most: Any = None
+    why: Any = None
+
+    def bound(self, name: str):
+        """`gt`/`ge`/`lt`/`le`/`most` as a number (a callable bound is evaluated now)."""
+        value = getattr(self, name)
+        return value() if callable(value) else value
 
     def describe(self) -> str:
         """The allowed range in words, for error messages."""
@@ -67,13 +108,14 @@ class Check:
                 f" (also {', '.join(str(a) for a in self.aliases if isinstance(a, str))})" if self.aliases else "")
         if self.pattern is not None:
             return self.allowed or self.pattern
-        lo = f"> {_fmt(self.gt)}" if self.gt is not None else f">= {_fmt(self.ge)}" if self.ge is not None else ""
-        hi = f"< {_fmt(self.lt)}" if self.lt is not None else f"<= {_fmt(self.le)}" if self.le is not None else ""
+        gt, ge, lt, le = (self.bound(n) for n in ("gt", "ge", "lt", "le"))
+        lo = f"> {_fmt(gt)}" if gt is not None else f">= {_fmt(ge)}" if ge is not None else ""
+        hi = f"< {_fmt(lt)}" if lt is not None else f"<= {_fmt(le)}" if le is not None else ""
         if lo and hi:
-            left = "(" if self.gt is not None else "["
-            right = ")" if self.lt is not None else "]"
-            a = self.gt if self.gt is not None else self.ge
-            b = self.lt if self.lt is not None else self.le
+            left = "(" if gt is not None else "["
+            right = ")" if lt is not None else "]"
+            a = gt if gt is not None else ge
+            b = lt if lt is not None else le
             text = f"in {left}{_fmt(a)}, {_fmt(b)}{right}"
         else:
             text = lo or hi or "any finite number"
@@ -119,16 +161,31 @@ class Check:
             items = [value]
         for item in items:
             if not self._number_ok(item):
-                raise ConfigError(f"config key '{key}' must be {self.describe()}, got {value!r}")
+                raise ConfigError(f"config key '{key}' must be {self.describe()}, got {_short(value)}")
+        most = self.bound("most")
+        for item in items:
+            if most is not None and item > most:
+                why = self.why() if callable(self.why) else self.why
+                raise ConfigError(f"config key '{key}' must be at most {_fmt(most)}, got {_short(value)}"
+                                  + (f" ({why})" if why else ""))
         return value
 
     def _number_ok(self, x) -> bool:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-            return False
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or (isinstance(x, float) and not math.isfinite(x)):
+            return False  # (math.isfinite of an int past float range raises OverflowError)
         if self.integer and float(x) != int(x):
             return False
-        return ((self.gt is None or x > self.gt) and (self.ge is None or x >= self.ge)
-                and (self.lt is None or x < self.lt) and (self.le is None or x <= self.le))
+        gt, ge, lt, le = (self.bound(n) for n in ("gt", "ge", "lt", "le"))
+        return ((gt is None or x > gt) and (ge is None or x >= ge)
+                and (lt is None or x < lt) and (le is None or x <= le))
+
+
+def _short(value) -> str:
+    """repr of a value cut to 80 characters (an int of a million digits stays one short line)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _as_number(x):
@@ -150,8 +207,12 @@ def option(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING, 
 def field_checks(cls) -> dict[str, Check]:
     """{field name: Check} of a config dataclass: field metadata, then `RANGES` class mappings
     ({name: Check(...)}) of the class and its bases (a subclass overrides its base)."""
-    checks = {f.name: f.metadata["check"] for f in dataclasses.fields(cls) if isinstance(f.metadata.get("check"), Check)}
-    for klass in reversed(cls.__mro__):
+    checks: dict[str, Check] = {}
+    for klass in reversed(cls.__mro__):  # base first: a field a family redeclares with only a new
+        # default (`batch_size: int = 32`) keeps its base's range instead of losing it (issue 20)
+        if dataclasses.is_dataclass(klass):
+            checks.update({f.name: f.metadata["check"] for f in dataclasses.fields(klass)
+                           if isinstance(f.metadata.get("check"), Check)})
         for name, chk in (vars(klass).get("RANGES") or {}).items():
             checks[name] = chk if isinstance(chk, Check) else Check(**chk)
     return checks
@@ -185,9 +246,9 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = option(16, ge=1)
-    max_steps: int | None = option(None, ge=1)
-    max_epochs: int | None = option(None, ge=1)
+    batch_size: int = option(16, ge=1, most=MAX_BATCH, why=_BATCH_WHY)
+    max_steps: int | None = option(None, ge=1, most=MAX_STEPS, why=_STEPS_WHY)
+    max_epochs: int | None = option(None, ge=1, most=MAX_EPOCHS, why="a larger epoch count is a typo")
     max_time: float | None = option(None, gt=0)  # seconds
     optimizer: str = option("adam", choices=("adam", "adamw", "sgd", "rmsprop"))
     lr: float = option(1e-3, gt=0)
@@ -199,14 +260,14 @@ class TrainConfig:
     # per-parameter-group learning rates: {name prefix: lr multiplier}; 0 freezes the group
     lr_mult: dict = option(default_factory=dict, ge=0)
     # {name prefix: steps}: that group's lr stays 0 for its first steps (OpenPose: VGG for 2000)
-    lr_hold: dict = option(default_factory=dict, ge=0, integer=True)
+    lr_hold: dict = option(default_factory=dict, ge=0, most=MAX_STEPS, integer=True, why=_STEPS_WHY)
     schedule: str = option("constant", choices=("constant", "step", "exp", "cosine"))
-    milestones: list[int] = option(default_factory=list, ge=0)  # step schedule
+    milestones: list[int] = option(default_factory=list, ge=0, most=MAX_STEPS, why=_STEPS_WHY)  # step schedule
     gamma: float = option(0.1, gt=0)  # step: factor at each milestone; exp: factor per decay_steps
-    decay_steps: int = option(1000, ge=1)  # exp schedule
+    decay_steps: int = option(1000, ge=1, most=MAX_STEPS, why=_STEPS_WHY)  # exp schedule
     staircase: bool = True  # exp schedule: decay in steps (TF staircase) or continuously
     min_lr_ratio: float = option(0.0, ge=0, le=1)  # cosine floor
-    warmup_steps: int = option(0, ge=0)
+    warmup_steps: int = option(0, ge=0, most=MAX_STEPS, why=_STEPS_WHY)
     grad_clip: float | None = option(None, gt=0)  # max global grad norm; None: no clipping
     ema_decay: float | None = option(None, gt=0, lt=1)  # e.g. 0.999; None disables EMA
     # auto: the fastest correct precision for the device (fp32 on CPUs without native bf16);
@@ -217,13 +278,13 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model (pays off only on long runs)
     device: str = option("auto", pattern=DEVICE_PATTERN, allowed="auto | cpu | cuda | cuda:N | mps")
     seed: int = option(0, ge=0, le=2**32 - 1)  # numpy's global seed takes 32 bits
-    num_workers: int = option(0, ge=0)
-    log_every: int = option(10, ge=1)
-    val_every: int | None = option(None, ge=1)  # steps; None = once per epoch (and at the end)
-    save_every: int | None = option(None, ge=1)  # steps between last.pt writes; None = at each validation
+    num_workers: int = option(0, ge=0, most=max_workers, why=_workers_why)  # DataLoader worker processes
+    log_every: int = option(10, ge=1, most=MAX_STEPS, why=_STEPS_WHY)
+    val_every: int | None = option(None, ge=1, most=MAX_STEPS, why=_STEPS_WHY)  # steps; None = once per epoch (and at the end)
+    save_every: int | None = option(None, ge=1, most=MAX_STEPS, why=_STEPS_WHY)  # steps between last.pt writes; None = at each validation
     resume: str | None = None  # a run dir, a checkpoint file, or "auto" (this run's last.pt when it exists)
     exist_ok: bool = False  # a new run may write into an existing run folder (otherwise refused)
-    performance: int = option(0, ge=0)  # >0: run this many steps, print samples/s, save nothing
+    performance: int = option(0, ge=0, most=MAX_STEPS, why=_STEPS_WHY)  # >0: run this many steps, print samples/s, save nothing
     tensorboard: bool = True  # used when tensorboard is installed
     progress: bool = True
 
@@ -241,8 +302,17 @@ class DataConfig:
 @dataclass
 class EvalConfig:
     """Base of every task's eval section."""
-    batch_size: int = option(16, ge=1)
-    max_samples: int | None = option(None, ge=1)
+    batch_size: int = option(16, ge=1, most=MAX_BATCH, why=_BATCH_WHY)
+    max_samples: int | None = option(None, ge=1, most=MAX_STEPS, why="a larger sample count is a typo")
+
+
+def check_batch_size(value, key: str = "eval.batch_size") -> int:
+    """`value` if it is a whole number in eval.batch_size's range; ConfigError naming `key` otherwise.
+    For batch sizes passed in Python (evaluate(..., batch_size=0)) rather than read from a recipe,
+    so 0 or None-like values are refused instead of silently replaced by a default."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config key '{key}' expects int, got {value!r} ({type(value).__name__})")
+    return field_checks(EvalConfig)["batch_size"](value, key)
 
 
 @dataclass

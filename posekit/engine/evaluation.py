@@ -65,7 +65,9 @@ def evaluate(task: Task, model: nn.Module | None, datasets: dict, *, oracle: boo
         net.eval()
     device = _device(net)
     max_samples = task.cfg.eval.max_samples if max_samples is None else max_samples
-    batch_size = max(1, batch_size or task.cfg.eval.batch_size)
+    from posekit.config import check_batch_size  # 0 is refused, never silently replaced by 1 or the default
+    batch_size = (check_batch_size(task.cfg.eval.batch_size) if batch_size is None
+                  else check_batch_size(batch_size, "batch_size"))
     evaluator = task.build_evaluator(datasets)
     loss_sum, loss_n = 0.0, 0
     try:
@@ -102,7 +104,9 @@ def predict(task: Task, model: nn.Module, inputs: list, *, boxes=None, batch_siz
     was_training = net.training
     net.eval()
     device = _device(net)
-    step = max(1, batch_size or task.cfg.eval.batch_size)
+    from posekit.config import check_batch_size  # 0 is refused, never silently replaced by 1 or the default
+    step = (check_batch_size(task.cfg.eval.batch_size) if batch_size is None
+            else check_batch_size(batch_size, "batch_size"))
     out = []
     try:
         for start in range(0, len(inputs), step):
@@ -160,7 +164,7 @@ def config_from_checkpoint(ckpt: dict, overrides: list[str] | None = None, *, so
     extra = parse_overrides(list(overrides or []))
     user_imports = extra.pop("imports", [])
     stored_imports = raw.get("imports") or []
-    raw = deep_merge(raw, extra)
+    raw = deep_merge(stored_for_this_machine(raw), extra)
     model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
     raw = {**raw, "imports": user_imports, "model": {**model, "init_from": None}}
     try:
@@ -170,6 +174,18 @@ def config_from_checkpoint(ckpt: dict, overrides: list[str] | None = None, *, so
             raise ConfigError(f"{e}; the checkpoint was trained with user modules {stored_imports}: pass "
                               f"imports=[{', '.join(map(str, stored_imports))}] if you trust them") from None
         raise
+
+
+def stored_for_this_machine(raw: dict) -> dict:
+    """A checkpoint's stored config, with what only fit the machine it was trained on brought within
+    this one's bounds: a run with 32 DataLoader workers on a 64-CPU node is still evaluated (and
+    predicted) on a laptop, where `train.num_workers` is capped (evaluation never forks them)."""
+    from posekit.config import max_workers
+    train = raw.get("train")
+    workers = train.get("num_workers") if isinstance(train, dict) else None
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers > max_workers():
+        raw = {**raw, "train": {**train, "num_workers": max_workers()}}
+    return raw
 
 
 def _check_checkpoint_fits(ckpt: dict, cfg, source: str) -> None:

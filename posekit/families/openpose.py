@@ -59,8 +59,8 @@ class OpenPoseDataConfig(DataConfig):
     synthetic_seed: int = 0
     # how hard the synthetic crowds are (the generator's defaults: 1-6 people, crowd regions and
     # tiny unlabelled people 30 % of the time each); the demo uses easier ones to learn in minutes
-    synthetic_min_people: int = option(1, ge=1)
-    synthetic_max_people: int = option(6, ge=1)
+    synthetic_min_people: int = option(1, ge=1, most=100)
+    synthetic_max_people: int = option(6, ge=1, most=100)
     synthetic_crowd_prob: float = option(0.3, ge=0, le=1)
     synthetic_small_prob: float = option(0.3, ge=0, le=1)
 

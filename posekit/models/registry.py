@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import threading
+import time
 import typing
 from dataclasses import dataclass
 from typing import Callable
@@ -124,14 +127,124 @@ def check_model_args(name: str, kwargs: dict) -> dict:
             out[key] = _coerce(value, tp, f"model.args.{key}")
         except ConfigError as e:
             raise ModelArgumentError(f"{e} (model {name!r}; valid arguments: {entry.describe_arguments()})") from None
+        if key in params:
+            _check_int_argument(name, key, out[key], params[key].default)
     return out
+
+
+# an int model argument far past its default is a typo; sizes are checked exactly by the meta build
+MAX_INT_ARGUMENT = 2**24
+MAX_COUNT_ARGUMENT = 10**9  # arguments defaulting to 0 or None are counts or steps (unfreeze_at_step)
+
+
+def _check_int_argument(name: str, key: str, value, default) -> None:
+    """Refuse an absurd whole number for an int argument: below 1 when the builder's default is a
+    positive int (a size or a count: 0 layers is meaningless), negative when it defaults to 0 or
+    None, or beyond a sanity cap. One ModelArgumentError naming model.args.KEY."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return
+    positive = isinstance(default, int) and not isinstance(default, bool) and default >= 1
+    if not positive and not (default is None or default == 0):
+        return  # a negative default: the builder gives negative values a meaning of its own
+    low, high = (1, MAX_INT_ARGUMENT) if positive else (0, MAX_COUNT_ARGUMENT)
+    if not low <= value <= high:
+        shown = str(value) if abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+        raise ModelArgumentError(f"model.args.{key} must be in [{low}, {high}] for model {name!r} (default "
+                                 f"{default}), got {shown}")
+
+
+# the meta-device pre-check of create_model: a build past these is refused before any allocation
+MAX_MODULES = 50_000  # the largest registered model has about 1,600 modules
+MAX_META_BUILD_S = 30.0
+TRAINING_MEMORY_FACTOR = 4  # weights + gradients + two Adam moments
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's RAM (psutil when installed, else sysconf); None where neither answers."""
+    try:
+        import psutil
+        return int(psutil.virtual_memory().total)
+    except ImportError:
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+class _TooLarge(BaseException):  # not an Exception: a builder's own `except Exception` cannot swallow it
+    pass
+
+
+def model_bytes(name: str, kwargs: dict) -> tuple[int, int] | None:
+    """(bytes, parameters) of model `name`'s parameters and buffers at `kwargs`, measured by building
+    it on the meta device (shapes only: no memory, no initialisation). Only numeric arguments are
+    passed, so no weights are loaded or downloaded (booleans and strings barely change the size).
+    None when the builder cannot build on meta (the real build then reports any problem itself).
+    A build that would create more than MAX_MODULES modules, run past MAX_META_BUILD_S or recurse
+    without end is a ModelArgumentError: that is the model.args asking for an absurd network."""
+    entry = get_entry(name)
+    numeric = {k: v for k, v in kwargs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    me, start, count = threading.get_ident(), time.monotonic(), [0]
+
+    def guard(module, sub_name, submodule):  # called for every submodule registered anywhere
+        if threading.get_ident() == me:
+            count[0] += 1
+            if count[0] > MAX_MODULES or time.monotonic() - start > MAX_META_BUILD_S:
+                raise _TooLarge()
+
+    handle = nn.modules.module.register_module_module_registration_hook(guard)
+    try:
+        with torch.device("meta"):
+            model = entry.builder(**numeric)
+    except _TooLarge:
+        raise ModelArgumentError(f"model {name!r} with model.args {_args_text(kwargs)} would have more than "
+                                 f"{MAX_MODULES:,} modules (or take over {MAX_META_BUILD_S:g} s to build); "
+                                 "choose smaller model.args") from None
+    except RecursionError:
+        raise ModelArgumentError(f"model {name!r} with model.args {_args_text(kwargs)} nests too deeply to "
+                                 "build; choose smaller model.args") from None
+    except Exception:
+        return None
+    finally:
+        handle.remove()
+    tensors = [*model.parameters(), *model.buffers()]
+    params = sum(p.numel() for p in model.parameters())
+    return sum(t.numel() * t.element_size() for t in tensors), params
+
+
+def _args_text(kwargs: dict) -> str:
+    text = repr(kwargs)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def check_model_size(name: str, kwargs: dict) -> None:
+    """Refuse, before allocating anything, a model whose weights and buffers times
+    TRAINING_MEMORY_FACTOR exceed this machine's RAM: one ModelArgumentError naming model.args and
+    the size in GB (the alternative is an OOM kill minutes later)."""
+    measured = model_bytes(name, kwargs)
+    ram = physical_memory_bytes()
+    if measured is None or ram is None:
+        return
+    size, params = measured
+    if size * TRAINING_MEMORY_FACTOR > ram:
+        raise ModelArgumentError(
+            f"model {name!r} with model.args {_args_text(kwargs)} holds {_bytes_text(size)} of weights and buffers "
+            f"({params:,} parameters); training needs about {TRAINING_MEMORY_FACTOR}x that and this machine has "
+            f"{_bytes_text(ram)} of RAM: choose smaller model.args")
+
+
+def _bytes_text(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; unknown keyword arguments or values of the wrong type are an
-    error naming the valid ones, and a builder's own ValueError names the model."""
+    error naming the valid ones, a model too large for this machine's memory is refused before
+    anything is allocated (`check_model_size`), and a builder's own ValueError names the model."""
     entry = get_entry(name)
     kwargs = check_model_args(name, kwargs)
+    check_model_size(name, kwargs)
     try:
         return entry.builder(**kwargs)
     except ValueError as e:

@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-__all__ = ["Skeleton", "get_skeleton", "register_skeleton", "list_skeletons", "load_skeleton_yaml", "landmarks"]
+__all__ = ["Skeleton", "get_skeleton", "register_skeleton", "list_skeletons", "load_skeleton_yaml", "landmarks",
+           "MAX_KEYPOINTS"]
+
+# The most keypoints a skeleton may have (issue 20). The largest real layouts have a few hundred
+# (COCO-WholeBody 133, a 468-point face mesh); every keypoint is an output channel, a heatmap and
+# an OKS sigma, so a skeleton far past this is a typo that would build for minutes or exhaust memory.
+MAX_KEYPOINTS = 1000
 
 
 def _hex_to_rgb(color: str) -> tuple[int, int, int]:
@@ -132,6 +138,9 @@ class Skeleton:
         if not all(isinstance(n, str) and n for n in raw_names):
             bad = next(n for n in raw_names if not (isinstance(n, str) and n))
             raise ValueError(f"{source}: 'keypoints' entries must be non-empty strings, got {bad!r}")
+        if len(raw_names) > MAX_KEYPOINTS:
+            raise ValueError(f"{source}: 'keypoints' lists {len(raw_names)} names; a skeleton has at most "
+                             f"{MAX_KEYPOINTS} (split the layout or check the file)")
         names = list(raw_names)
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -260,6 +269,9 @@ def landmarks(k: int) -> Skeleton:
     k = int(k)
     if k < 1:
         raise ValueError(f"a landmark skeleton needs K >= 1, got {k}")
+    if k > MAX_KEYPOINTS:
+        raise ValueError(f"skeleton 'landmarks{k}': a landmark skeleton has at most {MAX_KEYPOINTS} points "
+                         f"(each is a model output and a heatmap; the largest real layouts have a few hundred)")
     name = f"landmarks{k}"
     if name not in _SKELETONS:
         register_skeleton(Skeleton(name=name, keypoints=tuple(f"l{i}" for i in range(k)),
@@ -275,7 +287,12 @@ def get_skeleton(name_or_path: str | Skeleton) -> Skeleton:
         return _SKELETONS[name_or_path]
     match = re.fullmatch(r"landmarks(\d+)", str(name_or_path))
     if match:
-        return landmarks(int(match.group(1)))
+        digits = match.group(1)
+        if len(digits.lstrip("0")) > len(str(MAX_KEYPOINTS)):  # refused before int() of a huge digit string
+            raise ValueError(f"skeleton 'landmarks{digits[:12]}{'...' if len(digits) > 12 else ''}': a landmark "
+                             f"skeleton has at most {MAX_KEYPOINTS} points (each is a model output and a heatmap; "
+                             "the largest real layouts have a few hundred)")
+        return landmarks(int(digits))
     if str(name_or_path).endswith((".yaml", ".yml")):
         return register_skeleton(load_skeleton_yaml(name_or_path))
     raise KeyError(f"unknown skeleton {name_or_path!r}; built-ins: {sorted(_SKELETONS)} (or give a .yaml path)")
