@@ -366,6 +366,54 @@ def test_fuzz_h36m_npz_reader(data):
 config_leaf = json_leaf.filter(lambda v: not (isinstance(v, int) and abs(v) > 1e300))
 
 
+# ------------------------------------------------------------------------------------------------
+# boxes files of `posekit predict --boxes` (issue 20): COCO detections, a COCO annotation file or
+# {file name: boxes}, mutated (785.9 ids, NaN/Infinity tokens, 1e308 boxes, null categories, ...):
+# the reader gives finite, in-bounds boxes with integer ids and scores in [0, 1], or refuses in one
+# line naming the file.
+def _boxes_template(form: str):
+    dets = [{"image_id": 785, "category_id": 1, "bbox": [277.1, 45.7, 225.1, 333.6], "score": 0.99},
+            {"image_id": 785, "category_id": 1, "bbox": [10, 20, 30, 40], "score": 0.3},
+            {"image_id": 40083, "category_id": 1, "bbox": [1.5, 2.5, 100, 80]}]
+    if form == "detections":
+        return dets
+    if form == "annotations":
+        return {"images": [{"id": 785, "file_name": "000000000785.jpg"}, {"id": 40083, "file_name": "sub/b.jpg"}],
+                "annotations": dets}
+    return {"a.jpg": [[1, 2, 30, 40, 0.9]], "sub/b.jpg": [[5, 5, 10, 10]], "c": [0, 0, 4, 4]}
+
+
+@st.composite
+def boxes_files(draw):
+    roll = draw(st.integers(0, 9))
+    if roll == 9:
+        return draw(json_any)
+    content = _mutate(draw, _boxes_template(draw(st.sampled_from(["detections", "annotations", "names"]))),
+                      rate=draw(st.sampled_from([0.0, 0.02, 0.1, 0.3])))
+    if roll == 8:  # cut short: invalid JSON
+        text = json.dumps(content)
+        return text[:draw(st.integers(0, max(len(text) - 1, 0)))]
+    return content
+
+
+@fuzz_settings()
+@given(boxes_files(), st.sampled_from([None, 1, "all"]))
+def test_fuzz_boxes_file(content, category):
+    from posekit.engine.detector import load_box_file
+    path = _write("dets.json", content)
+    boxes = _call_reader(load_box_file, path, category_id=category)
+    if boxes is None:
+        return
+    assert all(type(k) is int for k in boxes.by_id) and all(type(v) is int for v in boxes.id_of_file.values())
+    for rows in [*boxes.by_id.values(), *boxes.by_name.values()]:
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+        _finite_bounded(rows, "boxes")
+        assert np.all(rows[:, 2:4] > 0) and np.all((rows[:, 4] >= 0) & (rows[:, 4] <= 1)), rows
+    for name in ("000000000785.jpg", "a.jpg", "sub/b.jpg", "x/40083.png", "c.jpg"):
+        found = boxes.lookup(name, name)
+        assert found is None or (found.ndim == 2 and found.shape[1] == 5)
+
+
 def _config_values():
     return st.one_of(config_leaf, st.lists(config_leaf, max_size=3),
                      st.dictionaries(st.text(max_size=5), config_leaf, max_size=3))

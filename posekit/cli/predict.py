@@ -24,10 +24,13 @@ input (same path, hard link or symlink): it gets the next free _2, _3, ... name 
 boxes (top-down models): --box (repeatable) gives every image those boxes; --boxes reads COCO
 detections [{image_id, bbox, score}] (an image matches by --images-json or by its numeric stem,
 000000000785.jpg -> 785), a COCO annotation file, or {"file name": [[x, y, w, h, score], ...]};
---detector runs a torchvision person detector. With --boxes or --detector, an image with no box
-above --box-thr gets an empty result (no person; said once, counted in the summary), as MMPose
-does. Without any box option the whole image is one person. Bottom-up models and lifters ignore
-boxes. A lifter (gmh_mdn) takes 2-D pose JSON files instead of images (see also `posekit lift`).
+--detector runs a torchvision person detector. Every box is checked (integer image ids, finite
+x, y, w, h within 1e6 px with w, h > 0, a score in [0, 1]; NaN/Infinity are refused); of a file
+with several categories only person (1) is kept, with a note, unless --box-category ID|all.
+With --boxes or --detector, an image with no box above --box-thr gets an empty result (no
+person; said once, counted in the summary), as MMPose does. Without any box option the whole
+image is one person. Bottom-up models and lifters ignore boxes. A lifter (gmh_mdn) takes 2-D
+pose JSON files instead of images (see also `posekit lift`).
 
 exit status: 0 when every input was predicted; 1 when some inputs could not be read (each is
 reported in one line and the rest are still written) or when --boxes/--detector gave no input a
@@ -147,6 +150,8 @@ class BoxProvider:
             return
         if args.boxes:
             self.file = load_box_file(args.boxes, images_json=args.images_json, category_id=args.box_category)
+            for note in self.file.notes:
+                print(f"posekit predict: note: {note}", file=sys.stderr)
             self._check_ids_match(args, getattr(args, "image_inputs", []))
         if args.detector:
             self.detector = PersonDetector(args.detector, weights=None if args.detector_weights.lower() == "none"
@@ -211,6 +216,37 @@ class BoxProvider:
             print(f"posekit predict: no box above --box-thr {self.threshold:g} for {name}: it gets an empty result "
                   "(no person); later ones are counted in the summary", file=sys.stderr)
         self.missing.append(name)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """mkdir -p `folder`; returns the folders this call created (deepest last), so that a run
+    that writes nothing there can remove exactly those and nothing else."""
+    missing = []
+    for f in (folder, *folder.parents):
+        if f.exists():
+            break
+        missing.append(f)
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def _partial_beside(path: Path) -> Path:
+    """A new hidden file in `path`'s folder (made now, so it is this run's own), to be renamed
+    onto `path` when complete."""
+    import tempfile
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _remove_created(paths: list[Path]) -> None:
+    """Remove what this run created (files, then its folders if they stayed empty), newest
+    first; never anything else."""
+    for p in reversed(paths):
+        try:
+            p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        except OSError:
+            pass  # a folder something else wrote into meanwhile stays
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -301,12 +337,34 @@ class Run:
             self.fail(str(source), str(e))
             return
         stem = self.names.claim(stem or source.stem, (".mp4", ".jsonl"))
-        (self.out / stem).parent.mkdir(parents=True, exist_ok=True)
+        mp4, jsonl = self.out / f"{stem}.mp4", self.out / f"{stem}.jsonl"
+        made = _make_folders(mp4.parent)
         frames = 0
         bar = tqdm(total=reader.frame_count or None, desc=source.name, unit="frame", disable=not self.args.progress,
                    file=sys.stderr, leave=False)
-        with VideoWriter(self.out / f"{stem}.mp4", fps=reader.fps) as writer, \
-                (self.out / f"{stem}.jsonl").open("w") as lines:
+        partial = _partial_beside(jsonl)  # both outputs appear under their names only once frames were written
+        made.append(partial)
+        try:
+            frames = self._video_frames(source, reader, VideoWriter(mp4, fps=reader.fps), partial, bar)
+            if frames:
+                os.replace(partial, jsonl)
+                made.remove(partial)
+        finally:
+            bar.close()
+            if not frames:
+                _remove_created(made)
+        if frames == 0:
+            self.fail(str(source), "the video opens but no frame could be decoded (empty, truncated, or a codec "
+                      "OpenCV lacks): nothing was written for it")
+            return
+        self.written += 1
+        print(f"{source}: {frames} frame(s) -> {mp4} and {stem}.jsonl")
+
+    def _video_frames(self, source: Path, reader, writer, partial: Path, bar) -> int:
+        """Predict every frame into `writer` (the .mp4, moved into place when it closes with a
+        frame) and `partial` (the .jsonl lines); returns the number of frames."""
+        frames = 0
+        with writer, partial.open("w") as lines:
             chunk: list = []
 
             def run_chunk():
@@ -328,13 +386,7 @@ class Run:
                     run_chunk()
             if chunk:
                 run_chunk()
-        bar.close()
-        if frames == 0:
-            (self.out / f"{stem}.mp4").unlink(missing_ok=True)
-            self.fail(str(source), "video has no readable frames")
-            return
-        self.written += 1
-        print(f"{source}: {frames} frame(s) -> {self.out / f'{stem}.mp4'} and {stem}.jsonl")
+        return frames
 
     # --- 2-D poses for a lifter ----------------------------------------------------------------
     def poses(self, source: Path) -> None:
@@ -446,6 +498,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _box_category(text: str) -> int | str:
+    """--box-category: an integer category id or `all`."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer COCO category id or 'all', got {text!r}") from None
+
+
 def add_parsers(add) -> None:
     """Register the verbs on the main parser (`add(name, help, fn)` returns a subparser)."""
     p = add("predict", "run a checkpoint or an exported .onnx file on images, folders or videos", cmd_predict)
@@ -459,7 +521,9 @@ def add_parsers(add) -> None:
     p.add_argument("--boxes", metavar="JSON", help="boxes per image: COCO detections, a COCO annotation file or "
                    "{file name: [[x, y, w, h, score], ...]}")
     p.add_argument("--images-json", metavar="JSON", help="a COCO file whose 'images' map --boxes image ids to files")
-    p.add_argument("--box-category", type=int, help="keep only --boxes of this COCO category id (default: all)")
+    p.add_argument("--box-category", type=_box_category, metavar="ID|all", help="keep only --boxes of this COCO "
+                   "category id, or all of them (default: every box of a one-category file; of several, COCO's "
+                   "person, 1, with a note)")
     p.add_argument("--kpt-thr", type=float, default=0.0, help="pictures: joints scored at or below this are not "
                    "drawn (default 0: all)")
     p.add_argument("--person-thr", type=float, default=None, help="pictures: a person scored under this is drawn "

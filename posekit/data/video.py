@@ -106,13 +106,19 @@ def default_fourcc() -> str:
 class VideoWriter:
     """Write RGB uint8 frames to an mp4 (`fourcc`; default: `default_fourcc()`). The size is
     taken from the first frame; later frames of another size are resized to it (a container
-    holds one size)."""
+    holds one size).
+
+    Frames go to a hidden partial file beside `path` (made at the first frame), renamed onto
+    `path` by `close()` only when at least one frame was written: a writer that got no frame, was
+    `discard()`ed or left by an exception never creates, truncates or deletes `path` (which may
+    be an earlier result)."""
 
     def __init__(self, path: str | Path, fps: float = 25.0, fourcc: str | None = None):
         self.path = Path(path)
         self.fps, self.fourcc = float(fps), fourcc or default_fourcc()
         self._writer = None
         self._size: tuple[int, int] | None = None
+        self.partial: Path | None = None  # the file this writer made; the only one it ever removes
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
@@ -122,21 +128,46 @@ class VideoWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._size = (frame.shape[1], frame.shape[0])
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
+                                        dir=self.path.parent)  # same folder: the rename is atomic
+            os.close(fd)
+            self.partial = Path(name)
+            self._writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
             if not self._writer.isOpened():
-                raise OSError(f"cannot write video {self.path} (codec {self.fourcc!r} unavailable?)")
+                self.discard()
+                raise ValueError(f"cannot write video {self.path}: this OpenCV cannot encode {self.fourcc!r} (give "
+                                 "another fourcc, or install an OpenCV build with that encoder)")
         if (frame.shape[1], frame.shape[0]) != self._size:
             frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         self.frames += 1
 
     def close(self) -> None:
+        """Finish the file and move it onto `path` (nothing happens to `path` without a frame)."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        if self.partial is not None:
+            if self.frames:
+                os.replace(self.partial, self.path)
+            else:
+                self.partial.unlink(missing_ok=True)
+            self.partial = None
+
+    def discard(self) -> None:
+        """Drop what was written: remove the partial file this writer made; `path` is untouched."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self.partial is not None:
+            self.partial.unlink(missing_ok=True)
+            self.partial = None
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
