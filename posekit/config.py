@@ -45,6 +45,11 @@ DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 # refused in the recipe instead of forking, allocating or looping for minutes
 MAX_BATCH = 65536  # samples held in memory at once
 MAX_STEPS = 10**9  # any step count (max_steps, warm-up, milestones, logging intervals)
+MAX_PIXELS = 8192  # any image, crop or heatmap side
+_PIXELS_WHY = "pixels per side; one image of that side already takes hundreds of MB"
+MAX_SYNTHETIC = 10**7  # samples of a generated data set
+_SYNTHETIC_WHY = "samples generated; a larger set is a typo"
+MAX_KEYPOINTS_PER_PERSON = 1000  # as skeletons.MAX_KEYPOINTS (config sits below skeletons' import of it)
 MAX_EPOCHS = 10**6
 _BATCH_WHY = "a whole batch is held in memory at once"
 _STEPS_WHY = "a larger step count is a typo"
@@ -297,6 +302,22 @@ class DataConfig:
     # a record that cannot be read: skip (counted, listed) or error; None = skip when training,
     # error when evaluating
     on_bad_record: str | None = option(None, choices=("skip", "error"))
+    # the size-like options families declare under these names (a family without one is unaffected):
+    # a typo there allocates images, heatmaps or synthetic sets without bound (issue 20)
+    RANGES = {
+        **{name: Check(ge=1, most=MAX_PIXELS, why=_PIXELS_WHY)
+           for name in ("input_size", "heatmap_size", "resize", "synthetic_image_size")},
+        "crop_offset": Check(ge=0, most=MAX_PIXELS, why=_PIXELS_WHY),
+        **{name: Check(ge=1, most=MAX_SYNTHETIC, why=_SYNTHETIC_WHY)
+           for name in ("synthetic_train_size", "synthetic_val_size", "synthetic_fit_size", "synthetic_train",
+                        "synthetic_val")},
+        "train_repeat": Check(ge=1, most=10_000, why="each repeat is another pass of the records per epoch"),
+        "tps_grid": Check(ge=2, most=64, why="control points per side of the warp; the TPS system grows as its 4th power"),
+        "pool": Check(ge=1, most=64, why="the pooling window in map cells"),
+        "miss_num": Check(ge=0, most=64, why="joints dropped per sample"),
+        "val_gap": Check(ge=0, most=MAX_STEPS, why="frames between the training part and the validation tail"),
+        "min_keypoints": Check(ge=0, most=MAX_KEYPOINTS_PER_PERSON, why="a skeleton has at most that many keypoints"),
+    }
 
 
 @dataclass
@@ -304,6 +325,7 @@ class EvalConfig:
     """Base of every task's eval section."""
     batch_size: int = option(16, ge=1, most=MAX_BATCH, why=_BATCH_WHY)
     max_samples: int | None = option(None, ge=1, most=MAX_STEPS, why="a larger sample count is a typo")
+    RANGES = {"max_people": Check(ge=1, most=1000, why="people kept per image, COCO keeps 20")}
 
 
 def check_batch_size(value, key: str = "eval.batch_size") -> int:
