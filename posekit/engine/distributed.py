@@ -3,10 +3,14 @@ multi-node rendezvous; this only reads its environment variables."""
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from posekit.engine import sync_batchnorm as _sync_bn
 
 
 @dataclass
@@ -75,6 +79,43 @@ def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.barrier()  # without it gloo sometimes aborts at shutdown (see env.md)
         dist.destroy_process_group()
+
+
+# device types torch's own nn.SyncBatchNorm accepts (torch/nn/modules/batchnorm.py)
+_TORCH_SYNC_BN = ("cuda", "hpu", "xpu", torch._C._get_privateuse1_backend_name())
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
+    """Under DDP, make `model`'s BatchNorm layers normalise with the statistics of the global batch,
+    so N processes train what one process trains on the same global batch: torch's SyncBatchNorm
+    on GPU, posekit's all_reduce version on CPU/gloo (torch's refuses CPU tensors). Where neither
+    applies, warn once that BatchNorm statistics are per process. Eval-mode BatchNorm is unchanged
+    and state_dict keys stay the same, so checkpoints load into the plain model."""
+    if not info.enabled:
+        return model
+    found = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not found:
+        return model
+    world = info.world_size
+    if device.type in _TORCH_SYNC_BN:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        done, left = len(found), []
+    elif device.type == "cpu":
+        done, left = _sync_bn.convert(model)
+    else:
+        done, left = 0, [n or type(m).__name__ for n, m in model.named_modules()
+                         if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if info.is_main:
+        if done:
+            print(f"BatchNorm: {done} layer(s) use statistics synchronised across the {world} processes "
+                  f"(as one process with the same global batch)", flush=True)
+        if left:
+            shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+            warnings.warn(f"BatchNorm: {len(left)} layer(s) ({shown}) cannot be synchronised on {device.type} "
+                          f"under DDP; each of the {world} processes normalises its own part of the batch, so "
+                          f"the run is not the single-process run (train with one process, or on cpu/cuda)",
+                          stacklevel=2)
+    return model
 
 
 def any_rank(flag: bool, info: DistInfo) -> bool:
