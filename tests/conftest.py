@@ -8,6 +8,13 @@ torch.set_num_threads(2)
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers (tiny_task)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_cache(tmp_path_factory):
+    """Every test (and the CLI subprocesses it starts) caches under a temp folder, never ~/.cache."""
+    import os
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user_cache"))
+
+
 @pytest.fixture(scope="session")
 def realdata():
     """The shared real samples, or a clean skip when they are absent."""
@@ -20,13 +27,20 @@ def realdata():
 
 @pytest.fixture(scope="module")
 def private_tempdir(tmp_path_factory):
-    """The module's temp folder as Python's default (`tempfile`): the export cache of
-    backend="onnxruntime" lives there, so each test module keeps its own."""
+    """The module's own temp folder (`tempfile`) and cache folder (XDG_CACHE_HOME): the export
+    cache of backend="onnxruntime" lives in the user's cache, so each test module keeps its own
+    and no test writes into the real ~/.cache."""
+    import os
     import tempfile
-    saved = tempfile.tempdir
+    saved, saved_cache = tempfile.tempdir, os.environ.get("XDG_CACHE_HOME")
     tempfile.tempdir = str(tmp_path_factory.mktemp("tmp"))
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
     yield
     tempfile.tempdir = saved
+    if saved_cache is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved_cache
 
 
 def smoke_checkpoint(family: str, out_dir, *extra: str, steps: int = 1) -> Path:

@@ -104,11 +104,12 @@ def test_cached_export_is_reused_and_renewed(checkpoint):
     assert Predictor(ckpt, backend="onnxruntime").onnx_path == first and first.stat().st_mtime_ns == stamp
     assert onnx_cache_path(ckpt, ["eval.flip_test=false"]) != first  # other settings: another export
     st = ckpt.stat()
-    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "retrained": a new export
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes: the same export
     try:
-        assert onnx_cache_path(ckpt) != first
+        assert onnx_cache_path(ckpt) == first
     finally:
         os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert onnx_cache_path(checkpoint("dogs")) != first  # other weights: another export
 
 
 def test_onnx_file_runs_without_checkpoint_or_recipe(checkpoint, exported, tmp_path):
@@ -235,3 +236,44 @@ def test_deploy_doc_recipe_matches_predictor(family, exported):
         np.testing.assert_allclose(kp, ref.keypoints[0], atol=1e-3)
         if scores is not None:
             np.testing.assert_allclose(scores, ref.scores[0], atol=1e-5)
+
+
+def _config_edit(edit):
+    def apply(props):
+        cfg = json.loads(props["posekit.config"])
+        edit(cfg)
+        props["posekit.config"] = json.dumps(cfg)
+    return apply
+
+
+TAMPERED = {  # name: (edit of the metadata, words of the one-line error)
+    "config missing": (lambda p: p.pop("posekit.config"), "no posekit.config metadata"),
+    "config not JSON": (lambda p: p.update({"posekit.config": "{not json"}), "posekit.config is not valid JSON"),
+    "config of the wrong type": (lambda p: p.update({"posekit.config": "[1, 2]"}), "posekit.config is a list"),
+    "input of the wrong type": (lambda p: p.update({"posekit.input": '"big"'}), "posekit.input is a str"),
+    "task unknown": (_config_edit(lambda c: c.update(task="nope")), "unknown task 'nope'"),
+    "size absurd": (_config_edit(lambda c: c["data"].update(input_size=10**9)), "data.input_size' must be at most"),
+    "outputs missing": (lambda p: p.pop("posekit.outputs"), "posekit.outputs is missing"),
+    "outputs renamed": (lambda p: p.update({"posekit.outputs": '["a", "b"]'}), "the graph's outputs"),
+    "buffers unknown": (lambda p: p.update({"posekit.buffers": '{"x": {"dtype": "load"}}'}), "buffer 'x'"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_tampered_onnx_metadata_is_one_line_never_an_internal_error(case, exported, tmp_path, capsys):
+    from posekit.cli import main
+    from posekit.data.io import write_image
+    edit, words = TAMPERED[case]
+    m = onnx.load(str(exported("hourglass")))
+    props = {p.key: p.value for p in m.metadata_props}
+    edit(props)
+    del m.metadata_props[:]
+    onnx.helper.set_model_props(m, props)
+    path = tmp_path / "tampered.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(ValueError, match="tampered.onnx"):
+        Predictor(path)
+    write_image(tmp_path / "in.png", np.zeros((40, 50, 3), np.uint8))
+    assert main(["predict", str(path), str(tmp_path / "in.png"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "internal error" not in err and words in err, err

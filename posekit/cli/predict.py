@@ -539,7 +539,7 @@ def add_parsers(add) -> None:
                    "by torchvision), a local state-dict file, or none (random: testing only)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
                    help="auto: .onnx files run with onnxruntime, checkpoints with PyTorch; onnxruntime on a "
-                   "checkpoint exports it once (cached in the temp folder)")
+                   "checkpoint exports it once (cached in ~/.cache/posekit/onnx, keyed by the checkpoint's content)")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the checkpoint's eval.batch_size)")
     from posekit.data.lifting import lift_layouts
     p.add_argument("--skeleton", default=None, choices=lift_layouts(),

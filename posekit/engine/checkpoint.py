@@ -63,18 +63,61 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return _atomic_write(path, lambda f: f.write(text.encode()))
 
 
+class _SeenErrors:
+    """A file object that remembers the OSError of a failed write: torch.save's zip writer turns
+    it into "RuntimeError: [enforce fail at inline_container.cc...] file write failed", losing
+    the errno that says the disk is full."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _disk_nearly_full(path: Path, margin: int = 1 << 20) -> bool:
+    try:
+        st = os.statvfs(path.parent)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    return _atomic_write(path, lambda f: torch.save(state, f))
+    path = Path(path)
+
+    def write(f):
+        seen = _SeenErrors(f)
+        try:
+            torch.save(state, seen)
+        except RuntimeError as e:
+            if seen.error is not None:  # the real cause, so a full disk is reported as one
+                raise seen.error from None
+            if "write" in str(e) and _disk_nearly_full(path):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+            raise
+    return _atomic_write(path, write)
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location="cpu", *, require: tuple[str, ...] = ()) -> dict:
+    """The checkpoint at `path` (a file, or a run folder's last.pt), loaded with weights_only.
+    Anything but a mapping (a bare tensor, a list) is a one-line ValueError saying what the file
+    holds, as is a mapping without the entries in `require` (or with one of the wrong kind):
+    callers then never index into something that is not a checkpoint."""
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated file, not a checkpoint, or an unsafe pickle
         text = str(e)
         if "Weights only load failed" in text or "weights_only" in text:
@@ -83,6 +126,39 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         else:
             why = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise ValueError(f"cannot load checkpoint {path}: {why}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a posekit checkpoint: it holds {describe_held(ckpt)}, not a mapping of "
+                         "named entries ('model', 'config', ...); give a checkpoint written by posekit train or "
+                         "posekit convert")
+    missing = [k for k in require if k not in ckpt]
+    if missing:
+        keys = ", ".join(map(str, list(ckpt)[:6])) + (", ..." if len(ckpt) > 6 else "")
+        raise ValueError(f"{path}: not a posekit checkpoint: no {', '.join(repr(k) for k in missing)} entry "
+                         f"(it holds {len(ckpt)} entries{': ' + keys if keys else ''}); give a checkpoint written "
+                         "by posekit train or posekit convert")
+    for key in require:
+        kind = _ENTRY_KINDS.get(key)
+        if kind is not None and not isinstance(ckpt[key], kind) or (kind is int and isinstance(ckpt[key], bool)):
+            raise ValueError(f"{path}: not a posekit checkpoint: its {key!r} entry is {describe_held(ckpt[key])}, "
+                             f"not {'a mapping' if kind is dict else 'an integer'}")
+    return ckpt
+
+
+# what a checkpoint entry must be when a caller requires it
+_ENTRY_KINDS = {"model": dict, "ema": dict, "config": dict, "optimizer": dict, "scheduler": dict, "scaler": dict,
+                "step": int, "epoch": int, "batch_in_epoch": int}
+
+
+def describe_held(obj) -> str:
+    """What a loaded file (or entry) holds, in words, for messages: "a bare tensor of shape (3, 4)",
+    "a list of 3 items", "a str"."""
+    if isinstance(obj, torch.Tensor):
+        return f"a bare tensor of shape {tuple(obj.shape)}"
+    if isinstance(obj, (list, tuple)):
+        return f"a {type(obj).__name__} of {len(obj)} item{'s' if len(obj) != 1 else ''}"
+    if isinstance(obj, dict):
+        return f"a mapping of {len(obj)} entries"
+    return "nothing (None)" if obj is None else f"a {type(obj).__name__}"
 
 
 def rng_state() -> dict:

@@ -116,7 +116,8 @@ def run_family(family: str, out_dir: Path, budget_s: float, *, steps: int | None
     train(cfg)
     seconds, cpu_seconds = time.time() - t0, time.process_time() - c0
 
-    ckpt = load_checkpoint(run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt")
+    ckpt = load_checkpoint(run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt",
+                           require=("model", "step"))
     model = task.build_model()
     model.load_state_dict(inference_state_dict(ckpt))
     model.eval()
@@ -132,7 +133,7 @@ def run_family(family: str, out_dir: Path, budget_s: float, *, steps: int | None
         plot_training_curves(rows, run_dir / "curves.png", metric_keys=[f"val/{key}"],
                              initial={f"val/{k}": v for k, v in before.items()})
     images = demo_pictures(task, model, datasets, run_dir / "predictions")
-    done = int(load_checkpoint(run_dir / "last.pt")["step"])
+    done = int(load_checkpoint(run_dir / "last.pt", require=("step",))["step"])
     return {"family": family, "recipe": str(resolve_config_path(recipe)), "model": cfg.model.name,
             "steps": done, "planned_steps": steps, "capped": done < steps, "train_seconds": round(seconds, 1),
             "train_cpu_seconds": round(cpu_seconds, 1), "threads": torch.get_num_threads(),

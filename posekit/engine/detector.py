@@ -272,7 +272,9 @@ def _load_local_weights(model: torch.nn.Module, path: Path, what: str) -> None:
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor) for {what}")
+        from posekit.engine.checkpoint import describe_held
+        held = describe_held(state) if not isinstance(state, dict) else "a mapping whose values are not all tensors"
+        raise ValueError(f"{path}: expected a state dict (name -> tensor) for {what}; it holds {held}")
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -168,12 +168,15 @@ def config_from_checkpoint(ckpt: dict, overrides: list[str] | None = None, *, so
     model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
     raw = {**raw, "imports": user_imports, "model": {**model, "init_from": None}}
     try:
-        return config_from_dict(raw, source=source)
+        cfg = config_from_dict(raw, source=source)
     except ConfigError as e:
         if stored_imports and "unknown task" in str(e):
             raise ConfigError(f"{e}; the checkpoint was trained with user modules {stored_imports}: pass "
                               f"imports=[{', '.join(map(str, stored_imports))}] if you trust them") from None
         raise
+    from posekit.engine.predictor import inference_model_args  # weights paths a checkpoint names are never followed
+    cfg.model.args = inference_model_args(cfg.model.name, cfg.model.args)
+    return cfg
 
 
 def stored_for_this_machine(raw: dict) -> dict:

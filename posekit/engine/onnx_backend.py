@@ -33,6 +33,7 @@ from posekit.families.base import Task
 
 PREFIX = "posekit."
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+PLAIN_KEYS = ("version", "task", "kind", "source_sha256")  # metadata stored as plain strings, not JSON
 
 
 # --- metadata ----------------------------------------------------------------------------------
@@ -204,9 +205,10 @@ def read_metadata(path: str | Path) -> dict:
             continue
         key = prop.key[len(PREFIX):]
         try:
-            out[key] = json.loads(prop.value) if key not in ("version", "task", "kind") else prop.value
+            out[key] = json.loads(prop.value) if key not in PLAIN_KEYS else prop.value
         except json.JSONDecodeError:
-            raise ValueError(f"{path}: metadata {prop.key} is not valid JSON") from None
+            raise ValueError(f"{path}: metadata {prop.key} is not valid JSON; re-export the checkpoint with "
+                             "`posekit export`") from None
     if "config" not in out:
         raise ValueError(f"{path}: not a posekit export (no posekit.config metadata); re-export it with "
                          "`posekit export`")
@@ -237,15 +239,52 @@ class OnnxRuntimeModel:
         return {name: torch.from_numpy(np.asarray(o)) for name, o in zip(self.output_names, outs)}
 
 
-def restore_buffers(model: nn.Module, buffers: dict) -> None:
-    """Copy the stored `posekit.buffers` into a freshly built model."""
+_BUFFER_DTYPES = ("float32", "float64", "float16", "int64", "int32", "bool")
+
+
+def restore_buffers(model: nn.Module, buffers: dict, source: str = "the ONNX metadata") -> None:
+    """Copy the stored `posekit.buffers` into a freshly built model; an entry of the wrong form
+    (not {shape, dtype, data}, another shape than the model's buffer) is one ValueError."""
     own = dict(model.named_buffers())
     for name, entry in buffers.items():
         if name not in own:
-            raise ValueError(f"the ONNX metadata stores buffer {name!r} that the model built from its config lacks")
-        dtype = getattr(torch, entry["dtype"])
-        value = torch.tensor(entry["data"], dtype=dtype).reshape(entry["shape"])
+            raise ValueError(f"{source}: posekit.buffers stores buffer {name!r} that the model built from its "
+                             "config lacks; re-export the checkpoint with `posekit export`")
+        if (not isinstance(entry, dict) or entry.get("dtype") not in _BUFFER_DTYPES
+                or list(entry.get("shape") or []) != list(own[name].shape) or not isinstance(entry.get("data"), list)):
+            raise ValueError(f"{source}: posekit.buffers[{name!r}] is not {{shape {list(own[name].shape)}, dtype "
+                             f"({', '.join(_BUFFER_DTYPES)}), data: list}}; re-export the checkpoint with `posekit export`")
+        try:
+            value = torch.tensor(entry["data"], dtype=getattr(torch, entry["dtype"])).reshape(own[name].shape)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{source}: posekit.buffers[{name!r}] data do not fill shape {list(own[name].shape)} "
+                             "with numbers; re-export the checkpoint with `posekit export`") from None
         own[name].data.copy_(value.to(own[name].device))
+
+
+def check_metadata(meta: dict, source: str) -> None:
+    """The structure `build_metadata` writes, or one ValueError naming the entry: a tampered or
+    hand-edited file must not reach the code that reads it as an internal error."""
+    kinds = {"config": dict, "skeleton": dict, "input": dict, "outputs": list, "crop": (dict, type(None)),
+             "normalization": dict, "buffers": dict}
+    for key, kind in kinds.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise ValueError(f"{source}: metadata posekit.{key} is a {type(meta[key]).__name__}, not the structure "
+                             "posekit export writes; re-export the checkpoint with `posekit export`")
+    for key in ("input", "outputs", "kind"):
+        if key not in meta:
+            raise ValueError(f"{source}: metadata posekit.{key} is missing; re-export the checkpoint with "
+                             "`posekit export`")
+    if meta["input"].get("kind") not in ("image", "keypoints_2d"):
+        raise ValueError(f"{source}: metadata posekit.input.kind is {meta['input'].get('kind')!r}, not image or "
+                         "keypoints_2d; re-export the checkpoint with `posekit export`")
+    if not meta["outputs"] or not all(isinstance(o, str) for o in meta["outputs"]):
+        raise ValueError(f"{source}: metadata posekit.outputs is not a list of output names; re-export the "
+                         "checkpoint with `posekit export`")
+    crop = meta.get("crop")
+    if crop is not None and not isinstance(crop.get("with_box"), (dict, type(None))):
+        raise ValueError(f"{source}: metadata posekit.crop.with_box is not a mapping or null; re-export the "
+                         "checkpoint with `posekit export`")
 
 
 def load_onnx(path: str | Path, overrides: list[str] | None = None, *, device: str = "cpu",
@@ -256,16 +295,24 @@ def load_onnx(path: str | Path, overrides: list[str] | None = None, *, device: s
     from posekit.engine.predictor import config_from_stored
     from posekit.families import build_task
     meta = read_metadata(path)
+    check_metadata(meta, str(path))
     cfg = config_from_stored(meta["config"], source=str(path), overrides=overrides, imports=imports)
     task = build_task(cfg)
     buffers = meta.get("buffers") or {}
     if buffers:  # state the family reads outside the graph: a model built from the config carries it
         model = task.build_model()
-        restore_buffers(model, buffers)
+        restore_buffers(model, buffers, str(path))
         task.prepare(model.eval(), {})
     else:
         task.prepare(None, {})
-    return task, OnnxRuntimeModel(path, device=device), cfg, meta
+    runner = OnnxRuntimeModel(path, device=device)
+    with torch.random.fork_rng():  # the spec's example inputs must not move the caller's RNG
+        want = list(task.export_spec().output_names)
+    if [n for n in want if n not in runner.output_names] or meta["outputs"] != runner.output_names:
+        raise ValueError(f"{path}: the graph's outputs {runner.output_names} are not those its metadata "
+                         f"({meta['outputs']}) and its {task.name} config ({want}) name; re-export the checkpoint "
+                         "with `posekit export`")
+    return task, runner, cfg, meta
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from posekit.config import Config, ConfigError, deep_merge, parse_overrides
@@ -35,37 +36,82 @@ from posekit.results import Results, json_safe
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
+# model.args that name files to read or weights to fetch: a stranger's checkpoint must not make
+# posekit open a path of its choosing (its own state_dict replaces these weights right after)
+WEIGHT_ARGS = ("pretrained", "weights", "checkpoint", "init_from")
+WEIGHT_ARG_SUFFIXES = ("_weights", "_checkpoint", "_pretrained", "_init_from")
+
+
+def is_weights_arg(name: str) -> bool:
+    return name in WEIGHT_ARGS or name.endswith(WEIGHT_ARG_SUFFIXES)
+
+
+def inference_model_args(name: str, args: dict) -> dict:
+    """`model.args` of a stored config with every weights path / pretrained download set to its
+    builder's default (None/False): a model rebuilt from a checkpoint or an export for inference
+    gets its weights from the file, never from a path the file names. What such an argument
+    implied is kept: openpose_vgg19 picks its input normalisation from `pretrained` when
+    `normalization` is unset, so that choice is pinned first."""
+    import inspect
+
+    from posekit.models.registry import get_entry
+    args = dict(args or {})
+    try:
+        params = get_entry(name).signature().parameters
+    except KeyError:  # a user module's model: its own arguments are its business; paths still go
+        params = {}
+    norm = params.get("normalization")
+    if norm is not None and norm.default is None and args.get("normalization") is None and (
+            args.get("pretrained") or args.get("cmu_weights")):
+        args["normalization"] = "imagenet" if args.get("pretrained") and not args.get("cmu_weights") else "cmu"
+    for key in [k for k in args if is_weights_arg(k)]:
+        default = params[key].default if key in params else None
+        args[key] = None if default is inspect.Parameter.empty else default
+    return args
+
+
 def config_from_stored(raw, *, source: str, overrides: list[str] | None = None,
                        imports: list[str] | None = None) -> Config:
     """The Config stored in a checkpoint or an ONNX file. It is data: the `imports` it lists are
-    never imported (a stranger's file must not run code); only `imports` given here are."""
-    if not isinstance(raw, dict) or "model" not in raw:
+    never imported (a stranger's file must not run code); only `imports` given here are. Weights
+    paths in its model.args are never followed (`inference_model_args`)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
         raise ValueError(f"{source}: not a posekit checkpoint (no stored config)")
     if overrides:
-        raw = deep_merge(raw, parse_overrides(overrides))
+        extra = parse_overrides(overrides)
+        if "imports" in extra:
+            raise ConfigError(f"{source}: imports cannot be set as an override (--set imports=...): the modules a "
+                              "model needs are imported only when you say so in code: "
+                              "Predictor(CHECKPOINT, imports=['my_module']) or load_for_inference(..., imports=[...]) "
+                              "in Python, or `posekit eval CHECKPOINT imports=[my_module]`")
+        raw = deep_merge(raw, extra)
     stored_imports = raw.get("imports") or []
-    raw = {**raw, "imports": list(imports or []), "model": {**(raw.get("model") or {}), "init_from": None}}
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    raw = {**raw, "imports": list(imports or []), "model": {**model, "init_from": None}}
     try:
-        return config_from_dict(raw, source=source)
+        cfg = config_from_dict(raw, source=source)
     except ConfigError as e:
         if stored_imports and "unknown task" in str(e):
             raise ConfigError(f"{e}; the file was made with user modules {stored_imports}: import them "
                               "yourself (Python) if you trust them") from None
         raise
+    cfg.model.args = inference_model_args(cfg.model.name, cfg.model.args)
+    return cfg
 
 
 def load_for_inference(checkpoint_path: str | Path, overrides: list[str] | None = None,
                        device: str = "cpu", imports: list[str] | None = None) -> tuple[Task, nn.Module, Config]:
     """(task, model in eval mode with the best available weights (EMA when trained with it),
     config) from a checkpoint file; `overrides` change the stored config (e.g. eval.flip_test)."""
-    ckpt = load_checkpoint(checkpoint_path)
-    raw = ckpt.get("config")
-    if not isinstance(raw, dict):
-        raise ValueError(f"{checkpoint_path}: not a posekit checkpoint (no 'config' entry)")
-    cfg = config_from_stored(raw, source=str(checkpoint_path), overrides=overrides, imports=imports)
+    from posekit.engine.evaluation import _load_weights
+    ckpt = load_checkpoint(checkpoint_path, require=("model", "config"))
+    cfg = config_from_stored(ckpt["config"], source=str(checkpoint_path), overrides=overrides, imports=imports)
     task = build_task(cfg)
     model = task.build_model()
-    model.load_state_dict(inference_state_dict(ckpt))
+    weights = inference_state_dict(ckpt)
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"{checkpoint_path}: not a posekit checkpoint: its weights are not a mapping of tensors")
+    _load_weights(model, weights, cfg, str(checkpoint_path))
     model = model.to(distributed.pick_device(device, option="--device")).eval()
     task.prepare(model, {})
     return task, model, cfg
@@ -134,36 +180,77 @@ def as_rgb_image(image, *, bgr: bool = False, where: str = "image") -> np.ndarra
     return np.ascontiguousarray(rgb)
 
 
-def onnx_cache_path(checkpoint: str | Path, overrides: list[str] | None = None) -> Path:
-    """Where `backend="onnxruntime"` keeps the export of a checkpoint: the temp folder, keyed by
-    the file's absolute path, size and modification time and the overrides (a retrained
-    checkpoint or other settings get a new export)."""
+SOURCE_KEY = "posekit.source_sha256"  # metadata of a cached export: the key it was made for
+
+
+def onnx_cache_dir() -> Path:
+    """The user's own folder for cached exports ($XDG_CACHE_HOME or ~/.cache, then posekit/onnx),
+    created 0700. A shared, predictable folder (the system temp dir) would let another user plant a
+    graph there; a folder that is not ours or that others may write is refused, never used."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = base / "posekit" / "onnx"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = folder.stat()
+    if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+        raise PermissionError(f"the ONNX export cache {folder} is not this user's own (owner uid {st.st_uid}, mode "
+                              f"{oct(st.st_mode & 0o777)}); remove it or set XDG_CACHE_HOME to a private folder")
+    return folder
+
+
+def onnx_cache_key(checkpoint: str | Path, overrides: list[str] | None = None) -> str:
+    """sha256 of the checkpoint's bytes, the overrides and the posekit version: the same weights
+    and settings reuse one export; anything else (a retrained file at the same path) makes another."""
     import posekit
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    st = path.stat()
-    key = "\n".join([str(path.resolve()), str(st.st_size), str(st.st_mtime_ns), *(overrides or []),
-                     posekit.__version__])
-    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / "posekit-onnx" / f"{path.stem}-{digest}.onnx"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update("\n".join(["", *(overrides or []), posekit.__version__, torch.__version__]).encode())
+    return h.hexdigest()
+
+
+def onnx_cache_path(checkpoint: str | Path, overrides: list[str] | None = None) -> Path:
+    """Where `backend="onnxruntime"` keeps the export of a checkpoint: the user's cache folder,
+    named by `onnx_cache_key`."""
+    return onnx_cache_dir() / f"{Path(checkpoint).stem}-{onnx_cache_key(checkpoint, overrides)[:32]}.onnx"
+
+
+def _cached_export_is_ours(target: Path, key: str) -> bool:
+    """A regular file we own whose recorded source key is `key` (not a planted or stale graph)."""
+    import onnx
+    try:
+        st = target.lstat()
+        if not target.is_file() or target.is_symlink() or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            return False
+        props = {p.key: p.value for p in onnx.load(str(target), load_external_data=False).metadata_props}
+    except Exception:  # unreadable or not ONNX: export again
+        return False
+    return props.get(SOURCE_KEY) == key
 
 
 def export_cached(checkpoint: str | Path, overrides: list[str] | None = None, *,
                   imports: list[str] | None = None) -> Path:
-    """The checkpoint exported to ONNX (with metadata), reusing an earlier export when the
-    checkpoint and overrides are unchanged. Written to a temporary name, then renamed."""
+    """The checkpoint exported to ONNX (with metadata), reusing an earlier export only when the
+    file in the cache records this checkpoint's content hash and settings. Written to a temporary
+    name, then renamed."""
     from posekit.engine.export import export_task
-    target = onnx_cache_path(checkpoint, overrides)
-    if target.is_file():
+    from posekit.engine.onnx_backend import write_metadata
+    key = onnx_cache_key(checkpoint, overrides)
+    target = onnx_cache_dir() / f"{Path(checkpoint).stem}-{key[:32]}.onnx"
+    if _cached_export_is_ours(target, key):
         return target
     task, model, _ = load_for_inference(checkpoint, overrides, device="cpu", imports=imports)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.onnx")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".onnx", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     try:
         export_task(task, model, tmp)
+        write_metadata(tmp, {SOURCE_KEY: key})
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -241,8 +328,8 @@ class Predictor:
     `cv2.imread` returns them; paths are always decoded to RGB.
 
     backend: "auto" (an .onnx file runs with onnxruntime, a checkpoint with PyTorch), "torch", or
-    "onnxruntime" (a checkpoint is exported once, cached in the temp folder by its path and
-    modification time). Results of the two backends agree within float tolerance, and both take
+    "onnxruntime" (a checkpoint is exported once, cached in the user's 0700 cache folder by the
+    sha256 of its bytes, and a cached file is used only when it records that hash). Results of the two backends agree within float tolerance, and both take
     images by the same rules. device: cpu | cuda | cuda:N | mps | auto; one the machine lacks is
     a DeviceError (one line), not a silent fallback (onnxruntime without its CUDA provider runs
     on the CPU)."""

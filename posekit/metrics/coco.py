@@ -53,13 +53,12 @@ def _complete_gt(dataset: dict, k: int) -> None:
             raise ValueError(f"GT annotation {ann.get('id')}: {kp.shape[0]} keypoints, expected {k}")
         ann.setdefault("keypoints", kp.ravel().tolist())
         labelled = int(np.count_nonzero(kp[:, 2] > 0))
-        # COCOeval trusts both fields: truthy iscrowd ("no" too) and num_keypoints == 0 make a GT
-        # "ignored", so a file that contradicts itself would give a silently different AP. Only
-        # "is it 0" reaches the score, so only that must agree (the reader checks the exact count)
+        # COCOeval trusts both fields: a truthy iscrowd ("no" too) makes a GT a crowd, so it must be
+        # 0/1. num_keypoints == 0 with labelled keypoints is COCO's way to have a person ignored
+        # (the keypoints family marks people it did not score so); files are checked by the reader
         nk = ann.setdefault("num_keypoints", labelled)
-        if isinstance(nk, bool) or not isinstance(nk, (int, float)) or (nk == 0) != (labelled == 0):
-            raise ValueError(f"GT annotation {ann.get('id')!r}: 'num_keypoints' is {nk!r} but {labelled} keypoints "
-                             "are labelled (v > 0); fix it or drop the field (it is then counted)")
+        if isinstance(nk, bool) or not isinstance(nk, (int, float)) or not np.isfinite(nk) or nk < 0:
+            raise ValueError(f"GT annotation {ann.get('id')!r}: 'num_keypoints' must be a count, got {nk!r}")
         crowd = ann.setdefault("iscrowd", 0)
         if type(crowd) not in (int, bool, float) or crowd not in (0, 1):
             raise ValueError(f"GT annotation {ann.get('id')!r}: 'iscrowd' must be 0 or 1, got {crowd!r}")

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from posekit.models.openpose import load_state_file
 from posekit.models.registry import online, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -176,14 +177,14 @@ def load_backbone_weights(model: MobileNetV2KeypointRegressor, *, pretrained: bo
         path = Path(backbone_weights).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"backbone_weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_state_file(path, "backbone_weights")
         _load_features(model, _strip_to_features(state, str(path)), str(path))
         return "file"
     if not pretrained:
         return "random"
     cached = _cached_imagenet_file()
     if cached.is_file():
-        state = torch.load(cached, map_location="cpu", weights_only=True)
+        state = load_state_file(cached, "cached ImageNet backbone weights")
         _load_features(model, _strip_to_features(state, str(cached)), str(cached))
         return "cache"
     if online():

@@ -277,6 +277,24 @@ def _vgg_features_only(state: dict, source: str, model: OpenPose) -> dict:
     return out
 
 
+def load_state_file(path: str | Path, what: str) -> dict:
+    """A state dict (name -> tensor, or a checkpoint holding one under "model") from a local file,
+    loaded with weights_only; anything else is one ValueError saying what the file holds."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, truncated, or pickled objects beyond tensors
+        raise ValueError(f"{what} {path}: cannot read it as a state dict ({type(e).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        held = (f"a bare tensor of shape {tuple(state.shape)}" if isinstance(state, torch.Tensor)
+                else f"a {type(state).__name__} of {len(state)} items" if isinstance(state, (list, tuple))
+                else "a mapping whose values are not all tensors" if isinstance(state, dict)
+                else f"a {type(state).__name__}")
+        raise ValueError(f"{what} {path}: not a state dict (name -> tensor): it holds {held}")
+    return state
+
+
 def load_vgg19_weights(model: OpenPose, pretrained: str) -> str:
     """Fill `model.vgg` from a local torchvision VGG19 state-dict path, or "imagenet" (TORCH_HOME cache,
     then torchvision's download when online; otherwise a warning and random init). Returns the source."""
@@ -286,14 +304,14 @@ def load_vgg19_weights(model: OpenPose, pretrained: str) -> str:
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"VGG19 weights file not found: {path} (or pass pretrained='imagenet')")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_state_file(path, "VGG19 weights")
         source = "file"
     else:
         from torchvision.models import VGG19_Weights
         entry = VGG19_Weights.IMAGENET1K_V1
         cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(entry.url)
         if cached.is_file():
-            state, source, path = torch.load(cached, map_location="cpu", weights_only=True), "cache", cached
+            state, source, path = load_state_file(cached, "VGG19 weights"), "cache", cached
         elif online():
             state, source, path = entry.get_state_dict(progress=False), "download", entry.url
         else:
@@ -329,7 +347,7 @@ def openpose_vgg19(*, num_stages: int = 6, width: int = 128, pretrained: str | N
         path = Path(cmu_weights).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"CMU weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_state_file(path, "CMU weights")
         model.load_state_dict(convert_cmu_state_dict(state, model=model), strict=True)
         model.weights_source = "cmu"
     return model
