@@ -219,7 +219,10 @@ def _fill(disk: Path, leave: int) -> Path:
     return filler
 
 
-def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(small_disk, tmp_path):
+@pytest.mark.parametrize("leave", [0, 500, 2_000, 6_000, 12_000, 24_000, 40_000])
+def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(small_disk, tmp_path, leave):
+    """7 levels of free space, so the disk fills during each of the writes (config.yaml,
+    metrics.csv, bad_records.txt, validation.json, curves.png, the zip writer of torch.save)."""
     settings = {"batch_size": 8, "max_steps": 12, "val_every": 6, "save_every": 2, "log_every": 1,
                 "progress": False, "tensorboard": False, "resume": "auto"}
     recipe = tmp_path / "r.yaml"
@@ -229,7 +232,7 @@ def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(small_disk, tmp
     cfg.name = "full"
     run = train(cfg)
     good = load_checkpoint(run / "last.pt")
-    filler = _fill(small_disk, leave=12_000)  # room for the logs, not for a checkpoint
+    filler = _fill(small_disk, leave=leave)  # at most room for the logs, not for a checkpoint
     full = subprocess.run([sys.executable, "-m", "posekit", "train", str(recipe)], cwd=REPO, env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert full.returncode == 2, full.stdout + full.stderr

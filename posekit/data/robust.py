@@ -16,6 +16,7 @@ in worker processes. Evaluation does not use this: a bad record there is an erro
 from __future__ import annotations
 
 import contextlib
+import errno
 import random
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -159,9 +160,23 @@ class BadRecordLog:
         lines = list(dict.fromkeys(lines))
         if not lines or self.path is None:
             return
-        with self.path.open("a") as f:
-            f.write("".join(line + "\n" for line in lines))
+        try:
+            with self.path.open("a") as f:
+                f.write("".join(line + "\n" for line in lines))
+        except OSError as e:  # one line, as for the checkpoints (data must not import the engine)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise BadRecordLogFull(f"no space left on device while writing {self.path}; the previous "
+                                       f"checkpoint is intact") from None
+            raise
         self.known.update(lines)
+
+
+class BadRecordLogFull(OSError, ValueError):
+    """bad_records.txt could not be written: the disk is full (a ValueError: one line on the CLI)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.errno = errno.ENOSPC
 
 
 def summary(epoch: int, records: list, where: Path | None, shown: int = 10) -> str:

@@ -18,10 +18,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import json
 import math
+import os
 import random
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -82,6 +85,80 @@ def resolve_run(cfg: Config) -> tuple[Config, Path | None]:
         raise ConfigError(f"run folder {cfg.run_dir} holds a previous run ({', '.join(found)}); pass "
                           f"train.exist_ok=true to reuse it or train.resume={cfg.run_dir} to continue")
     return cfg, None
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held for the whole run: two trainings writing into one
+    folder would interleave metrics.csv and lose one run's weights. A POSIX lock (`lockf`) on
+    `.posekit.lock` (which holds the owner's pid and host, for the refusal message); the kernel
+    drops it when its holder dies, so a SIGKILLed run leaves no stale lock, only a file the next
+    run reuses. Not `flock`: forked DataLoader workers would share a flock and, orphaned by a
+    SIGKILL, hold it for seconds, failing the `train.resume=auto` restart; POSIX locks are not
+    inherited (and work on NFS). They do not exclude the same process: two trainings in one
+    Python process are not caught. Under DDP only rank 0 takes it. Windows has no fcntl: no lock."""
+
+    NAME = ".posekit.lock"
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.path, self.file = run_dir, run_dir / self.NAME, None
+        self.made_dir = False
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; two runs into one folder are not caught there
+            return self
+        if not self.run_dir.is_dir():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.made_dir = True
+        for _ in range(10):  # retried only when another run removed the file between open and lock
+            try:
+                # unbuffered: a write refused by a full disk is not retried (and raised) at close()
+                f = open(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), "r+b", buffering=0)
+            except OSError as e:
+                if is_disk_full(e):
+                    raise DiskFullError(self.path, "nothing of this run was written") from None
+                raise
+            try:
+                fcntl.lockf(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = " ".join(f.read(500).decode(errors="replace").split()) or "another process"
+                f.close()
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                raise ConfigError(f"run folder {self.run_dir} is in use by another training ({holder}; "
+                                  f"lock file {self.path}): wait for it to finish, or give this run another "
+                                  f"name=/out_dir=") from None
+            try:
+                same = os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # we locked a file its previous holder has just removed: take the new one
+                f.close()
+                continue
+            try:  # who holds it, for the refusal message; the lock itself needs no disk space
+                f.seek(0)
+                f.truncate()
+                f.write(f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(0)
+            self.file = f
+            return self
+        raise ConfigError(f"run folder {self.run_dir}: cannot take its lock file {self.path} (it keeps being "
+                          f"replaced); is another training starting there?")
+
+    def release(self) -> None:
+        """Removed while still held (so no other run can hold the removed file), then closed."""
+        if self.file is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self.file.close()
+        self.file = None
+        if self.made_dir:  # a run that stopped before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()
 
 
 def diagnose_batch(batch, indices: list) -> str | None:
@@ -193,7 +270,14 @@ def autocast(cfg: Config, device: torch.device):
 def seed_worker(worker_id: int) -> None:
     """DataLoader worker init: distinct numpy/random streams per worker. Training items do not
     depend on them (each is fetched under its own seed, data/robust.py); this keeps code outside
-    an item (a dataset's own start-up) from drawing the same numbers in every worker."""
+    an item (a dataset's own start-up) from drawing the same numbers in every worker.
+
+    Workers ignore SIGINT/SIGTERM: Slurm, Kubernetes and Ctrl-C signal the whole process group,
+    and torch's worker handler dies on a SIGTERM not sent by its parent, which turned the
+    pre-emption into "DataLoader worker killed" with nothing saved. The main process stops the
+    run (saves last.pt) and then shuts its workers down itself."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -306,8 +390,14 @@ def _write_validation_json(path: Path, step: int, epoch: int, metrics: dict) -> 
     doc = {"step": step, "epoch": epoch, "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
            "units": {k: metric_unit(k) for k in metrics}}
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise DiskFullError(path, "the previous validation.json and checkpoint are intact") from None
+        raise
 
 
 def _check_validation(task: Task, datasets: dict) -> None:
@@ -334,12 +424,13 @@ def train(cfg: Config) -> Path:
     t = cfg.train
     info = distributed.setup(t.device)
     try:
-        return _train(cfg, info)
+        with contextlib.ExitStack() as held:  # the run folder's lock, released however the run ends
+            return _train(cfg, info, held)
     finally:
         distributed.cleanup(info)
 
 
-def _train(cfg: Config, info: distributed.DistInfo) -> Path:
+def _train(cfg: Config, info: distributed.DistInfo, held: contextlib.ExitStack) -> Path:
     t = cfg.train
     task: Task = build_task(cfg)
     device = info.device
@@ -354,6 +445,12 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
         error = e
     distributed.agree_or_raise(error, info)
     t, run_dir = cfg.train, cfg.run_dir
+    if info.is_main and not t.performance:  # one training per run folder (performance mode writes nothing)
+        try:
+            held.callback(RunLock(run_dir).acquire().release)
+        except (ConfigError, OSError) as e:
+            error = e
+    distributed.agree_or_raise(error, info)
     if cfg.model.init_from:
         source = load_checkpoint(cfg.model.init_from)
         try:
@@ -453,8 +550,7 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
             return run_dir
         _log_lines(f"resumed from {resume_from} at step {step} (epoch {epoch})", info)
 
-    if info.enabled and device.type == "cuda":  # SyncBatchNorm works on GPU modules only
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = distributed.sync_batchnorm(model, device, info)  # global-batch BN statistics under DDP (CPU too)
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                       find_unused_parameters=task.find_unused_parameters) if info.enabled else model
     if t.compile:  # checkpoints save `model` (plain keys), never this wrapper
@@ -579,12 +675,47 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
                         pin_memory=device.type == "cuda", persistent_workers=t.num_workers > 0)
     epoch_bad: list = []
     log_error = None
+    workers_lost: list[str] = []
+
+    def batches():
+        """The epoch's batches. A worker that dies while a stop signal is pending (killed before
+        seed_worker made it ignore SIGTERM) ends the epoch early instead of failing the run: the
+        main process's state is that of the last finished step, and is saved."""
+        try:
+            it = iter(loader)
+            guard_sigchld()
+            while True:
+                try:
+                    packed = next(it)
+                except StopIteration:
+                    return
+                yield packed
+        except RuntimeError as e:
+            if not stop_signal:
+                raise
+            workers_lost.append(" ".join(str(e).split()))
+
+    def guard_sigchld() -> None:
+        """torch's SIGCHLD handler raises, wherever the main process is (mid-step), when a worker
+        dies; with a stop signal pending that is expected: the loader reports it at the next
+        batch instead (see batches())."""
+        chld = getattr(signal, "SIGCHLD", None)  # none on Windows
+        if chld is None or chld in previous or not callable(signal.getsignal(chld)):
+            return
+        torch_handler = previous[chld] = signal.getsignal(chld)
+        signal.signal(chld, lambda n, f: None if stop_signal else torch_handler(n, f))
+
+    def said_stopped() -> None:
+        lost = f" (DataLoader workers lost: {workers_lost[0]})" if workers_lost else ""
+        _log_lines(f"signal {stop_signal[0]}: saved {run_dir / 'last.pt'} at step {step}{lost}; "
+                   f"resume with train.resume={run_dir}", info)
+
     try:
         while not done:
             order.set_epoch(epoch, skip * per_rank)
             batch_in_epoch = skip
             skip = 0
-            for packed in loader:
+            for packed in batches():
                 epoch_bad += packed.bad
                 if packed.bad and info.is_main:
                     bad_log.add(packed.bad)  # listed at once: a SIGKILL before the epoch ends loses none
@@ -612,11 +743,18 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
                 if t.grad_clip:
                     scaler.unscale_(optimizer)
                     grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip))
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
+                try:
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
+                except RuntimeError as e:  # e.g. Adam's lr / (1 - beta1**t) past float32 (train.lr=1e38)
+                    if "overflow" not in str(e):
+                        raise
+                    raise NonFiniteLossError(f"the weight update at step {step + 1} (epoch {epoch}) overflowed "
+                                             f"float32 ({' '.join(str(e).split())}); stopped without saving; "
+                                             f"{_last_good(last_good)}; {_divergence_advice(cfg, amp)}") from None
                 step += 1
                 batch_in_epoch += 1
                 seen_since_log += t.batch_size
@@ -672,14 +810,30 @@ def _train(cfg: Config, info: distributed.DistInfo) -> Path:
                 if finished:
                     report_bad_records(epoch)
                     if stop_signal:
-                        _log_lines(f"signal {stop_signal[0]}: saved {run_dir / 'last.pt'} at step {step}; "
-                                   f"resume with train.resume={run_dir}", info)
+                        said_stopped()
                     done = True
                     break
+            if workers_lost and not done:  # stopped by a signal that also took the workers
+                ensure_finite()
+                error = None
+                try:
+                    checkpoint("last.pt", (epoch + 1, 0) if batch_in_epoch >= steps_per_epoch
+                               else (epoch, batch_in_epoch))
+                except Exception as e:
+                    error = e
+                distributed.agree_or_raise(error, info)
+                report_bad_records(epoch)
+                said_stopped()
+                done = True
             if not done:
                 report_bad_records(epoch)
                 epoch += 1
     finally:
+        if stop_signal and getattr(loader, "_iterator", None) is not None:
+            # workers shut down while SIGCHLD is still guarded: one killed at the signal must not
+            # make torch's handler raise once it is back
+            with contextlib.suppress(Exception):
+                loader._iterator._shutdown_workers()
         for s, h in previous.items():
             signal.signal(s, h)
         if progress:
