@@ -146,3 +146,15 @@ def test_torch_save_failing_on_a_full_disk_is_disk_full_not_a_zip_writer_error(s
         save_checkpoint({"w": torch.randn(20_000)}, small_disk / "last.pt")
     assert torch.equal(load_checkpoint(small_disk / "last.pt")["w"], torch.zeros(10))
     assert [p.name for p in small_disk.iterdir() if p.name != "filler"] == ["last.pt"]
+
+
+def test_a_validation_file_with_no_record_is_refused_at_start(tmp_path, realdata):
+    """An empty data.val_file used to mean training with no validation and no best.pt, silently."""
+    from posekit.engine.recipes import load_config
+    from posekit.families import build_task
+    (tmp_path / "empty.json").write_text("[]")
+    mpii = realdata / "mpii" / "mmpose"
+    cfg = load_config("mpii_hourglass4", ["data.dataset=mpii", f"data.root={mpii}", "data.train_file=test_mpii.json",
+                                          f"data.val_file={tmp_path / 'empty.json'}", "data.image_dir=images"])
+    with pytest.raises(ValueError, match=r"data.val_file .*empty.json holds no record"):
+        build_task(cfg).build_datasets()

@@ -213,6 +213,9 @@ class HourglassTask(Task):
         if val is not None and d.head_sizes_from:
             attach_head_sizes(val, load_mpii_h5(resolve(d.head_sizes_from)))
         train_src = MPIIImageSource(train, image_dir, skip_missing_images=d.skip_missing_images)
+        if val is not None and len(val) == 0:  # an empty file would mean training with no best.pt, silently
+            raise ValueError(f"data.val_file {resolve(d.val_file)} holds no record: give a validation file with "
+                             "records, or leave data.val_file unset to train without validation")
         val_src = MPIIImageSource(val, image_dir, skip_missing_images=d.skip_missing_images) if val else None
         if len(train_src) == 0:
             raise ValueError(f"no training record of {resolve(d.train_file)} has its image in {image_dir}")
