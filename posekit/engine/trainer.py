@@ -829,7 +829,9 @@ def _train(cfg: Config, info: distributed.DistInfo, held: contextlib.ExitStack) 
                 report_bad_records(epoch)
                 epoch += 1
     finally:
-        if stop_signal and getattr(loader, "_iterator", None) is not None:
+        if getattr(loader, "_iterator", None) is not None:  # however the run ends (an error too):
+            # workers ignore SIGTERM, so one left to interpreter exit would block multiprocessing's
+            # final join forever (its terminate() is SIGTERM)
             # workers shut down while SIGCHLD is still guarded: one killed at the signal must not
             # make torch's handler raise once it is back
             with contextlib.suppress(Exception):
