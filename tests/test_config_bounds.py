@@ -242,7 +242,7 @@ def test_eval_batch_size_0_is_refused_by_train_and_eval(recipe, tmp_path, capsys
     _one_line(capsys, ["eval", run / "last.pt", "eval.batch_size=0"], "'eval.batch_size' must be >= 1")
     _one_line(capsys, ["eval", recipe, f"checkpoint={run / 'last.pt'}", "eval.batch_size=0"],
               "'eval.batch_size' must be >= 1")
-    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)  # a stored config with 0
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)  # a stored config with 0
     ckpt["config"]["eval"]["batch_size"] = 0
     torch.save(ckpt, tmp_path / "zero.pt")
     _one_line(capsys, ["eval", tmp_path / "zero.pt"], "'eval.batch_size' must be >= 1, got 0")
@@ -299,7 +299,7 @@ def test_a_checkpoint_trained_with_more_workers_than_this_machine_allows_still_e
     from posekit.engine.evaluation import config_from_checkpoint
     from posekit.engine.trainer import train
     run = train(tiny_task.tiny_config(tmp_path / "t", max_steps=2, val_every=2))
-    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     ckpt["config"]["train"]["num_workers"] = 200
     torch.save(ckpt, tmp_path / "big_node.pt")
     assert config_from_checkpoint(ckpt).train.num_workers == max_workers()

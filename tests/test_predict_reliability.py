@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import smoke_checkpoints
+from test_predict_safety import _video as _safety_video
 
 from posekit.cli import main
 from posekit.data.sample import BadRecordError
@@ -25,13 +26,7 @@ def ckpt(tmp_path_factory):
 
 
 def _video(path, frames=3):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
-    rng = np.random.default_rng(0)
-    for _ in range(frames):
-        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    writer.release()
-    return path
+    return _safety_video(path, frames)
 
 
 def _decodes_nothing(path):
