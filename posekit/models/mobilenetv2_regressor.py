@@ -15,7 +15,6 @@ weights), so the convention travels with the checkpoint.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -137,9 +136,10 @@ def _imagenet_weights_entry():
 
 
 def _cached_imagenet_file() -> Path:
-    """Where torch.hub keeps the torchvision MobileNetV2 ImageNet file ($TORCH_HOME/hub/checkpoints)."""
-    url = _imagenet_weights_entry().url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    """Where torchvision's MobileNetV2 ImageNet file is cached: the `posekit weights` cache
+    ($POSEKIT_HOME/weights, else $TORCH_HOME/hub/checkpoints, where torchvision itself looks)."""
+    from posekit.models.weights import download_path, get_weights
+    return download_path(get_weights("dogs_mobilenetv2.imagenet"))
 
 
 def _strip_to_features(state: dict, source: str) -> dict:
@@ -189,16 +189,18 @@ def load_backbone_weights(model: MobileNetV2KeypointRegressor, *, pretrained: bo
         return "cache"
     if online():
         try:
-            state = _imagenet_weights_entry().get_state_dict(progress=False)
+            state = _imagenet_weights_entry().get_state_dict(progress=False, model_dir=str(cached.parent),
+                                                             check_hash=True, weights_only=True)
             _load_features(model, _strip_to_features(state, "torchvision IMAGENET1K_V1"), "torchvision IMAGENET1K_V1")
             return "download"
         except Exception as e:  # network errors of every kind end in the same fallback
             reason = f"download failed ({type(e).__name__}: {e})"
     else:
         reason = "no network"
-    warnings.warn(f"dogs_mobilenetv2: pretrained=True but the ImageNet weights are not cached at {cached} and "
-                  f"{reason}; the backbone keeps its RANDOM initialisation. Put the file there (TORCH_HOME) or "
-                  f"pass backbone_weights=PATH.", RuntimeWarning, stacklevel=3)
+    from posekit.models.weights import get_weights, offline_message
+    warnings.warn(f"dogs_mobilenetv2: pretrained=True but {offline_message(get_weights('dogs_mobilenetv2.imagenet'), reason)}"
+                  "; until then the backbone keeps its RANDOM initialisation (or pass backbone_weights=PATH).",
+                  RuntimeWarning, stacklevel=3)
     return "random"
 
 

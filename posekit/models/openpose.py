@@ -24,7 +24,6 @@ trainer can give the trunk its own learning rate (MindSpore: lr/4 for vgg and cp
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -308,16 +307,20 @@ def load_vgg19_weights(model: OpenPose, pretrained: str) -> str:
         source = "file"
     else:
         from torchvision.models import VGG19_Weights
+
+        from posekit.models.weights import cache_dir, download_path, get_weights, offline_message
         entry = VGG19_Weights.IMAGENET1K_V1
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(entry.url)
+        listed = get_weights("openpose_vgg19.imagenet")  # the same cache and message as `posekit weights`
+        cached = download_path(listed)
         if cached.is_file():
             state, source, path = load_state_file(cached, "VGG19 weights"), "cache", cached
         elif online():
-            state, source, path = entry.get_state_dict(progress=False), "download", entry.url
+            state = entry.get_state_dict(progress=False, model_dir=str(cache_dir()), check_hash=True,
+                                         weights_only=True)
+            source, path = "download", entry.url
         else:
-            warnings.warn(f"openpose: VGG19 ImageNet weights are not cached at {cached} and there is no network; "
-                          "the trunk keeps its RANDOM initialisation (pass pretrained=PATH).", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(f"openpose: {offline_message(listed, 'no network')}; until then the trunk keeps its "
+                          "RANDOM initialisation (or pass pretrained=PATH).", RuntimeWarning, stacklevel=3)
             return "random"
     try:
         model.vgg.load_state_dict(_vgg_features_only(state, str(path), model), strict=True)
