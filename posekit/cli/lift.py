@@ -50,12 +50,16 @@ def add_arguments(p) -> None:
     p.add_argument("--image", nargs="*", default=[], help="images: 2-D poses come from --hourglass first")
     p.add_argument("--hourglass", help="posekit Hourglass checkpoint used for --image (MPII-16 -> H36M)")
     p.add_argument("--box", help="person box x,y,w,h for --image (default: the whole image)")
-    from posekit.data.lifting import lift_layouts
+    from posekit.skeletons.mappings import lift_layouts  # torch-free: building the parser imports no torch
     p.add_argument("--skeleton", default=None, choices=lift_layouts(),
                    help="joint order of JSON poses that do not name their skeleton (required for them: "
                    "16 joints may be h36m16 or mpii16, 17 may be h36m17 or coco17)")
     p.add_argument("--rescale", default=None, action=argparse.BooleanOptionalAction, help="fit each 2-D pose to the "
                    "training set's size and centre (default: on for --image, off for --json)")
+    p.add_argument("--tracks", metavar="JSONL", help="a tracked JSON-lines file (posekit predict VIDEO --track): "
+                   "each track lifted frame by frame into <name>_track<ID>.3d.jsonl, plus <name>_3d.mp4")
+    p.add_argument("--video", metavar="MP4", help="with --tracks: the 2-D video shown beside the 3-D poses (e.g. the "
+                   "annotated mp4 predict wrote; default: the 2-D poses on a blank frame)")
     p.add_argument("--out", required=True, help="folder for <name>.json and <name>.png")
     p.add_argument("--device", default="cpu")
 
@@ -67,6 +71,8 @@ def run(args) -> int:
     from posekit.engine.predictor import load_for_inference
     from posekit.skeletons import get_skeleton
 
+    if getattr(args, "tracks", None):
+        return run_tracks(args)
     if not args.json and not args.image:
         raise ValueError("give --json FILE(S) or --image FILE(S)")  # main() adds "posekit lift:"
     # every pose file is read and its layout settled before the model loads: a bad file fails fast
@@ -89,7 +95,8 @@ def run(args) -> int:
                                  f"{want}; name the right layout ({', '.join(lift_layouts())})")
             by_skeleton.setdefault(skeleton, []).append(rec)
         files.append((path, by_skeleton))
-    task, model, cfg = load_for_inference(args.checkpoint, device=args.device)
+    from posekit.engine.weights import resolve_checkpoint
+    task, model, cfg = load_for_inference(resolve_checkpoint(args.checkpoint), device=args.device)
     if task.name != "gmh_mdn":
         raise ValueError(f"{args.checkpoint}: a {task.name!r} checkpoint; `posekit lift` needs a gmh_mdn one")
     out = Path(args.out)
@@ -109,7 +116,7 @@ def run(args) -> int:
         if not args.hourglass:
             raise ValueError("--image needs --hourglass CHECKPOINT (a posekit Hourglass model "
                              "that finds the 2-D MPII joints first)")
-        hg_task, hg_model, hg_cfg = load_for_inference(args.hourglass, device=args.device)
+        hg_task, hg_model, hg_cfg = load_for_inference(resolve_checkpoint(args.hourglass), device=args.device)
         if hg_task.name != "hourglass":
             raise ValueError(f"{args.hourglass}: a {hg_task.name!r} checkpoint; --hourglass needs a hourglass one")
         rescale = True if args.rescale is None else bool(args.rescale)
@@ -128,4 +135,26 @@ def run(args) -> int:
             res.save(out / f"{stem}_3d.png")
             written += 1
     print(f"{written} lifted pose set(s) written to {out}")
+    return 0
+
+
+def run_tracks(args) -> int:
+    """--tracks: lift a tracked JSON-lines file, one 3-D JSON-lines file per track plus an mp4."""
+    from posekit.engine.predictor import load_for_inference
+    from posekit.engine.tracking import lift_tracks
+    from posekit.engine.weights import resolve_checkpoint
+    if args.json or args.image:
+        raise ValueError("--tracks lifts a whole tracked video; give it alone (not with --json or --image)")
+    tracks = Path(args.tracks)
+    if not tracks.is_file():
+        raise FileNotFoundError(f"--tracks {tracks}: not found (make it with posekit predict VIDEO --track)")
+    if args.video and not Path(args.video).is_file():
+        raise FileNotFoundError(f"--video {args.video}: not found")
+    task, model, cfg = load_for_inference(resolve_checkpoint(args.checkpoint), device=args.device)
+    if task.name != "gmh_mdn":
+        raise ValueError(f"{args.checkpoint}: a {task.name!r} checkpoint; `posekit lift` needs a gmh_mdn one")
+    report = lift_tracks(task, model, tracks, args.out, video=args.video, skeleton=args.skeleton,
+                         rescale=True if args.rescale is None else bool(args.rescale))
+    print(f"{report['poses']} pose(s) of {len(report['tracks'])} track(s) over {report['frames']} frame(s) lifted "
+          f"-> {args.out} ({', '.join(p.name for p in report['tracks'])}; {report['video'].name})")
     return 0

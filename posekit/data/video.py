@@ -171,3 +171,88 @@ class VideoWriter:
             self.close()
         else:
             self.discard()
+
+
+# --- sources beyond a video file: a folder of frames, a webcam, a stream URL ------------------
+def natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers by value: frame2 before frame10."""
+    import re
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+class FrameFolderReader:
+    """The images of a folder as video frames, in natural order (frame2.png before frame10.png),
+    one decoded at a time. A frame that cannot be read is named in the log, skipped and counted
+    in `skipped` [(path, reason)]; the size of the first good frame is the video's."""
+
+    def __init__(self, folder: str | Path, fps: float = 25.0):
+        from posekit.data.io import IMAGE_EXTENSIONS
+        self.path = Path(folder)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"frame folder not found: {self.path}")
+        self.files = sorted((p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+                            key=lambda p: natural_key(p.name))
+        if not self.files:
+            raise ValueError(f"no image frames in folder {self.path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        self.fps, self.frame_count = float(fps), len(self.files)
+        self.size: tuple[int, int] | None = None
+        self.skipped: list[tuple[str, str]] = []
+
+    def __iter__(self):
+        from posekit.data.io import read_image
+        for f in self.files:
+            try:
+                image = read_image(f)
+            except (OSError, ValueError) as e:  # BadRecordError is a ValueError
+                self.skipped.append((str(f), str(e)))
+                log.warning(f"posekit: {f}: frame skipped ({e})")
+                continue
+            if self.size is None:
+                self.size = (image.shape[1], image.shape[0])
+            yield image
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class CaptureReader(VideoReader):
+    """Frames of a live source through OpenCV: a webcam index (0, 1, ...) or a stream URL
+    (rtsp://, http://, ...). Live sources have no frame count (0); iteration ends when the
+    source stops sending (a cut stream ends the video, with what came before kept)."""
+
+    def __init__(self, source: int | str):
+        self.path = Path(str(source))
+        self.source = source
+        what = f"camera {source}" if isinstance(source, int) else f"stream {source}"
+        with _QuietStderr():
+            self._cap = cv2.VideoCapture(source)
+            opened = self._cap.isOpened()
+        if not opened:
+            self._cap.release()
+            hint = ("no such device, or it is in use (cameras are 0, 1, ...; on Linux see ls /dev/video*)"
+                    if isinstance(source, int) else "unreachable, a wrong address, or a protocol this OpenCV lacks")
+            raise ValueError(f"cannot open {what}: {hint}")
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if np.isfinite(fps) and 0 < fps < 1000 else 25.0
+        self.frame_count = 0
+        self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+
+def open_source(spec: str | int | Path, *, fps: float = 25.0):
+    """A frame reader for `spec`: an integer (or all-digit text) is a webcam index, text with
+    "://" a stream URL, a folder a FrameFolderReader (at `fps`), a file a VideoReader. Each has
+    `fps`, `frame_count` (0 when unknown) and iterates RGB uint8 frames one at a time."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
+        return CaptureReader(int(spec))
+    if isinstance(spec, str) and "://" in spec:
+        return CaptureReader(spec)
+    path = Path(spec)
+    if path.is_dir():
+        return FrameFolderReader(path, fps=fps)
+    return VideoReader(path)

@@ -18,12 +18,16 @@ MPII16_TO_H36M17 = (6, 2, 1, 0, 3, 4, 5, 7, 8, None, 9, 13, 14, 15, 12, 11, 10)
 # shoulder midpoint, spine = midpoint of those two (the mean of both hips and shoulders), neck_base
 # = nose, head = eye midpoint (COCO has no head top). The lifter does not read neck_base.
 COCO17_TO_H36M17 = ((11, 12), 12, 14, 16, 11, 13, 15, (5, 6, 11, 12), (5, 6), 0, (1, 2), 5, 7, 9, 6, 8, 10)
+# OpenPose-18 -> H36M-17, the same convention as COCO-17's above (thorax = shoulder midpoint, not
+# OpenPose's own neck, so a COCO pose gives the same lifter input by either route)
+OPENPOSE18_TO_H36M17 = ((8, 11), 8, 9, 10, 11, 12, 13, (2, 5, 8, 11), (2, 5), 0, (14, 15), 5, 6, 7, 2, 3, 4)
 COCO17_TO_OPENPOSE18 = (0, (5, 6), 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
 OPENPOSE18_TO_COCO17 = (0, 15, 14, 17, 16, 5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10)
 
 MAPPINGS: dict[tuple[str, str], tuple] = {
     ("mpii16", "h36m17"): MPII16_TO_H36M17,
     ("coco17", "h36m17"): COCO17_TO_H36M17,
+    ("openpose18", "h36m17"): OPENPOSE18_TO_H36M17,
     ("coco17", "openpose18"): COCO17_TO_OPENPOSE18,
     ("openpose18", "coco17"): OPENPOSE18_TO_COCO17,
     ("h36m32", "h36m17"): H36M32_TO_17,
@@ -33,6 +37,13 @@ MAPPINGS: dict[tuple[str, str], tuple] = {
 def sources_of(dst: str) -> list[str]:
     """The skeletons that map to `dst` (e.g. the layouts a lifter in h36m17 order can read)."""
     return sorted(src for src, d in MAPPINGS if d == dst)
+
+
+def lift_layouts() -> list[str]:
+    """2-D layouts a lifter in h36m17 order reads (`data.lifting.as_h36m17`): h36m17, h36m16 (the
+    16 lifter inputs) and every skeleton with a declared mapping to h36m17. Here, torch-free, so
+    the command line can offer them without importing the lifting pipeline."""
+    return ["h36m17", "h36m16"] + [s for s in sources_of("h36m17") if s not in ("h36m17", "h36m16")]
 
 
 def map_keypoints(points: np.ndarray, src: str, dst: str, *, has_visibility: bool) -> np.ndarray:
