@@ -133,6 +133,11 @@ def run_family(family: str, out_dir: Path, budget_s: float, *, steps: int | None
         plot_training_curves(rows, run_dir / "curves.png", metric_keys=[f"val/{key}"],
                              initial={f"val/{k}": v for k, v in before.items()})
     images = demo_pictures(task, model, datasets, run_dir / "predictions")
+    from posekit.engine.report import ReportRecorder, provenance, write_report  # the evaluation report, per family
+    recorder = ReportRecorder()
+    reported = evaluate(task, model, datasets, recorder=recorder)
+    best = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
+    report = write_report(run_dir / "report", metrics=reported, recorder=recorder, prov=provenance(cfg, best))
     done = int(load_checkpoint(run_dir / "last.pt", require=("step",))["step"])
     return {"family": family, "recipe": str(resolve_config_path(recipe)), "model": cfg.model.name,
             "steps": done, "planned_steps": steps, "capped": done < steps, "train_seconds": round(seconds, 1),
@@ -142,7 +147,7 @@ def run_family(family: str, out_dir: Path, budget_s: float, *, steps: int | None
             "metric": key, "higher_is_better": task.higher_is_better, "before": before.get(key),
             "after": after.get(key), "val_loss_before": before.get("val_loss"), "val_loss_after": after.get("val_loss"),
             "all_before": before, "all_after": after,
-            "curves": str(run_dir / "curves.png"), "images": [str(p) for p in images]}
+            "curves": str(run_dir / "curves.png"), "images": [str(p) for p in images], "report": str(report)}
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -276,15 +281,16 @@ def run_demo(*, out_dir: Path = Path("runs/demo"), families: list[str] | None = 
     lines = ["# posekit demo", "",
              "Synthetic data, trained from scratch for a fixed number of steps per family; the metric is "
              "scored on the same validation set before training (untrained weights) and after.", "",
-             "| family | model | steps | train s | s/step | metric | before | after | change | val loss | pictures |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| family | model | steps | train s | s/step | metric | before | after | change | val loss | pictures | report |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pics = ", ".join(f"[{Path(p).name}]({Path(p).relative_to(out_dir)})" for p in r["images"][:3])
         better = "↑" if r["higher_is_better"] else "↓"
         steps_txt = f"{r['steps']} of {r['planned_steps']} (time cap)" if r["capped"] else str(r["steps"])
         lines.append(f"| {r['family']} | {r['model']} | {steps_txt} | {r['train_seconds']} | {r['seconds_per_step']} | "
                      f"{r['metric']} {better} | {_fmt(r['before'])} | {_fmt(r['after'])} | {_change(r)} | "
-                     f"{_fmt(r['val_loss_before'])} -> {_fmt(r['val_loss_after'])} | {pics} |")
+                     f"{_fmt(r['val_loss_before'])} -> {_fmt(r['val_loss_after'])} | {pics} | "
+                     f"[index.html]({Path(r['report']).relative_to(out_dir)}) |")
     lines += ["", f"Total {total:.0f} s (training {sum(r['train_seconds'] for r in rows):.0f} s)."]
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:]))

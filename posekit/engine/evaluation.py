@@ -46,9 +46,10 @@ def _device(model: nn.Module | None) -> torch.device:
 
 @torch.no_grad()
 def evaluate(task: Task, model: nn.Module | None, datasets: dict, *, oracle: bool = False,
-             max_samples: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+             max_samples: int | None = None, batch_size: int | None = None, recorder=None) -> dict[str, Any]:
     """Metrics of `model` (or, with `oracle`, of the ground truth through the codec's round trip)
-    on the task's evaluation splits. The model is put in eval mode and restored afterwards."""
+    on the task's evaluation splits. The model is put in eval mode and restored afterwards.
+    `recorder` (engine.report.ReportRecorder) sees the evaluator and every batch's Results, for --report."""
     missing = [s for s in task.eval_splits if datasets.get(s) is None]
     if missing:
         raise ValueError(f"evaluation needs the split(s) {missing}; the recipe's data gives {sorted(datasets)}")
@@ -69,6 +70,8 @@ def evaluate(task: Task, model: nn.Module | None, datasets: dict, *, oracle: boo
     batch_size = (check_batch_size(task.cfg.eval.batch_size) if batch_size is None
                   else check_batch_size(batch_size, "batch_size"))
     evaluator = task.build_evaluator(datasets)
+    if recorder is not None:
+        recorder.attach(task, evaluator)
     loss_sum, loss_n = 0.0, 0
     try:
         for split in task.eval_splits:
@@ -85,7 +88,10 @@ def evaluate(task: Task, model: nn.Module | None, datasets: dict, *, oracle: boo
                         value, _ = task.loss(outputs, batch)
                         loss_sum, loss_n = loss_sum + float(value) * len(x), loss_n + len(x)
                     decoded = task.forward_decode(net, x, outputs=outputs)
-                evaluator.update(split, task.postprocess(decoded, batch), batch)
+                results = task.postprocess(decoded, batch)
+                evaluator.update(split, results, batch)
+                if recorder is not None:
+                    recorder.update(split, results, batch)
     finally:
         if was_training:
             net.train()
@@ -221,7 +227,7 @@ def _load_weights(model: nn.Module, state_dict: dict, cfg, source: str) -> None:
 
 
 def evaluate_checkpoint(cfg=None, checkpoint: str | None = None, *, oracle: bool = False,
-                        overrides: list[str] | None = None) -> dict[str, Any]:
+                        overrides: list[str] | None = None, recorder=None) -> dict[str, Any]:
     """`posekit eval`: a checkpoint (or, with `oracle`, no model at all) on the evaluation splits
     of `cfg`, the recipe. Without a recipe the checkpoint's own stored config is used, with
     `overrides` applied (e.g. data.root on this machine). Only the splits the task scores are
@@ -241,7 +247,7 @@ def evaluate_checkpoint(cfg=None, checkpoint: str | None = None, *, oracle: bool
     task = build_task(cfg)
     datasets = task.build_datasets(tuple(task.eval_splits))
     if oracle:
-        return evaluate(task, None, datasets, oracle=True)
+        return evaluate(task, None, datasets, oracle=True, recorder=recorder)
     if ckpt is None:
         raise ValueError("posekit eval: give the weights as checkpoint=PATH (or --oracle to score the codec)")
     model = task.build_model()
@@ -252,4 +258,4 @@ def evaluate_checkpoint(cfg=None, checkpoint: str | None = None, *, oracle: bool
     _load_weights(model, state, cfg, source)
     model.to(distributed.pick_device(cfg.train.device)).eval()
     task.prepare(model, {})
-    return evaluate(task, model, datasets)
+    return evaluate(task, model, datasets, recorder=recorder)
