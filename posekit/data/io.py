@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from posekit.data.sample import BadRecordError
+from posekit.data.errors import BadRecordError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from posekit.data.errors import BadRecordError
+from posekit.data.io import read_image
 
-class BadRecordError(ValueError):
-    """One record (an image, an annotation) cannot be used. The message names the file and the
-    record; training may skip such records (`data.on_bad_record`), evaluation stops on them."""
+__all__ = ["MAX_COORDINATE", "MAX_HEAD_SIZE", "BadRecordError", "Sample", "check_head_size", "check_values",
+           "relative_path_problem"]
 
 
 @dataclass
@@ -52,7 +53,6 @@ class Sample:
             return self
         if self.image_path is None:
             raise ValueError("Sample has neither an image nor an image_path")
-        from posekit.data.io import read_image
         return replace(self, image=read_image(self.image_path))
 
 

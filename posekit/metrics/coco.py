@@ -18,7 +18,8 @@ import numpy as np
 
 from posekit.skeletons import Skeleton, get_skeleton
 
-__all__ = ["SUMMARY_NAMES", "build_coco_gt", "coco_keypoint_eval", "estimate_sigmas", "oks"]
+__all__ = ["SUMMARY_NAMES", "build_coco_gt", "coco_keypoint_eval", "coco_keypoint_eval_on", "estimate_sigmas",
+           "oks"]
 
 SUMMARY_NAMES = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AR75", "AR_M", "AR_L")
 
@@ -142,6 +143,20 @@ def coco_keypoint_eval(gt, results: list[dict], *, sigmas=None, max_dets: int = 
         ev.accumulate()
         ev.summarize()
     return {name: float(v) for name, v in zip(SUMMARY_NAMES, ev.stats, strict=True)}
+
+
+def coco_keypoint_eval_on(gt: dict, results: list[dict], *, sigmas=None, image_ids=None) -> dict:
+    """`coco_keypoint_eval` over the images evaluated (`image_ids`; default every image of `gt`),
+    plus what a reader checks the number against: "images" scored and "people" (non-crowd GT
+    with labelled keypoints). The bottom-up and the top-down COCO evaluators both end here."""
+    if image_ids is not None:
+        ids = set(image_ids)
+        gt = {**gt, "images": [im for im in gt["images"] if im["id"] in ids],
+              "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+    metrics = coco_keypoint_eval(gt, results, sigmas=sigmas)  # (its summary reads maxDets 20)
+    people = sum(1 for a in gt["annotations"] if not a.get("iscrowd") and a.get("num_keypoints", 0) > 0)
+    images = len(ids) if image_ids is not None else len(gt["images"])
+    return {**metrics, "images": float(images), "people": float(people)}
 
 
 def topdown_person_scores(scores: np.ndarray, box_scores: np.ndarray, threshold: float = 0.2) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""2-D pose files for lifting: posekit Results JSON, {"skeleton": ..., "poses": [...]}, or lists."""
+"""2-D pose files: posekit Results JSON, {"skeleton": ..., "poses": [...]}, or lists (for lifting,
+`read_pose_json`); a folder of images plus a JSON list of records with boxes and keypoints (for
+the keypoints family, `load_pose_json_samples`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from posekit.data.io import read_json
-from posekit.data.sample import BadRecordError, check_values
+from posekit.data.sample import BadRecordError, Sample, check_values
 
 
 def read_pose_json(path: str | Path) -> list[dict]:
@@ -50,3 +52,48 @@ def read_pose_json(path: str | Path) -> list[dict]:
     if isinstance(raw, list):
         return [entry(raw, path.stem)]
     raise ValueError(f"{path}: expected a Results JSON, {{'poses': [...]}} or a list of poses")
+
+
+def load_pose_json_samples(ann_file, image_dir) -> list[Sample]:
+    """A JSON list of records {"image" (or "path"): file relative to `image_dir`, "keypoints":
+    (K, 2|3) or (P, K, 2|3), optional "boxes": (P, 4) x, y, w, h} -> image Samples. A third
+    keypoint column is the visibility (> 0 labelled; a posekit Results JSON gives its scores);
+    without it every finite point is labelled. Missing boxes are the labelled points' extent
+    padded by 10%; the OKS area is the box area."""
+    ann_file, image_dir = Path(ann_file), Path(image_dir)
+    raw = read_json(ann_file, "pose JSON file")
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+        raise ValueError(f"{ann_file}: expected a JSON list of records with 'image' and 'keypoints'")
+    poses = read_pose_json(ann_file)  # the keypoints, parsed and shape-checked once
+    samples = []
+    for i, (rec, pose) in enumerate(zip(raw, poses)):
+        name = rec.get("image", rec.get("path"))
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{ann_file}: record {i}: needs 'image' (a file name in {image_dir})")
+        kp = pose["keypoints"]
+        if kp.shape[-1] == 2:
+            finite = np.isfinite(kp).all(-1)
+            kp = np.concatenate([np.where(finite[..., None], kp, 0.0), 2.0 * finite[..., None]], axis=-1)
+        kp = np.where(np.isfinite(kp), kp, 0.0)
+        if rec.get("boxes") is not None:
+            try:
+                boxes = np.asarray(rec["boxes"], dtype=np.float64).reshape(-1, 4)
+            except (TypeError, ValueError):
+                raise ValueError(f"{ann_file}: record {i}: 'boxes' must be [x, y, w, h] per person") from None
+            if len(boxes) != len(kp) or not np.isfinite(boxes).all() or (boxes[:, 2:] <= 0).any():
+                raise ValueError(f"{ann_file}: record {i}: 'boxes' must be {len(kp)} finite [x, y, w, h] with "
+                                 "positive w, h (one per person)")
+        else:
+            boxes = []
+            for p in range(len(kp)):
+                lab = kp[p][kp[p, :, 2] > 0, :2]
+                if not len(lab):
+                    raise ValueError(f"{ann_file}: record {i}: person {p} has no labelled keypoint and no box")
+                lo, hi = lab.min(0), lab.max(0)
+                pad = 0.1 * max(float((hi - lo).max()), 1.0)
+                boxes.append([lo[0] - pad, lo[1] - pad, hi[0] - lo[0] + 2 * pad, hi[1] - lo[1] + 2 * pad])
+            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        path = image_dir / name
+        samples.append(Sample(keypoints=kp, image_path=path, boxes=boxes,
+                              meta={"image_id": i + 1, "file_name": name, "areas": boxes[:, 2] * boxes[:, 3]}))
+    return samples
