@@ -37,15 +37,24 @@ def posekit_families() -> list[str]:
     return [n for n in list_tasks() if get_task_class(n).__module__.startswith("posekit.families.")]
 
 
-def train_rate(family: str, amp: str, steps: int, nproc: int = 1) -> dict:
-    """samples/s of `steps` timed trainer steps (the trainer's performance mode prints one JSON line)."""
+# the trainer as it was before issue 25: the NaN guard reads the loss on the host every step
+PER_STEP_READ = ("import sys, posekit.engine.trainer as t; t.LossWatch.MAX_PENDING = 1; "
+                 "from posekit.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def train_rate(family: str, amp: str, steps: int, nproc: int = 1, *, device: str = "cuda",
+               per_step_read: bool = False, extra: tuple[str, ...] = ()) -> dict:
+    """samples/s of `steps` timed trainer steps (the trainer's performance mode prints one JSON
+    line). `per_step_read`: the loss is read on the host every step (the pre-issue-25 loop)."""
     from posekit.families import get_task_class
     cls = get_task_class(family)
     sizes = [o for o in cls.smoke_overrides if "synthetic" in o.split("=", 1)[0]]
     args = ["train", cls.synthetic_recipe, *sizes, f"train.performance={steps}", f"train.amp={amp}",
-            "train.device=cuda", "train.progress=false"]
+            f"train.device={device}", "train.progress=false", *extra]
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "posekit", *args]
+    elif per_step_read:
+        cmd = [sys.executable, "-c", PER_STEP_READ, *args]
     else:
         cmd = [sys.executable, "-m", "posekit", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -117,6 +126,42 @@ def openpose_decode(repeats: int = 10) -> str:
     return ", ".join(f"{k} {statistics.median(v[1:]) * 1e3:.2f} ms" for k, v in times.items())
 
 
+def sync_rates(family: str, steps: int, pairs: int, *, device: str = "cuda", amp: str = "fp32",
+               extra: tuple[str, ...] = ()) -> dict:
+    """Training samples/s with the NaN guard read once per step (before) and deferred to the
+    log/save steps (now), in alternating runs (A B, B A, ...); the median of the per-pair ratios."""
+    import statistics
+    ratios, rates = [], {"per_step": [], "deferred": []}
+    for i in range(pairs):
+        order = ("per_step", "deferred") if i % 2 == 0 else ("deferred", "per_step")
+        got = {k: train_rate(family, amp, steps, device=device, per_step_read=k == "per_step", extra=extra)
+               for k in order}
+        if any("samples_per_s" not in r for r in got.values()):
+            return {"error": next(r["error"] for r in got.values() if "error" in r)}
+        for k in got:
+            rates[k].append(got[k]["samples_per_s"])
+        ratios.append(got["deferred"]["samples_per_s"] / got["per_step"]["samples_per_s"])
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    return {"per_step": statistics.median(rates["per_step"]), "deferred": statistics.median(rates["deferred"]),
+            "ratio": statistics.median(ratios), "iqr": (q[0], q[2]), "pairs": pairs}
+
+
+def sync_section(families: list[str], steps: int, pairs: int, device: str = "cuda") -> list[str]:
+    lines = ["", f"### NaN guard: loss read every step vs deferred (issue 25), {device}, fp32, "
+             f"{steps} timed steps, {pairs} alternating pairs", "",
+             "| family | per-step read samples/s | deferred samples/s | deferred / per-step (IQR) |",
+             "|---|---|---|---|"]
+    for f in families:
+        r = sync_rates(f, steps, pairs, device=device)
+        if "error" in r:
+            lines.append(f"| {f} | {r['error'][:60]} | | |")
+        else:
+            lines.append(f"| {f} | {r['per_step']:.1f} | {r['deferred']:.1f} | {r['ratio']:.3f} "
+                         f"({r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}) |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", nargs="*", help="default: every posekit family")
@@ -125,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ddp", type=int, default=None, help="GPUs for the torchrun DDP run (default: 2 if present)")
     ap.add_argument("--out", default=None, help="write the markdown report here")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit (no GPU needed)")
+    ap.add_argument("--sync-only", action="store_true",
+                    help="only the NaN-guard section: steps/s with the loss read every step vs deferred")
+    ap.add_argument("--sync-pairs", type=int, default=3, help="alternating run pairs per family (sync section)")
     args = ap.parse_args(argv)
     if args.steps < 3:
         ap.error("--steps must be >= 3 (the first 2 steps warm up and are not timed)")
@@ -139,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     plan += [f"infer {f} eager vs onnxruntime, batch 1 and 8" for f in families]
     plan += ["openpose decode on the device"] if "openpose" in families else []
     plan += [f"ddp {ddp} GPUs: {f}" for f in families] if ddp >= 2 else ["ddp: skipped (fewer than 2 GPUs)"]
+    sync_plan = [f"sync {f}: loss read every step vs deferred, {args.sync_pairs} pairs" for f in families]
+    plan = sync_plan if args.sync_only else plan + sync_plan
     if args.dry_run:
         print("\n".join(plan))
         return 0
@@ -149,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     if ddp > gpus:
         ap.error(f"--ddp {ddp}: only {gpus} GPU(s) visible")
     name = torch.cuda.get_device_name(0)
+    if args.sync_only:
+        lines = ["## GPU: the NaN guard's host-device sync", "",
+                 f"`python benchmarks/bench_gpu.py {' '.join(argv or sys.argv[1:])}` on {name}, torch "
+                 f"{torch.__version__}", *sync_section(families, args.steps, args.sync_pairs)]
+        return _write(lines, args.out)
     lines = ["## GPU speed per family", "", f"`python benchmarks/bench_gpu.py {' '.join(argv or sys.argv[1:])}`"
              f" on {name} ({gpus} GPU(s)), torch {torch.__version__}, CUDA {torch.version.cuda}, "
              f"bf16 supported: {torch.cuda.is_bf16_supported()}.", "",
@@ -178,12 +233,17 @@ def main(argv: list[str] | None = None) -> int:
             scale = f"{many['samples_per_s'] / one['samples_per_s']:.2f}" if "samples_per_s" in one and \
                 "samples_per_s" in many else many.get("error", "")[:60]
             lines.append(f"| {f} | {one.get('samples_per_s', '')} | {many.get('samples_per_s', '')} | {scale} |")
+    lines += sync_section(families, args.steps, args.sync_pairs)
+    return _write(lines, args.out)
+
+
+def _write(lines: list[str], out: str | None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        print(f"wrote {out}")
     return 0
 
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One command on a CUDA machine: per-family training samples/s fp32 vs AMP (bf16, fp16),
 # inference eager vs onnxruntime, the OpenPose decode on the device, and 2-GPU torchrun DDP when
-# two GPUs exist. Sized to finish in under 5 minutes; writes benchmarks/results/gpu.md.
+# two GPUs exist, and steps/s with the NaN guard read every step vs deferred (issue 25). Sized
+# to finish in under 5 minutes; writes benchmarks/results/gpu.md.
 #
 #   bash benchmarks/gpu.sh                  # everything, report in benchmarks/results/gpu.md
 #   bash benchmarks/gpu.sh --families hourglass --steps 20
 #   bash benchmarks/gpu.sh --dry-run        # the plan only (works without a GPU)
+#   bash benchmarks/gpu.sh --sync-only --steps 50   # steps/s with the loss read every step vs deferred
 # Extra arguments go to benchmarks/bench_gpu.py (see --help there).
 set -euo pipefail
 cd "$(dirname "$0")/.."

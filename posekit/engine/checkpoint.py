@@ -106,18 +106,29 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     return _atomic_write(path, write)
 
 
-def load_checkpoint(path: str | Path, map_location="cpu", *, require: tuple[str, ...] = ()) -> dict:
+def load_checkpoint(path: str | Path, map_location="cpu", *, require: tuple[str, ...] = (),
+                    mmap: bool = False) -> dict:
     """The checkpoint at `path` (a file, or a run folder's last.pt), loaded with weights_only.
     Anything but a mapping (a bare tensor, a list) is a one-line ValueError saying what the file
     holds, as is a mapping without the entries in `require` (or with one of the wrong kind):
-    callers then never index into something that is not a checkpoint."""
+    callers then never index into something that is not a checkpoint.
+
+    `mmap=True` (inference): tensors are mapped from the file, not read into memory, so a model
+    loaded with `load_state_dict(assign=True)` holds the only copy of its weights (and the
+    optimiser state of an old fat checkpoint is never read). Files torch cannot map (the legacy
+    pre-1.6 format) are read as usual."""
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap or None)
+        except (RuntimeError, ValueError) as e:
+            if not mmap or "mmap" not in str(e):
+                raise
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated file, not a checkpoint, or an unsafe pickle
         text = str(e)
         if "Weights only load failed" in text or "weights_only" in text:
@@ -206,6 +217,46 @@ def inference_state_dict(checkpoint: dict) -> dict:
         # AveragedModel keys are "module.<name>" plus its own "n_averaged" counter
         return {k[len("module."):]: v for k, v in checkpoint["ema"].items() if k.startswith("module.")}
     return checkpoint["model"]
+
+
+def slim_checkpoint(checkpoint: dict) -> dict:
+    """What inference needs of a checkpoint (best.pt, `posekit export --format pt`): the weights
+    to use (the EMA weights when training kept them, stored as plain `model`), the config and
+    the run's metadata; no optimiser, scheduler, scaler, RNG or raw weights beside the EMA ones.
+    Every loader reads it like a full checkpoint; resuming from it is refused (use last.pt)."""
+    kept = {k: checkpoint[k] for k in ("config", "step", "epoch", "best", "elapsed") if k in checkpoint}
+    return {"model": inference_state_dict(checkpoint), **kept, "kind": "inference",
+            "weights": "ema" if checkpoint.get("ema") is not None else checkpoint.get("weights", "model")}
+
+
+def export_weights(source: str | Path, out: str | Path) -> dict:
+    """`posekit export --format pt`: `source` (any posekit checkpoint, fat or slim) written as a
+    slim one (`slim_checkpoint`) at `out`, atomically; never over `source` itself."""
+    source, out = Path(source), Path(out)
+    ckpt = load_checkpoint(source, require=("model", "config"), mmap=True)
+    src_file = source / "last.pt" if source.is_dir() else source
+    if out.exists() and out.resolve() == src_file.resolve():
+        raise ValueError(f"--out {out} is the checkpoint being exported; give another path")
+    slim = slim_checkpoint(ckpt)
+    if not all(isinstance(v, torch.Tensor) for v in slim["model"].values()):
+        raise ValueError(f"{source}: not a posekit checkpoint: its weights are not a mapping of tensors")
+    save_checkpoint(slim, out)
+    return {"path": str(out), "tensors": len(slim["model"]), "mb": out.stat().st_size / 1e6,
+            "source_mb": src_file.stat().st_size / 1e6}
+
+
+def assign_weights(model: torch.nn.Module, state_dict: dict) -> bool:
+    """Make `state_dict`'s tensors the model's own (`load_state_dict(assign=True)`: no second
+    copy, which with a mapped checkpoint means the weights are read once) when that is safe:
+    exactly the model's keys, shapes and dtypes. False (nothing changed) otherwise: the caller
+    copies instead, or reports the mismatch."""
+    own = model.state_dict()
+    if set(own) != set(state_dict) or any(
+            not isinstance(state_dict[k], torch.Tensor) or state_dict[k].shape != v.shape
+            or state_dict[k].dtype != v.dtype or state_dict[k].device != v.device for k, v in own.items()):
+        return False
+    model.load_state_dict(state_dict, assign=True)
+    return True
 
 
 def load_matching(model: torch.nn.Module, state_dict: dict) -> dict:

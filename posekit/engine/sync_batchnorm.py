@@ -78,8 +78,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
-@torch.compiler.disable  # collectives inside a custom Function: keep it out of compiled graphs
-def _sync_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+def _sync_forward_eager(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
@@ -89,6 +88,9 @@ def _sync_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch
     return _SyncBatchNormFunction.apply(x, bn.weight, bn.bias, bn.running_mean if track else None,
                                         bn.running_var if track else None, factor, bn.eps,
                                         getattr(bn, "sync_group", None))
+
+
+_sync_forward = _sync_forward_eager  # wrapped by `convert` in torch.compiler.disable (see there)
 
 
 class _CPUSyncMixin:
@@ -123,6 +125,12 @@ def convert(model: nn.Module, group=None) -> tuple[int, list[str]]:
     """Make every plain BatchNorm1d/2d/3d of `model` synchronised, in place (same objects, same
     parameters and buffers, so optimiser, EMA and state_dict keys are untouched). Returns
     (layers converted, names of BatchNorm layers left alone: subclasses with their own forward)."""
+    global _sync_forward
+    if _sync_forward is _sync_forward_eager:
+        # collectives inside a custom Function stay out of compiled graphs; applied here, not as a
+        # decorator, because torch.compiler.disable imports torch._dynamo (~0.9 s, ~140 MB), which
+        # every process importing the engine (predict, eval) would otherwise pay for nothing
+        _sync_forward = torch.compiler.disable(_sync_forward_eager)
     done, left = 0, []
     for name, m in model.named_modules():
         if type(m) in _SYNCED:

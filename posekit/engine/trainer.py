@@ -1,8 +1,13 @@
 """The one training loop for every family.
 
-Read top to bottom: set-up (devices, seeds, task, model, data, optimiser, schedule), resume,
-then the loop. AMP, DDP, EMA, resume, clipping and checkpoints are each a few visible lines.
-The family-specific parts come from the `Task` (posekit/tasks.py).
+Read `_train` top to bottom: set-up (devices, seeds, task, model, data, optimiser, schedule),
+resume, then the loop, whose body is in one place: forward, backward, update, log, stop,
+validate, save. AMP, DDP, EMA, clipping and the bad-record checks are a few visible lines;
+resume, validation, checkpoints and the NaN guard are named helpers above it taking one `Run`
+(the state a checkpoint saves). No host-device sync per step: the NaN guard (`LossWatch`)
+reads the losses at log/validation/save steps, before anything is written. last.pt holds what
+an exact resume needs; best.pt only the inference weights (EMA when kept), config and metadata.
+The family-specific parts come from the `Task` (posekit/families/base.py).
 
     single process:  posekit train configs/mpii_hourglass4.yaml train.max_steps=1000
     2 GPUs:          torchrun --nproc_per_node=2 -m posekit train configs/...
@@ -19,6 +24,7 @@ import contextlib
 import csv
 import dataclasses
 import errno
+import itertools
 import json
 import math
 import os
@@ -40,7 +46,8 @@ from posekit.data import robust
 from posekit.data.sample import BadRecordError
 from posekit.engine import distributed, precision
 from posekit.engine.checkpoint import (DiskFullError, describe, inference_state_dict, is_disk_full, load_checkpoint,
-                                       load_matching, non_finite, rng_state, save_checkpoint, set_rng_state)
+                                       load_matching, non_finite, rng_state, save_checkpoint, set_rng_state,
+                                       slim_checkpoint)
 from posekit.engine.evaluation import evaluate, to_device
 from posekit.engine.recipes import save_config
 from posekit.families import Task, build_task
@@ -418,6 +425,339 @@ def _log_lines(msg: str, info: distributed.DistInfo) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# the state the loop updates, and the named helpers it calls
+@dataclasses.dataclass
+class Run:
+    """What the loop and its helpers share: the set-up (fixed once training starts) and the
+    training state a checkpoint saves. Helpers take this one object instead of closing over
+    the loop's variables."""
+    cfg: Config
+    task: Task
+    info: distributed.DistInfo
+    device: torch.device
+    amp: str  # "fp32" | "bf16" | "fp16", resolved for the device
+    run_dir: Path
+    datasets: dict
+    can_validate: bool
+    saves: bool  # False in performance mode: nothing is written
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel | None
+    log: MetricsLog | None = None
+    bad_log: robust.BadRecordLog = dataclasses.field(default_factory=lambda: robust.BadRecordLog(None))
+    step: int = 0
+    epoch: int = 0
+    best: float | None = None
+    start_time: float = 0.0  # time.time() minus the time trained before a resume (train.max_time)
+    ema_updates: int = 0  # host copy of ema.n_averaged: reading the device one would sync each step
+    last_good: tuple[Path, int, str] | None = None  # (path, step, note) of the last finite last.pt
+
+
+def init_weights_from(model: nn.Module, cfg: Config, info: distributed.DistInfo) -> None:
+    """model.init_from: copy the tensors that fit (a fine-tune from another skeleton keeps the
+    backbone); a file of which nothing fits is refused unless model.init_allow_no_match."""
+    from posekit.engine.weights import resolve_checkpoint
+    source = load_checkpoint(resolve_checkpoint(cfg.model.init_from))  # a path or a weights name
+    try:
+        weights = inference_state_dict(source)
+    except (KeyError, AttributeError):
+        raise ValueError(f"model.init_from={cfg.model.init_from}: holds no model weights") from None
+    report = load_matching(model, weights)
+    this = f"this run is task {cfg.task}, model {cfg.model.name or '(the task default)'}"
+    if not report["loaded"] and not cfg.model.init_allow_no_match:
+        raise ValueError(f"model.init_from={cfg.model.init_from}: no tensor matches this model (the file holds "
+                         f"{describe(source)}; {this}); set model.init_allow_no_match=true to start from "
+                         f"fresh weights anyway")
+    other = source.get("config", {}).get("task") if isinstance(source.get("config"), dict) else None
+    _log_lines(f"init_from {cfg.model.init_from}"
+               f"{f' ({describe(source)})' if other and other != cfg.task else ''}: "
+               f"{len(report['loaded'])} tensors loaded, "
+               f"fresh: {report['shape_mismatch'] + report['missing'] or 'none'}", info)
+
+
+def resume_state(run: Run, resume_from: Path) -> tuple[float, int]:
+    """Load last.pt into the run (weights, optimiser, schedule, scaler, EMA, RNG, position);
+    returns (seconds already trained, batches of the epoch already trained). A slim best.pt
+    (weights only) is refused in one line."""
+    t = run.cfg.train
+    ckpt = load_checkpoint(resume_from, map_location=run.device)
+    held = ckpt.get("config", {}).get("task") if isinstance(ckpt.get("config"), dict) else None
+    if held == run.cfg.task and "optimizer" not in ckpt and isinstance(ckpt.get("model"), dict):
+        raise ValueError(f"train.resume={t.resume}: {resume_from} holds inference weights only (best.pt and "
+                         f"`posekit export --format pt` keep no optimiser state); resume from "
+                         f"{resume_from.parent / 'last.pt'}, or start a new run from these weights with "
+                         f"model.init_from={resume_from}")
+    if held != run.cfg.task or "optimizer" not in ckpt:
+        raise ValueError(f"train.resume={t.resume}: {resume_from} is not a training checkpoint of task "
+                         f"{run.cfg.task} (it holds {describe(ckpt)})")
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"train.resume={t.resume}: the weights in {resume_from} ({describe(ckpt)}) do not "
+                         f"fit this model: {str(e).splitlines()[0]}") from None
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    if run.ema is not None and ckpt.get("ema") is not None:
+        run.ema.load_state_dict(ckpt["ema"])
+        run.ema_updates = int(run.ema.n_averaged)
+    run.step, run.epoch, best = ckpt["step"], ckpt["epoch"], ckpt.get("best")
+    run.best = best if best is not None and math.isfinite(best) else None  # NaN is never a best score
+    run.last_good = (resume_from, run.step, "")
+    set_rng_state(ckpt["rng"])
+    return float(ckpt.get("elapsed", 0.0)), int(ckpt["batch_in_epoch"])
+
+
+def update_ema(run: Run) -> None:
+    """torch's AveragedModel.update_parameters (EMA of parameters and buffers) without its two
+    per-step reads of the device counter `n_averaged`: the first update copies, later ones lerp
+    by 1 - decay, grouped by device and dtype as torch groups them (same numbers)."""
+    ema, model = run.ema, run.model
+    pairs = zip(itertools.chain(ema.module.parameters(), ema.module.buffers()),
+                itertools.chain(model.parameters(), model.buffers()))
+    with torch.no_grad():
+        if run.ema_updates == 0:
+            for averaged, current in pairs:
+                averaged.detach().copy_(current.detach().to(averaged.device))
+        else:
+            groups: dict[tuple, tuple[list, list]] = {}
+            for averaged, current in pairs:
+                group = groups.setdefault((averaged.device, averaged.dtype), ([], []))
+                group[0].append(averaged.detach())
+                group[1].append(current.detach().to(averaged.device))
+            average = get_ema_multi_avg_fn(run.cfg.train.ema_decay)
+            for averaged, current in groups.values():
+                average(averaged, current, None)
+        ema.n_averaged += 1
+    run.ema_updates += 1
+
+
+def training_checkpoint(run: Run, resume_at: tuple[int, int]) -> dict:
+    """last.pt: everything an exact resume needs. `resume_at` = (epoch, batch) where it continues."""
+    return {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+            "ema": run.ema.state_dict() if run.ema is not None else None, "rng": rng_state(),
+            "step": run.step, "epoch": resume_at[0], "batch_in_epoch": resume_at[1], "best": run.best,
+            "elapsed": time.time() - run.start_time, "config": config_to_dict(run.cfg)}
+
+
+def save(run: Run, name: str, resume_at: tuple[int, int], note: str = "") -> None:
+    """Write last.pt (full) or best.pt (slim: the inference weights, EMA when kept, with config
+    and metadata; no optimiser) on rank 0. `note`: said of last.pt in a later NaN stop's
+    message (a NaN validation)."""
+    if not run.info.is_main or not run.saves:
+        return
+    state = training_checkpoint(run, resume_at)
+    save_checkpoint(slim_checkpoint(state) if name == "best.pt" else state, run.run_dir / name)
+    if name == "last.pt":
+        run.last_good = (run.run_dir / name, run.step, note)
+
+
+def ensure_finite_weights(run: Run) -> None:
+    """Before anything is saved: weights (and EMA) NaN/inf stop the run; replicas are identical
+    under DDP, so every rank decides the same."""
+    bad = non_finite(run.model.state_dict()) + (non_finite(run.ema.state_dict()) if run.ema is not None else [])
+    if bad:
+        raise NonFiniteLossError(f"the weights became non-finite by step {run.step} (epoch {run.epoch}; first: "
+                                 f"{bad[0]}); nothing saved; {_last_good(run.last_good)}; "
+                                 f"{_divergence_advice(run.cfg, run.amp)}")
+
+
+def on_every_rank(run: Run, action, *args) -> None:
+    """Run `action` (a save; rank 0 does the writing) so that an error on one rank (a full disk)
+    stops every rank, not just that one; also the barrier after it."""
+    error = None
+    try:
+        action(*args)
+    except Exception as e:
+        error = e
+    distributed.agree_or_raise(error, run.info)
+
+
+def save_last(run: Run, watch: LossWatch, resume_at: tuple[int, int]) -> None:
+    watch.check(run)
+    ensure_finite_weights(run)
+    on_every_rank(run, save, run, "last.pt", resume_at)
+
+
+def validate_and_save(run: Run, watch: LossWatch, resume_at: tuple[int, int]) -> None:
+    """last.pt first (a validation that fails never loses the steps since the last save), then
+    the metric, its log row and validation.json, then best.pt when it improved. Without
+    validation data: last.pt only."""
+    watch.check(run)
+    ensure_finite_weights(run)
+    on_every_rank(run, _validate_on_main, run, resume_at)
+
+
+def _validate_on_main(run: Run, resume_at: tuple[int, int]) -> None:
+    task = run.task
+    save(run, "last.pt", resume_at)
+    if not (run.can_validate and run.info.is_main):
+        return
+    eval_model = run.ema.module if run.ema is not None else run.model
+    with preserved_rng(), autocast(run.cfg, run.device):
+        metrics = evaluate(task, eval_model, run.datasets)
+    run.model.train()
+    score = float(metrics[task.primary_metric])
+    # NaN never counts as best, and never blocks a later finite score from becoming best
+    improved = math.isfinite(score) and (run.best is None or (score > run.best if task.higher_is_better
+                                                               else score < run.best))
+    if improved:
+        run.best = score
+    elif not math.isfinite(score):
+        print(f"step {run.step}: validation {task.primary_metric}={score}: not a score; best.pt not updated",
+              flush=True)
+    note = "" if math.isfinite(score) else f"; its validation scored {task.primary_metric}={score}"
+    scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    run.log.add({"step": run.step, "epoch": run.epoch, **{f"val/{k}": v for k, v in scalars.items()}})
+    # the headline numbers; per-joint ones ("name/joint") are in metrics.csv
+    print(f"step {run.step}: " + "  ".join(f"{k}={v:.4g}{' ' + metric_unit(k) if metric_unit(k) else ''}"
+                                           for k, v in scalars.items() if "/" not in k), flush=True)
+    _write_validation_json(run.run_dir / "validation.json", run.step, run.epoch, scalars)
+    if improved or note:  # what last.pt says of best / of a NaN score changed
+        save(run, "last.pt", resume_at, note)
+    if improved:
+        save(run, "best.pt", resume_at)
+    plot_curves(run.log, run.run_dir / "curves.png", task)
+
+
+def report_bad_records(run: Run, epoch_bad: list, epoch: int) -> None:
+    """End of an epoch (or of the run): every rank's replaced records, counted and listed."""
+    records = [r for rank in distributed.gather(epoch_bad, run.info) for r in rank]
+    epoch_bad.clear()
+    if records and run.info.is_main:
+        run.bad_log.add(records)
+        print(robust.summary(epoch, records, run.bad_log.path), flush=True)
+
+
+def log_row(run: Run, loss: torch.Tensor, logs: dict, grad_norm, rate: float) -> dict:
+    """A metrics.csv row: the one place per log step where the step's numbers leave the device."""
+    row = {"step": run.step, "epoch": run.epoch, "loss": float(loss.item()),
+           "lr": run.optimizer.param_groups[0]["lr"], "samples_per_s": rate,
+           "time": time.time() - run.start_time, **{k: float(v) for k, v in logs.items()}}
+    if grad_norm is not None:
+        row["grad_norm"] = float(grad_norm)
+    return row
+
+
+class LossWatch:
+    """The NaN guard without a host-device sync per step. Each step's loss (a detached device
+    scalar) is kept with its step, epoch and dataset indices; `check` reads them all at once
+    where the loop syncs anyway (a log row, a save, a validation, the end, an error), and every
+    save is preceded by a check, so a non-finite update is never saved. The steps after the bad
+    one ran on NaN weights but are discarded with the run. A stop re-fetches the bad step's
+    batch (an item is a pure function of (epoch, index), data/robust.py) to say whether the
+    data or the optimisation is to blame. Ranks agree on the earliest bad step."""
+
+    MAX_PENDING = 1000  # a read at least this often, so the list stays small on runs that never log
+
+    def __init__(self, items: robust.TrainingItems, collate):
+        self.items, self.collate = items, collate
+        self.pending: list[tuple[int, int, list, torch.Tensor]] = []  # (step, epoch, indices, loss)
+
+    def record(self, run: Run, loss: torch.Tensor, step: int, epoch: int, indices: list) -> None:
+        self.pending.append((step, epoch, indices, loss.detach()))
+        if len(self.pending) >= self.MAX_PENDING:
+            self.check(run)
+
+    def check(self, run: Run, *, agree: bool = True) -> None:
+        """Raise NonFiniteLossError when any step since the last check had a non-finite loss.
+        `agree=False`: this rank's steps only (on an error path, where the other ranks may not
+        reach a collective)."""
+        pending, self.pending = self.pending, []
+        mine = None
+        if pending:
+            finite = torch.isfinite(torch.stack([p[3].float() for p in pending])).tolist()  # the one read
+            mine = next((p for p, ok in zip(pending, finite) if not ok), None)
+        firsts = distributed.gather(mine[0] if mine else None, run.info) if agree else [mine and mine[0]]
+        bad_steps = [s for s in firsts if s is not None]
+        if not bad_steps:
+            return
+        first = min(bad_steps)
+        if mine is None or mine[0] != first:
+            raise NonFiniteLossError(f"another process's loss became non-finite at step {first}; stopped without "
+                                     f"saving; {_last_good(run.last_good)} (its message says why)")
+        step, epoch, indices, loss = mine
+        what = f"the loss is {float(loss.float())}"
+        data = self._diagnose(epoch, indices)
+        if data:
+            raise NonFiniteLossError(f"data problem in batch at step {step} (epoch {epoch}): {data}; {what}; "
+                                     f"stopped without saving; {_last_good(run.last_good)}; fix or drop those "
+                                     f"records before resuming")
+        raise NonFiniteLossError(f"{what} at step {step} (epoch {epoch}); stopped without saving; "
+                                 f"{_last_good(run.last_good)}; {_divergence_advice(run.cfg, run.amp)}")
+
+    def _diagnose(self, epoch: int, indices: list) -> str | None:
+        try:
+            packed = self.collate([self.items[(epoch, i)] for i in indices])
+        except Exception:  # the diagnosis must never hide the NaN stop itself
+            return None
+        return diagnose_batch(packed.batch, packed.indices) if packed.batch is not None else None
+
+
+class StopSignals:
+    """SIGINT/SIGTERM: the loop finishes its step, saves last.pt and exits cleanly. Also guards
+    torch's SIGCHLD handler, which raises (mid-step) when a DataLoader worker dies: with a stop
+    pending that is expected and is reported by `batches` instead."""
+
+    def __init__(self):
+        self.received: list[int] = []
+        self.previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        self.previous = {s: signal.signal(s, lambda n, f: self.received.append(n))
+                         for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def guard_sigchld(self) -> None:
+        chld = getattr(signal, "SIGCHLD", None)  # none on Windows
+        if chld is None or chld in self.previous or not callable(signal.getsignal(chld)):
+            return
+        torch_handler = self.previous[chld] = signal.getsignal(chld)
+        signal.signal(chld, lambda n, f: None if self.received else torch_handler(n, f))
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def batches(loader: DataLoader, signals: StopSignals, workers_lost: list[str]):
+    """The epoch's batches. A worker that dies while a stop signal is pending (killed before
+    seed_worker made it ignore SIGTERM) ends the epoch early instead of failing the run: the
+    main process's state is that of the last finished step, and is saved."""
+    try:
+        it = iter(loader)
+        signals.guard_sigchld()
+        yield from it
+    except RuntimeError as e:
+        if not signals.received:
+            raise
+        workers_lost.append(" ".join(str(e).split()))
+
+
+def shut_down_workers(loader: DataLoader) -> None:
+    """However the run ends (an error too): workers ignore SIGTERM, so one left to interpreter
+    exit would block multiprocessing's final join forever (its terminate() is SIGTERM). Done
+    while SIGCHLD is still guarded: one killed at the signal must not make torch's handler
+    raise once it is back."""
+    if getattr(loader, "_iterator", None) is not None:
+        with contextlib.suppress(Exception):
+            loader._iterator._shutdown_workers()
+
+
+def check_replicas_in_sync(run: Run) -> None:
+    """DDP keeps replicas identical; verify instead of assuming."""
+    flat = torch.cat([p.detach().float().reshape(-1) for p in run.model.parameters()])
+    hi, lo = flat.clone(), flat.clone()
+    torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
+    torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
+    _log_lines(f"ranks in sync: max parameter difference across {run.info.world_size} processes = "
+               f"{float((hi - lo).max()):.3g}", run.info)
+
+
+# ----------------------------------------------------------------------------------------------
 def train(cfg: Config) -> Path:
     """Train `cfg`; returns the run directory (config.yaml, metrics.csv, curves.png, last.pt, best.pt)."""
     validate(cfg)  # ranges, for a Config built or changed in Python rather than read from a recipe
@@ -436,7 +776,7 @@ def _train(cfg: Config, info: distributed.DistInfo, held: contextlib.ExitStack) 
     device = info.device
     seed_everything(t.seed)  # same seed on every rank: identical initial weights
 
-    # --- model and data --------------------------------------------------------------------
+    # --- where the run writes, model and data ----------------------------------------------
     model = task.build_model()
     error, resume_from = None, None
     try:  # where this run writes, what it resumes from (config errors came first); ranks agree
@@ -452,22 +792,7 @@ def _train(cfg: Config, info: distributed.DistInfo, held: contextlib.ExitStack) 
             error = e
     distributed.agree_or_raise(error, info)
     if cfg.model.init_from:
-        source = load_checkpoint(cfg.model.init_from)
-        try:
-            weights = inference_state_dict(source)
-        except (KeyError, AttributeError):
-            raise ValueError(f"model.init_from={cfg.model.init_from}: holds no model weights") from None
-        report = load_matching(model, weights)
-        this = f"this run is task {cfg.task}, model {cfg.model.name or '(the task default)'}"
-        if not report["loaded"] and not cfg.model.init_allow_no_match:
-            raise ValueError(f"model.init_from={cfg.model.init_from}: no tensor matches this model (the file holds "
-                             f"{describe(source)}; {this}); set model.init_allow_no_match=true to start from "
-                             f"fresh weights anyway")
-        other = source.get("config", {}).get("task") if isinstance(source.get("config"), dict) else None
-        _log_lines(f"init_from {cfg.model.init_from}"
-                   f"{f' ({describe(source)})' if other and other != cfg.task else ''}: "
-                   f"{len(report['loaded'])} tensors loaded, "
-                   f"fresh: {report['shape_mismatch'] + report['missing'] or 'none'}", info)
+        init_weights_from(model, cfg, info)
     datasets = task.build_datasets()
     train_set = datasets["train"]
     # the records the readers dropped while loading (data.on_bad_record=skip): counted and
@@ -509,6 +834,7 @@ def _train(cfg: Config, info: distributed.DistInfo, held: contextlib.ExitStack) 
     if total_steps is None and t.max_time is None and not t.performance:
         raise ValueError("set a limit: train.max_steps, train.max_epochs or train.max_time")
 
+    # --- optimiser, schedule, AMP, EMA -----------------------------------------------------
     optimizer = build_optimizer(model, cfg)
     # one schedule for every group; a group in train.lr_hold keeps lr 0 for its first steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [
@@ -518,338 +844,197 @@ def _train(cfg: Config, info: distributed.DistInfo, held: contextlib.ExitStack) 
     scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler_enabled(amp))
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) \
         if t.ema_decay else None
+    performance = t.performance > 0
+    run = Run(cfg=cfg, task=task, info=info, device=device, amp=amp, run_dir=run_dir, datasets=datasets,
+              can_validate=can_validate, saves=not performance, model=model, optimizer=optimizer,
+              scheduler=scheduler, scaler=scaler, ema=ema)
 
     # --- resume ----------------------------------------------------------------------------
-    step, epoch, skip, best, trained_s, last_good = 0, 0, 0, None, 0.0, None
+    trained_s, skip = 0.0, 0
     if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, map_location=device)
-        held = ckpt.get("config", {}).get("task") if isinstance(ckpt.get("config"), dict) else None
-        if held != cfg.task or "optimizer" not in ckpt:
-            raise ValueError(f"train.resume={t.resume}: {resume_from} is not a training checkpoint of task "
-                             f"{cfg.task} (it holds {describe(ckpt)})")
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError) as e:
-            raise ValueError(f"train.resume={t.resume}: the weights in {resume_from} ({describe(ckpt)}) do not "
-                             f"fit this model: {str(e).splitlines()[0]}") from None
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.load_state_dict(ckpt["ema"])
-        step, epoch, skip, best = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt.get("best")
-        best = best if best is not None and math.isfinite(best) else None  # NaN is never a best score
-        trained_s, last_good = float(ckpt.get("elapsed", 0.0)), (resume_from, step, "")
-        set_rng_state(ckpt["rng"])
-        complete = not t.performance and ((total_steps is not None and step >= total_steps)
-                                          or (t.max_time is not None and trained_s >= t.max_time))
+        trained_s, skip = resume_state(run, resume_from)
+        complete = not performance and ((total_steps is not None and run.step >= total_steps)
+                                        or (t.max_time is not None and trained_s >= t.max_time))
         if complete:  # resume honours the run's limits: nothing trained, nothing overwritten
-            limit = f"step {step} of {total_steps}" if total_steps is not None else f"{trained_s:.0f} s of {t.max_time:g} s"
+            limit = (f"step {run.step} of {total_steps}" if total_steps is not None
+                     else f"{trained_s:.0f} s of {t.max_time:g} s")
             _log_lines(f"run {run_dir} is already complete ({limit}); nothing to train (raise train.max_steps, "
                        f"train.max_epochs or train.max_time to train further)", info)
             return run_dir
-        _log_lines(f"resumed from {resume_from} at step {step} (epoch {epoch})", info)
+        _log_lines(f"resumed from {resume_from} at step {run.step} (epoch {run.epoch})", info)
 
-    model = distributed.sync_batchnorm(model, device, info)  # global-batch BN statistics under DDP (CPU too)
+    # --- DDP, compile ----------------------------------------------------------------------
+    model = run.model = distributed.sync_batchnorm(model, device, info)  # global-batch BN statistics under DDP
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                       find_unused_parameters=task.find_unused_parameters) if info.enabled else model
     if t.compile:  # checkpoints save `model` (plain keys), never this wrapper
         train_model = precision.compile_model(train_model)
 
-    performance = t.performance > 0
-    log, bad_log = None, robust.BadRecordLog(None)
+    # --- the run folder: config, metrics, bad records --------------------------------------
     if info.is_main and not performance:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume_from is None:  # a fresh run in a reused folder (exist_ok, or auto before any checkpoint)
             for name in ("last.pt", "best.pt", "bad_records.txt", "curves.png", "validation.json"):
                 (run_dir / name).unlink(missing_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        log = MetricsLog(run_dir, t.tensorboard, keep_until=step)
-        bad_log = robust.BadRecordLog(run_dir / "bad_records.txt")
+        run.log = MetricsLog(run_dir, t.tensorboard, keep_until=run.step)
+        run.bad_log = robust.BadRecordLog(run_dir / "bad_records.txt")
     for split, messages in read_skipped.items():
         if messages and info.is_main:
-            bad_log.add([(split, m) for m in messages])
-            where = f" (all listed in {bad_log.path})" if bad_log.path is not None else ""
+            run.bad_log.add([(split, m) for m in messages])
+            where = f" (all listed in {run.bad_log.path})" if run.bad_log.path is not None else ""
             _log_lines(f"{split} data: {len(messages)} bad record(s) skipped while reading (the first: "
                        f"{messages[0]}){where}", info)
 
-    def checkpoint(name: str, resume_at: tuple[int, int], note: str = "") -> None:
-        """`resume_at` = (epoch, batch) where a resumed run continues; `note`: said of it in a
-        later NaN stop's message (a NaN validation)."""
-        nonlocal last_good
-        if not info.is_main or performance:
-            return
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                         "ema": ema.state_dict() if ema is not None else None, "rng": rng_state(),
-                         "step": step, "epoch": resume_at[0], "batch_in_epoch": resume_at[1], "best": best,
-                         "elapsed": time.time() - start_time, "config": config_to_dict(cfg)}, run_dir / name)
-        if name == "last.pt":
-            last_good = (run_dir / name, step, note)
-
-    def ensure_finite() -> None:
-        """Before anything is saved: weights (and EMA) NaN/inf stop the run; replicas are
-        identical under DDP, so every rank decides the same."""
-        bad = non_finite(model.state_dict()) + (non_finite(ema.state_dict()) if ema is not None else [])
-        if bad:
-            raise NonFiniteLossError(f"the weights became non-finite by step {step} (epoch {epoch}; first: {bad[0]}); "
-                                     f"nothing saved; {_last_good(last_good)}; {_divergence_advice(cfg, amp)}")
-
-    def validate(resume_at: tuple[int, int]) -> None:
-        ensure_finite()
-        error = None
-        try:
-            _validate(resume_at)
-        except Exception as e:  # e.g. a full disk on rank 0: every rank stops, not just that one
-            error = e
-        distributed.agree_or_raise(error, info)  # also the barrier after validation
-
-    def _validate(resume_at: tuple[int, int]) -> None:
-        nonlocal best
-        if can_validate and info.is_main:
-            # saved first: a validation that fails (its data, a bug) never loses the steps since the last save
-            checkpoint("last.pt", resume_at)
-            eval_model = ema.module if ema is not None else model
-            with preserved_rng(), autocast(cfg, device):
-                metrics = evaluate(task, eval_model, datasets)
-            model.train()
-            score = float(metrics[task.primary_metric])
-            # NaN never counts as best, and never blocks a later finite score from becoming best
-            improved = math.isfinite(score) and (best is None or (score > best if task.higher_is_better
-                                                                   else score < best))
-            if improved:
-                best = score
-            elif not math.isfinite(score):
-                print(f"step {step}: validation {task.primary_metric}={score}: not a score; best.pt not updated",
-                      flush=True)
-            note = "" if math.isfinite(score) else f"; its validation scored {task.primary_metric}={score}"
-            log.add({"step": step, "epoch": epoch, **{f"val/{k}": float(v) for k, v in metrics.items()
-                                                        if isinstance(v, (int, float))}})
-            # the headline numbers; per-joint ones ("name/joint") are in metrics.csv
-            scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-            print(f"step {step}: " + "  ".join(f"{k}={v:.4g}{' ' + metric_unit(k) if metric_unit(k) else ''}"
-                                               for k, v in scalars.items() if "/" not in k), flush=True)
-            _write_validation_json(run_dir / "validation.json", step, epoch, scalars)
-            if improved or note:  # what last.pt says of best / of a NaN score changed
-                checkpoint("last.pt", resume_at, note)
-            if improved:
-                checkpoint("best.pt", resume_at)
-            plot_curves(log, run_dir / "curves.png", task)
-        else:
-            checkpoint("last.pt", resume_at)
-
-    def report_bad_records(epoch: int) -> None:
-        """End of an epoch (or of the run): every rank's replaced records, counted and listed."""
-        records = [r for rank in distributed.gather(epoch_bad, info) for r in rank]
-        epoch_bad.clear()
-        if records and info.is_main:
-            bad_log.add(records)
-            print(robust.summary(epoch, records, bad_log.path), flush=True)
-
-    # SIGINT/SIGTERM: finish the current step, save, exit cleanly
-    stop_signal: list[int] = []
-    previous = {s: signal.signal(s, lambda n, f: stop_signal.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    # --- data loading: one loader for the whole run ----------------------------------------
+    # workers persist across epochs; every item is fetched under a seed of (train.seed, epoch,
+    # index), so workers, epochs and resumes change nothing (data/robust.py), and a bad record
+    # is replaced by another sample, counted and listed
+    items = robust.TrainingItems(train_set, seed=t.seed, on_bad_record=getattr(cfg.data, "on_bad_record", None))
+    collate = robust.Collate(task.collate)
+    order = robust.EpochOrder(sampler)
+    loader = DataLoader(items, batch_size=per_rank, sampler=order, drop_last=True, num_workers=t.num_workers,
+                        collate_fn=collate, worker_init_fn=seed_worker,
+                        generator=torch.Generator().manual_seed(t.seed * 1_000_003 + info.rank),
+                        pin_memory=device.type == "cuda", persistent_workers=t.num_workers > 0)
 
     # --- the loop --------------------------------------------------------------------------
     model.train()
-    # time already trained (a resumed run keeps counting toward train.max_time)
-    start_time, last_log_time, seen_since_log = time.time() - trained_s, time.time(), 0
-    val_every = t.val_every or steps_per_epoch
-    save_every = t.save_every
+    run.start_time = time.time() - trained_s  # a resumed run keeps counting toward train.max_time
+    last_log_time, seen_since_log = time.time(), 0
+    val_every, save_every = t.val_every or steps_per_epoch, t.save_every
     progress = None
     if info.is_main and t.progress:
         from tqdm import tqdm
-        progress = tqdm(total=t.performance or total_steps, initial=0 if performance else step,
+        progress = tqdm(total=t.performance or total_steps, initial=0 if performance else run.step,
                         desc=cfg.name, dynamic_ncols=True, leave=False, mininterval=1.0)
     perf_start, perf_steps = None, 0
     perf_warmup = min(2, t.performance)  # the first steps warm up allocators and caches: not timed
-    done = False
-    # one loader for the whole run (workers persist across epochs); every item is fetched under
-    # a seed of (train.seed, epoch, index), so workers, epochs and resumes change nothing
-    # (data/robust.py), and a bad record is replaced by another sample, counted and listed
-    items = robust.TrainingItems(train_set, seed=t.seed, on_bad_record=getattr(cfg.data, "on_bad_record", None))
-    order = robust.EpochOrder(sampler)
-    loader = DataLoader(items, batch_size=per_rank, sampler=order, drop_last=True, num_workers=t.num_workers,
-                        collate_fn=robust.Collate(task.collate), worker_init_fn=seed_worker,
-                        generator=torch.Generator().manual_seed(t.seed * 1_000_003 + info.rank),
-                        pin_memory=device.type == "cuda", persistent_workers=t.num_workers > 0)
+    watch = LossWatch(items, collate)  # the NaN guard, read at log/save/validation steps
     epoch_bad: list = []
-    log_error = None
     workers_lost: list[str] = []
-
-    def batches():
-        """The epoch's batches. A worker that dies while a stop signal is pending (killed before
-        seed_worker made it ignore SIGTERM) ends the epoch early instead of failing the run: the
-        main process's state is that of the last finished step, and is saved."""
-        try:
-            it = iter(loader)
-            guard_sigchld()
-            while True:
-                try:
-                    packed = next(it)
-                except StopIteration:
-                    return
-                yield packed
-        except RuntimeError as e:
-            if not stop_signal:
-                raise
-            workers_lost.append(" ".join(str(e).split()))
-
-    def guard_sigchld() -> None:
-        """torch's SIGCHLD handler raises, wherever the main process is (mid-step), when a worker
-        dies; with a stop signal pending that is expected: the loader reports it at the next
-        batch instead (see batches())."""
-        chld = getattr(signal, "SIGCHLD", None)  # none on Windows
-        if chld is None or chld in previous or not callable(signal.getsignal(chld)):
-            return
-        torch_handler = previous[chld] = signal.getsignal(chld)
-        signal.signal(chld, lambda n, f: None if stop_signal else torch_handler(n, f))
-
-    def said_stopped() -> None:
-        lost = f" (DataLoader workers lost: {workers_lost[0]})" if workers_lost else ""
-        _log_lines(f"signal {stop_signal[0]}: saved {run_dir / 'last.pt'} at step {step}{lost}; "
-                   f"resume with train.resume={run_dir}", info)
-
+    log_error = None
+    done = False
+    signals = StopSignals()
     try:
-        while not done:
-            order.set_epoch(epoch, skip * per_rank)
-            batch_in_epoch = skip
-            skip = 0
-            for packed in batches():
-                epoch_bad += packed.bad
-                if packed.bad and info.is_main:
-                    bad_log.add(packed.bad)  # listed at once: a SIGKILL before the epoch ends loses none
-                if distributed.any_rank(packed.fatal is not None, info):
-                    raise BadRecordError(packed.fatal or "another process stopped on a bad record (see its message)")
-                batch = packed.batch
-                task.on_step(model, step)
-                batch = to_device(batch, device)
-                if channels_last:
-                    batch = precision.channels_last_inputs(batch)
-                with autocast(cfg, device):
-                    loss, logs = task.training_step(train_model, batch)
-                if distributed.any_rank(not bool(torch.isfinite(loss.detach())), info):
-                    data = diagnose_batch(batch, packed.indices)
-                    what = f"the loss is {float(loss.detach().float())}"
-                    if data:
-                        raise NonFiniteLossError(f"data problem in batch at step {step + 1} (epoch {epoch}): {data}; "
-                                                 f"{what}; stopped without saving; {_last_good(last_good)}; fix or "
-                                                 f"drop those records before resuming")
-                    raise NonFiniteLossError(f"{what} at step {step + 1} (epoch {epoch}); stopped without saving; "
-                                             f"{_last_good(last_good)}; {_divergence_advice(cfg, amp)}")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                grad_norm = None
-                if t.grad_clip:
-                    scaler.unscale_(optimizer)
-                    grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip))
-                try:
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    if ema is not None:
-                        ema.update_parameters(model)
-                except RuntimeError as e:  # e.g. Adam's lr / (1 - beta1**t) past float32 (train.lr=1e38)
-                    if "overflow" not in str(e):
-                        raise
-                    raise NonFiniteLossError(f"the weight update at step {step + 1} (epoch {epoch}) overflowed "
-                                             f"float32 ({' '.join(str(e).split())}); stopped without saving; "
-                                             f"{_last_good(last_good)}; {_divergence_advice(cfg, amp)}") from None
-                step += 1
-                batch_in_epoch += 1
-                seen_since_log += t.batch_size
+        with signals:
+            try:
+                while not done:
+                    order.set_epoch(run.epoch, skip * per_rank)
+                    batch_in_epoch, skip = skip, 0
+                    for packed in batches(loader, signals, workers_lost):
+                        # bad records: listed at once (a SIGKILL before the epoch ends loses none)
+                        epoch_bad += packed.bad
+                        if packed.bad and info.is_main:
+                            run.bad_log.add(packed.bad)
+                        if distributed.any_rank(packed.fatal is not None, info):
+                            raise BadRecordError(packed.fatal or "another process stopped on a bad record "
+                                                 "(see its message)")
+                        task.on_step(model, run.step)
+                        batch = to_device(packed.batch, device)
+                        if channels_last:
+                            batch = precision.channels_last_inputs(batch)
 
-                if performance:
-                    perf_steps += 1
-                    if perf_steps == perf_warmup:
-                        perf_start = time.time()
-                    if progress:
-                        progress.update(1)
-                    if perf_steps >= t.performance:
-                        done = True
-                        break
-                    continue
-
-                if progress:
-                    progress.update(1)
-                if step % t.log_every == 0 or step == total_steps:
-                    now = time.time()
-                    rate = seen_since_log / max(now - last_log_time, 1e-9)
-                    row = {"step": step, "epoch": epoch, "loss": float(loss.item()),
-                           "lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate,
-                           "time": now - start_time, **{k: float(v) for k, v in logs.items()}}
-                    if grad_norm is not None:
-                        row["grad_norm"] = grad_norm
-                    if log is not None:
+                        # forward, backward, update (no host-device sync: the loss is checked later)
+                        with autocast(cfg, device):
+                            loss, logs = task.training_step(train_model, batch)
+                        watch.record(run, loss, run.step + 1, run.epoch, packed.indices)
+                        optimizer.zero_grad(set_to_none=True)
+                        scaler.scale(loss).backward()
+                        grad_norm = None
+                        if t.grad_clip:
+                            scaler.unscale_(optimizer)
+                            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)  # a tensor
                         try:
-                            log.add(row)
-                        except OSError as e:  # rank 0 only: raised on every rank at the stop check below
-                            log_error = e
-                    if progress:
-                        progress.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}",
-                                             sps=f"{rate:.1f}")
-                    last_log_time, seen_since_log = now, 0
+                            scaler.step(optimizer)
+                        except RuntimeError as e:  # Adam's lr / (1 - beta1**t) past float32 (train.lr=1e38)
+                            if "overflow" not in str(e):
+                                raise
+                            watch.check(run)  # an earlier NaN loss is the cause to report
+                            raise NonFiniteLossError(
+                                f"the weight update at step {run.step + 1} (epoch {run.epoch}) overflowed float32 "
+                                f"({' '.join(str(e).split())}); stopped without saving; {_last_good(run.last_good)}; "
+                                f"{_divergence_advice(cfg, amp)}") from None
+                        scaler.update()
+                        scheduler.step()
+                        if ema is not None:
+                            update_ema(run)
+                        run.step += 1
+                        batch_in_epoch += 1
+                        seen_since_log += t.batch_size
+                        if progress:
+                            progress.update(1)
 
-                out_of_time = t.max_time is not None and time.time() - start_time >= t.max_time
-                stop = distributed.any_rank(bool(stop_signal) or out_of_time or log_error is not None, info)
-                if stop:
-                    distributed.agree_or_raise(log_error, info)
-                finished = (total_steps is not None and step >= total_steps) or stop
-                resume_at = (epoch + 1, 0) if batch_in_epoch >= steps_per_epoch else (epoch, batch_in_epoch)
-                if finished or step % val_every == 0:
-                    validate(resume_at)
-                    last_log_time, seen_since_log = time.time(), 0  # samples/s excludes validation
-                elif save_every and step % save_every == 0:
-                    ensure_finite()
-                    error = None
-                    try:
-                        checkpoint("last.pt", resume_at)
-                    except Exception as e:
-                        error = e
-                    distributed.agree_or_raise(error, info)
-                if finished:
-                    report_bad_records(epoch)
-                    if stop_signal:
-                        said_stopped()
-                    done = True
-                    break
-            if workers_lost and not done:  # stopped by a signal that also took the workers
-                ensure_finite()
-                error = None
-                try:
-                    checkpoint("last.pt", (epoch + 1, 0) if batch_in_epoch >= steps_per_epoch
-                               else (epoch, batch_in_epoch))
-                except Exception as e:
-                    error = e
-                distributed.agree_or_raise(error, info)
-                report_bad_records(epoch)
-                said_stopped()
-                done = True
-            if not done:
-                report_bad_records(epoch)
-                epoch += 1
+                        if performance:  # samples/s of the steps alone: no logging, nothing saved
+                            perf_steps += 1
+                            if perf_steps == perf_warmup:
+                                perf_start = time.time()
+                            if perf_steps >= t.performance:
+                                watch.check(run)
+                                done = True
+                                break
+                            continue
+
+                        # log
+                        if run.step % t.log_every == 0 or run.step == total_steps:
+                            watch.check(run)  # no row is logged past a non-finite loss
+                            now = time.time()
+                            rate = seen_since_log / max(now - last_log_time, 1e-9)
+                            row = log_row(run, loss, logs, grad_norm, rate)
+                            if run.log is not None:
+                                try:
+                                    run.log.add(row)
+                                except OSError as e:  # rank 0 only: raised on every rank at the stop check
+                                    log_error = e
+                            if progress:
+                                progress.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}",
+                                                     sps=f"{rate:.1f}")
+                            last_log_time, seen_since_log = now, 0
+
+                        # stop (signal, time limit, a failed log write), validate, save
+                        out_of_time = t.max_time is not None and time.time() - run.start_time >= t.max_time
+                        stop = distributed.any_rank(bool(signals.received) or out_of_time or log_error is not None,
+                                                    info)
+                        if stop:
+                            distributed.agree_or_raise(log_error, info)
+                        finished = (total_steps is not None and run.step >= total_steps) or stop
+                        resume_at = (run.epoch + 1, 0) if batch_in_epoch >= steps_per_epoch \
+                            else (run.epoch, batch_in_epoch)
+                        if finished or run.step % val_every == 0:
+                            validate_and_save(run, watch, resume_at)
+                            last_log_time, seen_since_log = time.time(), 0  # samples/s excludes validation
+                        elif save_every and run.step % save_every == 0:
+                            save_last(run, watch, resume_at)
+                        if finished:
+                            done = True
+                            break
+
+                    # the epoch ended: by its last batch, a stop, or a signal that also took the workers
+                    if workers_lost and not done:
+                        save_last(run, watch, (run.epoch + 1, 0) if batch_in_epoch >= steps_per_epoch
+                                  else (run.epoch, batch_in_epoch))
+                        done = True
+                    report_bad_records(run, epoch_bad, run.epoch)
+                    if not done:
+                        run.epoch += 1
+                if signals.received:
+                    lost = f" (DataLoader workers lost: {workers_lost[0]})" if workers_lost else ""
+                    _log_lines(f"signal {signals.received[0]}: saved {run_dir / 'last.pt'} at step {run.step}{lost}; "
+                               f"resume with train.resume={run_dir}", info)
+            except Exception as e:
+                if not isinstance(e, NonFiniteLossError):
+                    watch.check(run, agree=False)  # a NaN loss before the error is its likely cause: said first
+                raise
+            finally:
+                shut_down_workers(loader)
     finally:
-        if getattr(loader, "_iterator", None) is not None:  # however the run ends (an error too):
-            # workers ignore SIGTERM, so one left to interpreter exit would block multiprocessing's
-            # final join forever (its terminate() is SIGTERM)
-            # workers shut down while SIGCHLD is still guarded: one killed at the signal must not
-            # make torch's handler raise once it is back
-            with contextlib.suppress(Exception):
-                loader._iterator._shutdown_workers()
-        for s, h in previous.items():
-            signal.signal(s, h)
         if progress:
             progress.close()
-        if log is not None:
-            log.close()
+        if run.log is not None:
+            run.log.close()
 
-    if info.enabled:  # DDP keeps replicas identical; verify instead of assuming
-        flat = torch.cat([p.detach().float().reshape(-1) for p in model.parameters()])
-        hi, lo = flat.clone(), flat.clone()
-        torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
-        torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
-        _log_lines(f"ranks in sync: max parameter difference across {info.world_size} processes = "
-                   f"{float((hi - lo).max()):.3g}", info)
+    if info.enabled:
+        check_replicas_in_sync(run)
     if performance:
         elapsed = time.time() - perf_start if perf_start else float("nan")
         n = perf_steps - perf_warmup if perf_start else 0
@@ -858,6 +1043,6 @@ def _train(cfg: Config, info: distributed.DistInfo, held: contextlib.ExitStack) 
                                "samples_per_s": round(rate, 2), "global_batch": t.batch_size,
                                "processes": info.world_size, "device": str(device), "amp": amp,
                                "channels_last": channels_last, "compile": t.compile}), info)
-    elif info.is_main and log is not None:
-        plot_curves(log, run_dir / "curves.png", task)
+    elif info.is_main and run.log is not None:
+        plot_curves(run.log, run_dir / "curves.png", task)
     return run_dir
