@@ -33,6 +33,7 @@ import torch
 
 from posekit.data.sample import Sample
 from posekit.data.transforms import (affine_points, color_jitter, compose_affine, crop_affine, item_rng, warp_image)
+from posekit.runtime.geometry import to_original_frame as runtime_to_original_frame
 from posekit.skeletons import Skeleton, get_skeleton
 
 CROP_MODES = ("box", "image", "resize")
@@ -254,6 +255,4 @@ def to_original_frame(keypoints_input: torch.Tensor | np.ndarray, matrices) -> n
     kp = keypoints_input.detach().double().cpu().numpy() if torch.is_tensor(keypoints_input) else \
         np.asarray(keypoints_input, np.float64)
     m = matrices.detach().double().cpu().numpy() if torch.is_tensor(matrices) else np.asarray(matrices, np.float64)
-    a_inv = np.linalg.inv(m[:, :, :2])
-    inv = np.concatenate([a_inv, -np.einsum("nij,nj->ni", a_inv, m[:, :, 2])[:, :, None]], axis=2)
-    return affine_points(kp, inv)
+    return runtime_to_original_frame(kp, m)  # the numpy-only implementation ONNX deployments run

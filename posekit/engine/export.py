@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from posekit.config import MissingExtraError
+from posekit.engine.onnx_backend import build_metadata, write_metadata
 from posekit.families.base import Task
 from posekit.models import unwrap
 
@@ -36,7 +37,6 @@ def export_task(task: Task, model: nn.Module, path: str | Path, *, check: bool =
     """Export a family's decode graph (see the module docstring) to ONNX, with parity, and write
     the metadata that lets the file run with no recipe and no checkpoint
     (`engine.onnx_backend`: config, skeleton, input size, normalisation, crop rule, outputs)."""
-    from posekit.engine.onnx_backend import build_metadata, write_metadata
     spec = task.export_spec()
     graph = DecodeGraph(task, model, spec.output_names).eval()
     report = export_onnx(graph, spec.example_inputs, path, input_names=spec.input_names,
