@@ -8,7 +8,7 @@ from posekit.config import Config  # noqa: F401
 from posekit.results import Results  # noqa: F401
 from posekit.skeletons import Skeleton, get_skeleton  # noqa: F401
 
-__version__ = "0.1.0"
+from posekit._version import __version__  # noqa: F401
 
 
 def load_config(path_or_name, overrides=None) -> Config:

@@ -19,6 +19,8 @@ class Results:
     person_scores: (P,) per-person scores (defaults to the mean keypoint score).
     hypotheses: (P, M, K, 3) alternative 3-D poses with `hypothesis_weights` (P, M), for lifters.
     image: the source image, RGB uint8 (H, W, 3), when known.
+    track_ids: (P,) int video track ids (-1: a person seen but not tracked), set by tracking
+    (`Predictor.track`); None for a still image.
     """
 
     keypoints: np.ndarray
@@ -32,6 +34,7 @@ class Results:
     image: np.ndarray | None = None
     path: str | None = None
     meta: dict = field(default_factory=dict)
+    track_ids: np.ndarray | None = None
 
     def __post_init__(self):
         self.skeleton = get_skeleton(self.skeleton)
@@ -47,6 +50,8 @@ class Results:
         if self.person_scores is None:
             self.person_scores = self.scores.mean(axis=1) if self.scores.size else np.zeros(len(self.keypoints))
         self.person_scores = np.asarray(self.person_scores, dtype=np.float64).reshape(len(self.keypoints))
+        if self.track_ids is not None:
+            self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(len(self.keypoints))
 
     def __len__(self) -> int:
         return len(self.keypoints)
@@ -72,6 +77,12 @@ class Results:
         base = self.image if image is None else image
         if base is None:
             raise ValueError("Results.plot() needs an image: none was stored; pass image=...")
+        if self.track_ids is not None:  # a tracked frame: colours and labels follow the track id
+            from posekit.viz.tracks import draw_tracks
+            return draw_tracks(base, self.keypoints, self.scores, self.skeleton, self.track_ids,
+                               boxes=self.boxes if boxes else None, score_threshold=score_threshold,
+                               person_scores=self.person_scores, person_threshold=person_threshold,
+                               radius=radius, thickness=thickness)
         return draw_skeleton(base, self.keypoints, self.scores, self.skeleton, score_threshold=score_threshold,
                              radius=radius, thickness=thickness, boxes=self.boxes if boxes else None,
                              person_scores=self.person_scores, labels=labels, color_by_person=color_by_person,
@@ -95,7 +106,7 @@ class Results:
         d = {"skeleton": self.skeleton.name, "keypoint_names": list(self.skeleton.keypoints),
              "keypoints": self.keypoints.tolist(), "scores": self.scores.tolist(),
              "person_scores": self.person_scores.tolist(), "path": self.path}
-        for name in ("boxes", "hypotheses", "hypothesis_weights", "keypoints_2d"):
+        for name in ("boxes", "hypotheses", "hypothesis_weights", "keypoints_2d", "track_ids"):
             value = getattr(self, name)
             if value is not None:
                 d[name] = np.asarray(value).tolist()
@@ -132,3 +143,13 @@ def json_safe(value):
     if isinstance(value, np.bool_):
         return bool(value)
     return value
+
+
+
+def results_json(res: Results, **extra) -> dict:
+    """`Results.to_dict()` (plus `extra`) as strict JSON with the image size: what `predict`
+    writes, from the PyTorch path and the torch-free ONNX path alike."""
+    d = json_safe({**res.to_dict(), **extra})
+    if res.image is not None:
+        d.setdefault("image_size", [int(res.image.shape[1]), int(res.image.shape[0])])
+    return d

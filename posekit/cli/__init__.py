@@ -21,7 +21,8 @@ EXAMPLES = {
   posekit eval runs/mpii_hourglass4                                # a run folder: its best.pt
   posekit eval configs/mpii_hourglass4.yaml checkpoint=runs/mpii_hourglass4/best.pt
   posekit eval configs/h36m_gmh_mdn.yaml checkpoint=runs/h36m/best.pt data.root=/data/h36m
-  posekit eval configs/mpii_hourglass4.yaml --oracle data.dataset=mpii   # the codec's ceiling on your labels""",
+  posekit eval configs/mpii_hourglass4.yaml --oracle data.dataset=mpii   # the codec's ceiling on your labels
+  posekit eval openpose_vgg19.cmu data.root=/data/coco           # published weights (posekit weights list)""",
     "models": """examples:
   posekit models                    # names, family, skeleton, input size (nothing is built)
   posekit models --params           # also the exact parameter counts
@@ -74,8 +75,17 @@ def _is_checkpoint_path(text: str) -> bool:
 def cmd_eval(args) -> int:
     from posekit.engine.evaluation import evaluate_checkpoint
     from posekit.engine.recipes import load_config
+    from posekit.engine.weights import resolve_checkpoint
     overrides, special = _split_overrides(args.overrides)
     checkpoint = args.checkpoint or special.get("checkpoint")
+    checkpoint = str(resolve_checkpoint(checkpoint)) if checkpoint else checkpoint  # a weights name: its checkpoint
+    if args.config:
+        args.config = str(resolve_checkpoint(args.config))
+    recorder = None
+    if args.report:
+        from posekit.engine.report import ReportRecorder, check_report_dir
+        check_report_dir(args.report)  # before the evaluation, not after it
+        recorder = ReportRecorder()
     if not args.config:
         raise ValueError("give a checkpoint (a .pt file or a run folder) or a recipe: posekit eval runs/NAME/best.pt, "
                          "or posekit eval RECIPE checkpoint=PATH (--oracle: a recipe alone)")
@@ -83,13 +93,18 @@ def cmd_eval(args) -> int:
         if checkpoint:
             raise ValueError(f"{args.config} is a checkpoint and checkpoint={checkpoint} another; "
                              "give one (and a recipe first if the checkpoint's own config should not be used)")
-        metrics = evaluate_checkpoint(None, args.config, oracle=args.oracle, overrides=overrides)
+        metrics = evaluate_checkpoint(None, args.config, oracle=args.oracle, overrides=overrides, recorder=recorder)
+        checkpoint = args.config
     else:
         if not checkpoint and not args.oracle:
             raise ValueError("give the weights as checkpoint=PATH (or --oracle to score the codec), "
                              "or a checkpoint alone: posekit eval runs/NAME/best.pt")
         cfg = load_config(args.config, overrides)
-        metrics = evaluate_checkpoint(cfg, checkpoint, oracle=args.oracle)
+        metrics = evaluate_checkpoint(cfg, checkpoint, oracle=args.oracle, recorder=recorder)
+    if recorder is not None:
+        from posekit.engine.report import provenance, write_report
+        prov = provenance(recorder.task.cfg, None if args.oracle else checkpoint, oracle=args.oracle)
+        print(f"report: {write_report(args.report, metrics=metrics, recorder=recorder, prov=prov)}")
     if args.oracle:
         print("oracle: ground truth -> targets -> decode, no network (the codec's ceiling on this data)")
     table = metrics.pop("table", None)
@@ -134,13 +149,6 @@ def cmd_convert(args) -> int:
     from posekit.engine.convert import convert_cmu_openpose
     path = convert_cmu_openpose(args.weights, args.out, recipe=args.recipe, overrides=args.overrides)
     print(f"wrote {path}: use it with posekit eval/predict/export")
-    return 0
-
-
-def cmd_data(args) -> int:
-    from posekit.data.formats.coco import cache_ignore_masks
-    n = cache_ignore_masks(args.ann, args.images, args.out)
-    print(f"{n} non-empty ignore mask(s) written to {args.out} (with a manifest of every image covered)")
     return 0
 
 
@@ -233,11 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="checkpoint=PATH and key=value overrides")
     p.add_argument("--checkpoint", help="same as checkpoint=PATH")
     p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--report", metavar="DIR", help="also write a static report (index.html, figures, report.json): "
+                   "metric tables, error analysis, worst and typical samples, what was evaluated")
     p.add_argument("--oracle", action="store_true", help="score the ground truth encoded to targets and decoded "
                    "again, with no model: the codec's ceiling, and the first check of your own annotations")
 
     from posekit.cli import predict as predict_cli
     predict_cli.add_parsers(add)
+    from posekit.cli import report as report_cli
+    report_cli.add_parsers(add)
 
     p = add("models", "list the registered models", cmd_models)
     p.add_argument("--json", action="store_true", help="machine-readable list (with parameter counts)")
@@ -260,11 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="coco_openpose", help="data/eval settings stored with it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    p = add("data", "prepare datasets (cache OpenPose ignore masks of a COCO file)", cmd_data)
-    p.add_argument("kind", choices=["coco-masks"])
-    p.add_argument("ann", help="COCO person-keypoints annotation file")
-    p.add_argument("images", help="its image folder")
-    p.add_argument("--out", required=True, help="folder for <image_id>.png masks")
+    from posekit.cli import data as data_cli
+    EXAMPLES["data"] = data_cli.EPILOG
+    p = add("data", data_cli.HELP, data_cli.run)
+    data_cli.add_arguments(p)
 
     p = add("bench", "list or run the benchmarks (benchmarks/ of a checkout, or those installed with posekit)",
             cmd_bench)
@@ -274,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     from posekit.cli import lift
     p = add("lift", lift.HELP, lift.run)
     lift.add_arguments(p)
+
+    from posekit.cli import weights as weights_cli
+    EXAMPLES["weights"] = weights_cli.EPILOG
+    p = add("weights", weights_cli.HELP, weights_cli.run)
+    weights_cli.add_arguments(p)
     return parser
 
 

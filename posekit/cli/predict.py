@@ -14,6 +14,16 @@ PREDICT_EPILOG = """examples:
   posekit predict runs/coco/best.pt images/ --out preds/ --detector fasterrcnn
   posekit predict mpii.onnx clip.mp4 --out preds/                    # onnxruntime, no recipe
   posekit predict runs/mpii/best.pt photos/ --out preds/ --backend onnxruntime
+  posekit predict runs/coco/openpose.pt clip.mp4 --out preds/ --track --smooth one_euro
+  posekit predict runs/coco/best.pt --source 0 --out live/ --track --detector fasterrcnn --det-every 5
+  posekit predict runs/coco/best.pt --source rtsp://cam.local/stream --out live/ --track
+
+tracking (--track): each person keeps a track id across frames (OKS + box IoU, Hungarian matching;
+a track lives through up to 30 missed frames; a person starts a track only with a person score of
+0.3 or more, others get id -1); JSON lines gain "track_ids" (one per person) and the video colours
+and labels people by track. --smooth one_euro filters each track's joints in pixels.
+--source reads a video file, a folder of frames (natural order: 2 before 10; a bad frame is named,
+skipped and counted), a webcam index or a stream URL, one frame at a time (constant memory).
 
 outputs: <name>.png (overlay) and <name>.json per image, mirroring sub-folders of a folder input
 (a name taken twice gets _2, _3, ... in input order); a video (alone or inside a folder) gives
@@ -129,11 +139,12 @@ class BoxProvider:
     """Per image, what to give the predictor as its boxes (None = the whole image)."""
 
     def __init__(self, args, predictor):
-        from posekit.engine.detector import PersonDetector, load_box_file, parse_box
         chosen = [flag for flag, on in (("--box", args.box), ("--boxes", args.boxes), ("--detector", args.detector))
                   if on]
         if len(chosen) > 1:
             raise ValueError(f"give one of --box, --boxes, --detector (got {', '.join(chosen)})")
+        if args.box or args.boxes or args.detector:  # the Task path's box helpers (they import torch)
+            from posekit.engine.detector import PersonDetector, load_box_file, parse_box
         self.fixed = [(b + [1.0])[:5] for b in (parse_box(t) for t in args.box or [])]  # x, y, w, h, score
         self.fixed_text = list(args.box or [])
         self.threshold = float(args.box_thr)
@@ -292,7 +303,7 @@ class Run:
             self.written += 1
 
     def _json(self, res, **extra) -> dict:
-        from posekit.engine.predictor import results_json
+        from posekit.results import results_json  # one form for the PyTorch and the torch-free path
         return results_json(res, **extra)
 
     def images(self, source: Path) -> None:
@@ -326,13 +337,13 @@ class Run:
             self.video(f, f.relative_to(source).with_suffix("").as_posix())
 
     # --- video ---------------------------------------------------------------------------------
-    def video(self, source: Path, stem: str | None = None) -> None:
+    def video(self, source: Path, stem: str | None = None, reader=None) -> None:
         from tqdm import tqdm
 
         from posekit.data.video import VideoReader, VideoWriter
         self.flush()
         try:
-            reader = VideoReader(source)
+            reader = reader if reader is not None else VideoReader(source)
         except ValueError as e:
             self.fail(str(source), str(e))
             return
@@ -358,11 +369,23 @@ class Run:
                       "OpenCV lacks): nothing was written for it")
             return
         self.written += 1
+        skipped = getattr(reader, "skipped", [])
+        if skipped:  # a folder of frames: each bad frame named, then counted
+            for name, message in skipped:
+                self.fail(name, f"frame skipped: {message}")
+            print(f"posekit predict: {source}: {len(skipped)} frame(s) could not be read and were skipped",
+                  file=sys.stderr)
+        elif reader.frame_count and frames < reader.frame_count:
+            print(f"posekit predict: note: {source}: the video ended after {frames} of the {reader.frame_count} "
+                  "frames its header claims (cut or truncated); the frames before the cut were written",
+                  file=sys.stderr)
         print(f"{source}: {frames} frame(s) -> {mp4} and {stem}.jsonl")
 
     def _video_frames(self, source: Path, reader, writer, partial: Path, bar) -> int:
         """Predict every frame into `writer` (the .mp4, moved into place when it closes with a
         frame) and `partial` (the .jsonl lines); returns the number of frames."""
+        if getattr(self.args, "track", False):
+            return self._tracked_frames(source, reader, writer, partial, bar)
         frames = 0
         with writer, partial.open("w") as lines:
             chunk: list = []
@@ -386,6 +409,28 @@ class Run:
                     run_chunk()
             if chunk:
                 run_chunk()
+        return frames
+
+    def _tracked_frames(self, source, reader, writer, partial: Path, bar) -> int:
+        """--track: `Predictor.track` over the frames as they are decoded (constant memory); each
+        JSON line gains `track_ids`, the video colours and labels people by track."""
+        args, frames = self.args, 0
+        boxes = None
+        if self.boxes.active:
+            def boxes(index, image):
+                return self.boxes.for_batch([f"{source}#{index:06d}"], [None], [image])[0]
+        smooth = ({"min_cutoff": args.smooth_min_cutoff, "beta": args.smooth_beta} if args.smooth == "one_euro"
+                  else None)
+        with writer, partial.open("w") as lines:
+            for index, res in enumerate(self.predictor.track(iter(reader), boxes=boxes, det_every=args.det_every,
+                                                             fps=reader.fps, smooth=smooth,
+                                                             batch_size=self.batch_size)):
+                res.path = f"{source}#{index:06d}"
+                writer.write(res.plot(**self.plot_options))
+                lines.write(json.dumps(self._json(res, frame=index, time_s=round(index / reader.fps, 6)),
+                                       allow_nan=False) + "\n")
+                frames += 1
+                bar.update(1)
         return frames
 
     # --- 2-D poses for a lifter ----------------------------------------------------------------
@@ -415,8 +460,9 @@ class Run:
 
 def cmd_predict(args) -> int:
     from posekit.data.io import VIDEO_EXTENSIONS
-    from posekit.engine.detector import parse_box
-    from posekit.engine.predictor import Predictor
+    if not os.path.exists(args.checkpoint):  # an existing file (an .onnx one: no torch import) is taken as is
+        from posekit.engine.weights import resolve_checkpoint
+        args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a weights name: fetched, verified, converted
     ckpt = Path(args.checkpoint)
     if not ckpt.exists():
         raise FileNotFoundError(f"{'ONNX file' if ckpt.suffix.lower() == '.onnx' else 'checkpoint'} not found: {ckpt}")
@@ -424,12 +470,28 @@ def cmd_predict(args) -> int:
     for s in sources:
         if not s.exists():
             raise FileNotFoundError(f"input not found: {s}")
-    for b in args.box or []:
-        parse_box(b)  # a bad --box is an error before the model loads
+    if not sources and not args.source:
+        raise ValueError("give inputs (images, folders, videos) or --source (a video, a folder of frames, a webcam "
+                         "index or a stream URL)")
+    if args.det_every < 1:
+        raise ValueError(f"--det-every must be at least 1, got {args.det_every}")
+    if args.det_every > 1 and not args.track:
+        raise ValueError("--det-every needs --track (boxes between detector frames come from the tracked poses)")
+    if args.smooth and not args.track:
+        raise ValueError(f"--smooth {args.smooth} needs --track (it filters each track's joints over time)")
+    from posekit.ops.one_euro import OneEuroFilter
+    OneEuroFilter(args.smooth_min_cutoff, args.smooth_beta)  # bad parameters: one line, before the model loads
+    video_sources = [_open_source(spec) for spec in args.source or []]
+    if args.box:
+        from posekit.engine.detector import parse_box
+        for b in args.box:
+            parse_box(b)  # a bad --box is an error before the model loads
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_boxes is not None and args.max_boxes < 1:
         raise ValueError(f"--max-boxes must be at least 1, got {args.max_boxes}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     for name in ("kpt_thr", "person_thr"):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= 1:
@@ -439,16 +501,26 @@ def cmd_predict(args) -> int:
     out = Path(args.out)
     check_out_folder(out)
     files = input_files(sources)
+    files += input_files([Path(t) for t in args.source or [] if Path(t).exists()])  # --source files are inputs too
     args.input_paths = [*files, ckpt, *(Path(p) for p in (args.boxes, args.images_json, args.detector_weights)
                                         if p and Path(p).is_file())]
     args.image_inputs = _image_inputs(sources)
-    predictor = Predictor(args.checkpoint, device=args.device, overrides=args.overrides, backend=args.backend)
+    from posekit.cli.runtime_predict import runtime_predictor_for
+    predictor = runtime_predictor_for(args)  # an .onnx file the numpy runtime runs: torch is never imported
+    if predictor is None:
+        from posekit.engine.predictor import Predictor
+        predictor = Predictor(args.checkpoint, device=args.device, overrides=args.overrides, backend=args.backend,
+                              threads=args.threads)
     if args.overrides and predictor.metadata is not None and Path(args.checkpoint).suffix.lower() == ".onnx":
         print("posekit predict: note: --set on an .onnx file changes pre/post-processing only; the graph (flip "
               "test, scales, decoding) was fixed at export", file=sys.stderr)
     boxes = BoxProvider(args, predictor)
     out.mkdir(parents=True, exist_ok=True)
     run = Run(args, predictor, boxes, out)
+    if video_sources and not predictor.takes_images:
+        raise ValueError(f"--source gives video frames; this {predictor.task.name} model takes 2-D pose JSON files")
+    for (spec, stem), reader in video_sources:
+        run.video(Path(str(spec)), stem, reader=reader)
     for source in sources:
         if not predictor.takes_images:
             run.poses(source)
@@ -472,6 +544,25 @@ def cmd_predict(args) -> int:
     return 1 if run.failed else 0
 
 
+def _open_source(spec: str):
+    """--source SPEC -> ((spec, output stem), an opened frame reader); one line when it cannot open."""
+    import re
+
+    from posekit.data.video import open_source
+    text = spec.strip()
+    if text.isdigit():
+        stem = f"camera{int(text)}"
+    elif "://" in text:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("://", 1)[1]).strip("_")[:80] or "stream"
+    else:
+        path = Path(text)
+        if not path.exists():
+            raise FileNotFoundError(f"--source {text}: not found (a video file, a folder of frames, a webcam index "
+                                    "such as 0, or a stream URL such as rtsp://host/path)")
+        stem = path.stem if path.is_file() else path.name
+    return (text, stem), open_source(text)
+
+
 def _image_inputs(sources: list[Path]) -> list[tuple[str, str | None]]:
     """(name, path inside its folder) of every image input, as the box lookup sees them."""
     from posekit.data.io import IMAGE_EXTENSIONS
@@ -488,10 +579,35 @@ def _image_inputs(sources: list[Path]) -> list[tuple[str, str | None]]:
 def cmd_export(args) -> int:
     from posekit.engine.export import export_task
     from posekit.engine.predictor import load_for_inference
-    if args.format != "onnx":
-        raise ValueError(f"unsupported --format {args.format!r}; supported: onnx")
-    task, model, cfg = load_for_inference(args.checkpoint, device="cpu")
-    path = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    if args.format not in ("onnx", "pt"):
+        raise ValueError(f"unsupported --format {args.format!r}; supported: onnx, pt")
+    from posekit.engine.weights import resolve_checkpoint
+    checkpoint = resolve_checkpoint(args.checkpoint)  # a weights name: its cached checkpoint
+    if getattr(args, "int8", False) and args.format != "onnx":
+        raise ValueError("--int8 quantizes an ONNX export: use it with --format onnx")
+    if args.format == "pt":  # weights only (EMA when kept), config and metadata: what predict needs
+        from posekit.engine.checkpoint import export_weights
+        default = Path(checkpoint).with_name(f"{Path(checkpoint).stem}.weights.pt") if checkpoint == args.checkpoint \
+            else Path(f"{args.checkpoint}.weights.pt")
+        report = export_weights(checkpoint, Path(args.out) if args.out else default)
+        print(f"exported {report['path']} (weights only: {report['tensors']} tensors, {report['mb']:.1f} MB; "
+              f"{checkpoint} is {report['source_mb']:.1f} MB)")
+        return 0
+    int8 = getattr(args, "int8", False)
+    task, model, cfg = load_for_inference(checkpoint, getattr(args, "overrides", None) or None, device="cpu")
+    suffix = ".int8.onnx" if int8 else ".onnx"
+    default = Path(args.checkpoint).with_suffix(suffix) if checkpoint == args.checkpoint \
+        else Path(f"{args.checkpoint}{suffix}")  # a weights name: NAME.onnx here, not inside the cache
+    path = Path(args.out) if args.out else default
+    if int8:
+        from posekit.engine.quantize import export_int8
+        datasets = task.build_datasets(tuple(task.eval_splits))
+        report = export_int8(task, model, path, datasets, calib=args.calib, max_drop=args.max_drop)
+        arrow = "higher is better" if report["higher_is_better"] else "lower is better"
+        print(f"exported {report['path']} (int8, calibrated on {report['calibration_images']} {report['split']!r} "
+              f"images); {report['metric']} fp32 {report['fp32']:.4g} -> int8 {report['int8']:.4g} ({arrow}; "
+              f"{report['drop']:.1%} worse, allowed {report['max_drop']:.1%})")
+        return 0
     report = export_task(task, model, path)
     print(f"exported {report['path']} (outputs: {', '.join(report['outputs'])}; {len(report['metadata'])} metadata "
           f"entries); onnxruntime parity: max abs difference {report['max_abs_diff']:.3g}")
@@ -512,9 +628,23 @@ def add_parsers(add) -> None:
     """Register the verbs on the main parser (`add(name, help, fn)` returns a subparser)."""
     p = add("predict", "run a checkpoint or an exported .onnx file on images, folders or videos", cmd_predict)
     p.epilog = PREDICT_EPILOG
-    p.add_argument("checkpoint", help="a posekit checkpoint (.pt) or an exported .onnx file")
-    p.add_argument("sources", nargs="+", help="image files, folders of images, video files (2-D pose JSON files "
+    p.add_argument("checkpoint", help="a posekit checkpoint (.pt), an exported .onnx file or a weights name "
+                   "(posekit weights list)")
+    p.add_argument("sources", nargs="*", help="image files, folders of images, video files (2-D pose JSON files "
                    "for a lifter)")
+    p.add_argument("--source", action="append", metavar="SPEC", help="a video source, read frame by frame: a video "
+                   "file, a folder of frames (natural order, 25 fps), a webcam index (0) or a stream URL "
+                   "(rtsp://..., http://...); repeatable")
+    p.add_argument("--track", action="store_true", help="videos: give each person a track id that stays with them "
+                   "(JSON lines gain track_ids; the video colours and labels people by track)")
+    p.add_argument("--det-every", type=int, default=1, metavar="N", help="with --track and --detector: run the "
+                   "detector every N frames, boxes in between from the previous frame's keypoints (default 1)")
+    p.add_argument("--smooth", choices=["one_euro"], help="with --track: One-Euro filter per track and joint, in "
+                   "pixels (default: off)")
+    p.add_argument("--smooth-min-cutoff", type=float, default=0.5, metavar="HZ", help="One-Euro cutoff at rest: "
+                   "lower is smoother and lags more (default 0.5)")
+    p.add_argument("--smooth-beta", type=float, default=0.04, help="One-Euro speed coefficient (per px/s): higher "
+                   "follows fast motion with less lag (default 0.04)")
     p.add_argument("--out", required=True, help="folder for overlays and JSON results")
     p.add_argument("--box", action="append", metavar="X,Y,W,H", help="a person box for top-down models; repeat for "
                    "several people (default: the whole image)")
@@ -541,7 +671,9 @@ def add_parsers(add) -> None:
                    help="auto: .onnx files run with onnxruntime, checkpoints with PyTorch; onnxruntime on a "
                    "checkpoint exports it once (cached in ~/.cache/posekit/onnx, keyed by the checkpoint's content)")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the checkpoint's eval.batch_size)")
-    from posekit.data.lifting import lift_layouts
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="intra-op threads of torch and onnxruntime (default: the physical cores)")
+    from posekit.skeletons.mappings import lift_layouts  # torch-free: building the parser imports no torch
     p.add_argument("--skeleton", default=None, choices=lift_layouts(),
                    help="lifters: joint order of pose JSON files that do not name their skeleton (required then: "
                    "a bare list of joints is never guessed)")
@@ -554,5 +686,17 @@ def add_parsers(add) -> None:
     p = add("export", "export a checkpoint with decoding inside the graph", cmd_export)
     p.epilog = EXPORT_EPILOG
     p.add_argument("checkpoint")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--format", default="onnx", choices=["onnx", "pt"],
+                   help="onnx: the decode graph for onnxruntime; pt: a weights-only checkpoint for predict/eval")
     p.add_argument("--out", help="output path (default: next to the checkpoint)")
+    p.add_argument("--int8", action="store_true",
+                   help="onnx: int8 static quantization for CPU, calibrated on the recipe's validation split; "
+                   "written only if its metric is within --max-drop of fp32 (default out: NAME.int8.onnx)")
+    p.add_argument("--calib", type=int, default=64, metavar="N",
+                   help="--int8: validation images used to calibrate the activation ranges (default 64)")
+    p.add_argument("--max-drop", type=float, default=0.02, metavar="F",
+                   help="--int8: refuse when the metric gets worse by more than F of its fp32 value "
+                   "(default 0.02 = 2%%)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a stored config value (e.g. data.root=/data/coco: where --int8 finds the "
+                   "validation split on this machine)")

@@ -171,9 +171,9 @@ def as_h36m17(points: np.ndarray, scores: np.ndarray | None, skeleton: str) -> n
 
 def lift_layouts() -> list[str]:
     """2-D layouts `as_h36m17` reads: h36m17, h36m16 (the 16 lifter inputs) and every skeleton
-    with a declared mapping to h36m17 (posekit/skeletons/mappings.py)."""
-    from posekit.skeletons.mappings import sources_of
-    return ["h36m17", "h36m16"] + [s for s in sources_of("h36m17") if s not in ("h36m17", "h36m16")]
+    with a declared mapping to h36m17 (posekit/skeletons/mappings.py, where it lives)."""
+    from posekit.skeletons.mappings import lift_layouts as layouts
+    return layouts()
 
 
 def rescale_to_reference(x: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, list[dict]]:

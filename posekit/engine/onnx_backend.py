@@ -14,6 +14,9 @@
     posekit.buffers        model state the family reads outside the graph (a lifter's
                            normalisation, a fitted regressor), only when there is any
 
+Reading (`read_metadata`) goes through onnxruntime's model metadata (`posekit.runtime.onnx`), never
+the `onnx` package, which only `write_metadata` (export) needs.
+
 Running (`OnnxRuntimeModel`, `load_onnx`): the Task is rebuilt from `posekit.config` (the
 `imports` it names are never imported: a file is data), and onnxruntime takes the place of
 `forward_decode` in prepare_inputs -> model_inputs -> [graph] -> postprocess, so results are
@@ -29,11 +32,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from posekit.engine.stored import config_from_stored
+from posekit.families import build_task
 from posekit.families.base import Task
+from posekit.runtime.onnx import PLAIN_KEYS, PREFIX, open_session  # noqa: F401  (PLAIN_KEYS: re-exported)
+from posekit.runtime.onnx import read_metadata as _session_metadata
 
-PREFIX = "posekit."
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
-PLAIN_KEYS = ("version", "task", "kind", "source_sha256")  # metadata stored as plain strings, not JSON
 
 
 # --- metadata ----------------------------------------------------------------------------------
@@ -131,7 +136,7 @@ def state_outside_graph(task: Task, model: nn.Module) -> dict:
 
 def build_metadata(task: Task, model: nn.Module, spec) -> dict[str, str]:
     """The `metadata_props` of an exported file (see the module docstring)."""
-    import posekit
+    from posekit._version import __version__
     from posekit.config import config_to_dict
     from posekit.models import unwrap
 
@@ -160,7 +165,7 @@ def build_metadata(task: Task, model: nn.Module, spec) -> dict[str, str]:
         kind = "whole-image"
     shape = list(example.shape)
     meta = {
-        "version": posekit.__version__,
+        "version": __version__,
         "task": task.name,
         "config": cfg,
         "skeleton": {"name": sk.name, "keypoints": list(sk.keypoints), "flip_pairs": [list(p) for p in sk.flip_pairs],
@@ -190,29 +195,9 @@ def write_metadata(path: str | Path, props: dict[str, str]) -> None:
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The posekit metadata of an ONNX file, JSON values decoded, without the `posekit.` prefix."""
-    import onnx
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX file not found: {path}")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # not an ONNX protobuf
-        raise ValueError(f"cannot read ONNX file {path}: {str(e).strip().splitlines()[-1][:200]}") from None
-    out = {}
-    for prop in model.metadata_props:
-        if not prop.key.startswith(PREFIX):
-            continue
-        key = prop.key[len(PREFIX):]
-        try:
-            out[key] = json.loads(prop.value) if key not in PLAIN_KEYS else prop.value
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}: metadata {prop.key} is not valid JSON; re-export the checkpoint with "
-                             "`posekit export`") from None
-    if "config" not in out:
-        raise ValueError(f"{path}: not a posekit export (no posekit.config metadata); re-export it with "
-                         "`posekit export`")
-    return out
+    """The posekit metadata of an ONNX file, JSON values decoded, without the `posekit.` prefix
+    (through onnxruntime: no `import onnx`)."""
+    return _session_metadata(open_session(path, threads=1), str(path))
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -220,16 +205,11 @@ class OnnxRuntimeModel:
     """An onnxruntime session that stands in for `task.forward_decode`: input tensor -> dict of
     decoded tensors named like the graph's outputs."""
 
-    def __init__(self, path: str | Path, *, device: str = "cpu"):
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - the [onnx] extra
-            raise ImportError("the onnxruntime backend needs onnxruntime: pip install 'posekit[onnx]'") from e
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+    def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None, session=None):
+        """threads: onnxruntime's intra-op threads (default: the physical cores); session: an
+        already open session on `path` (load_onnx reads the metadata from it)."""
         self.path = str(path)
-        self.session = ort.InferenceSession(self.path, providers=providers)
+        self.session = session if session is not None else open_session(path, device=device, threads=threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -288,13 +268,14 @@ def check_metadata(meta: dict, source: str) -> None:
 
 
 def load_onnx(path: str | Path, overrides: list[str] | None = None, *, device: str = "cpu",
-              imports: list[str] | None = None) -> tuple[Task, OnnxRuntimeModel, object, dict]:
+              imports: list[str] | None = None, threads: int | None = None
+              ) -> tuple[Task, OnnxRuntimeModel, object, dict]:
     """(task rebuilt from the file's metadata, onnxruntime runner, config, metadata).
     `overrides` change pre/post-processing settings only: what is inside the graph (flip test,
-    test scales, decoding) was fixed at export."""
-    from posekit.engine.predictor import config_from_stored
-    from posekit.families import build_task
-    meta = read_metadata(path)
+    test scales, decoding) was fixed at export. One session serves the metadata and the runs;
+    threads: its intra-op threads (default: the physical cores)."""
+    session = open_session(path, device=device, threads=threads)
+    meta = _session_metadata(session, str(path))
     check_metadata(meta, str(path))
     cfg = config_from_stored(meta["config"], source=str(path), overrides=overrides, imports=imports)
     task = build_task(cfg)
@@ -305,7 +286,7 @@ def load_onnx(path: str | Path, overrides: list[str] | None = None, *, device: s
         task.prepare(model.eval(), {})
     else:
         task.prepare(None, {})
-    runner = OnnxRuntimeModel(path, device=device)
+    runner = OnnxRuntimeModel(path, device=device, session=session)
     with torch.random.fork_rng():  # the spec's example inputs must not move the caller's RNG
         want = list(task.export_spec().output_names)
     if [n for n in want if n not in runner.output_names] or meta["outputs"] != runner.output_names:

@@ -24,79 +24,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from posekit.config import Config, ConfigError, deep_merge, parse_overrides
+from posekit.config import Config
 from posekit.engine import distributed
-from posekit.engine.checkpoint import inference_state_dict, load_checkpoint
+from posekit.engine.checkpoint import assign_weights, inference_state_dict, load_checkpoint
 from posekit.engine.evaluation import predict
-from posekit.engine.recipes import config_from_dict
+# the stored-config helpers live below predictor and onnx_backend (both read them); re-exported here
+from posekit.engine.stored import (WEIGHT_ARG_SUFFIXES, WEIGHT_ARGS, config_from_stored,  # noqa: F401
+                                   inference_model_args, is_weights_arg)
 from posekit.families import Task, build_task
 from posekit.metrics.coco import topdown_person_scores
-from posekit.results import Results, json_safe
+from posekit.results import Results, json_safe, results_json  # noqa: F401  (results_json: its old home)
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-
-
-# model.args that name files to read or weights to fetch: a stranger's checkpoint must not make
-# posekit open a path of its choosing (its own state_dict replaces these weights right after)
-WEIGHT_ARGS = ("pretrained", "weights", "checkpoint", "init_from")
-WEIGHT_ARG_SUFFIXES = ("_weights", "_checkpoint", "_pretrained", "_init_from")
-
-
-def is_weights_arg(name: str) -> bool:
-    return name in WEIGHT_ARGS or name.endswith(WEIGHT_ARG_SUFFIXES)
-
-
-def inference_model_args(name: str, args: dict) -> dict:
-    """`model.args` of a stored config with every weights path / pretrained download set to its
-    builder's default (None/False): a model rebuilt from a checkpoint or an export for inference
-    gets its weights from the file, never from a path the file names. What such an argument
-    implied is kept: openpose_vgg19 picks its input normalisation from `pretrained` when
-    `normalization` is unset, so that choice is pinned first."""
-    import inspect
-
-    from posekit.models.registry import get_entry
-    args = dict(args or {})
-    try:
-        params = get_entry(name).signature().parameters
-    except KeyError:  # a user module's model: its own arguments are its business; paths still go
-        params = {}
-    norm = params.get("normalization")
-    if norm is not None and norm.default is None and args.get("normalization") is None and (
-            args.get("pretrained") or args.get("cmu_weights")):
-        args["normalization"] = "imagenet" if args.get("pretrained") and not args.get("cmu_weights") else "cmu"
-    for key in [k for k in args if is_weights_arg(k)]:
-        default = params[key].default if key in params else None
-        args[key] = None if default is inspect.Parameter.empty else default
-    return args
-
-
-def config_from_stored(raw, *, source: str, overrides: list[str] | None = None,
-                       imports: list[str] | None = None) -> Config:
-    """The Config stored in a checkpoint or an ONNX file. It is data: the `imports` it lists are
-    never imported (a stranger's file must not run code); only `imports` given here are. Weights
-    paths in its model.args are never followed (`inference_model_args`)."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
-        raise ValueError(f"{source}: not a posekit checkpoint (no stored config)")
-    if overrides:
-        extra = parse_overrides(overrides)
-        if "imports" in extra:
-            raise ConfigError(f"{source}: imports cannot be set as an override (--set imports=...): the modules a "
-                              "model needs are imported only when you say so in code: "
-                              "Predictor(CHECKPOINT, imports=['my_module']) or load_for_inference(..., imports=[...]) "
-                              "in Python, or `posekit eval CHECKPOINT imports=[my_module]`")
-        raw = deep_merge(raw, extra)
-    stored_imports = raw.get("imports") or []
-    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
-    raw = {**raw, "imports": list(imports or []), "model": {**model, "init_from": None}}
-    try:
-        cfg = config_from_dict(raw, source=source)
-    except ConfigError as e:
-        if stored_imports and "unknown task" in str(e):
-            raise ConfigError(f"{e}; the file was made with user modules {stored_imports}: import them "
-                              "yourself (Python) if you trust them") from None
-        raise
-    cfg.model.args = inference_model_args(cfg.model.name, cfg.model.args)
-    return cfg
 
 
 def load_for_inference(checkpoint_path: str | Path, overrides: list[str] | None = None,
@@ -104,14 +43,18 @@ def load_for_inference(checkpoint_path: str | Path, overrides: list[str] | None 
     """(task, model in eval mode with the best available weights (EMA when trained with it),
     config) from a checkpoint file; `overrides` change the stored config (e.g. eval.flip_test)."""
     from posekit.engine.evaluation import _load_weights
-    ckpt = load_checkpoint(checkpoint_path, require=("model", "config"))
+    # mapped, not read: the model ends up holding the only copy of the weights (an old fat
+    # checkpoint's optimiser state is never paged in)
+    ckpt = load_checkpoint(checkpoint_path, require=("model", "config"), mmap=True)
     cfg = config_from_stored(ckpt["config"], source=str(checkpoint_path), overrides=overrides, imports=imports)
     task = build_task(cfg)
     model = task.build_model()
     weights = inference_state_dict(ckpt)
+    del ckpt
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise ValueError(f"{checkpoint_path}: not a posekit checkpoint: its weights are not a mapping of tensors")
-    _load_weights(model, weights, cfg, str(checkpoint_path))
+    if not assign_weights(model, weights):
+        _load_weights(model, weights, cfg, str(checkpoint_path))
     model = model.to(distributed.pick_device(device, option="--device")).eval()
     task.prepare(model, {})
     return task, model, cfg
@@ -200,7 +143,7 @@ def onnx_cache_dir() -> Path:
 def onnx_cache_key(checkpoint: str | Path, overrides: list[str] | None = None) -> str:
     """sha256 of the checkpoint's bytes, the overrides and the posekit version: the same weights
     and settings reuse one export; anything else (a retrained file at the same path) makes another."""
-    import posekit
+    from posekit._version import __version__
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "last.pt"
@@ -210,7 +153,7 @@ def onnx_cache_key(checkpoint: str | Path, overrides: list[str] | None = None) -
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    h.update("\n".join(["", *(overrides or []), posekit.__version__, torch.__version__]).encode())
+    h.update("\n".join(["", *(overrides or []), __version__, torch.__version__]).encode())
     return h.hexdigest()
 
 
@@ -309,14 +252,6 @@ def merge_persons(parts: list[Results], rows: np.ndarray, *, skeleton, image=Non
                    boxes=rows[:, :4].copy(), image=image, path=path, meta=meta)
 
 
-def results_json(res: Results, **extra) -> dict:
-    """`Results.to_dict()` (plus `extra`) as strict JSON: non-finite keypoints become null."""
-    d = json_safe({**res.to_dict(), **extra})
-    if res.image is not None:
-        d.setdefault("image_size", [int(res.image.shape[1]), int(res.image.shape[0])])
-    return d
-
-
 class Predictor:
     """Load a checkpoint (or an exported .onnx file) once, then call it on RGB images (or a
     lifter's 2-D poses).
@@ -335,7 +270,17 @@ class Predictor:
     on the CPU)."""
 
     def __init__(self, checkpoint, *, device: str = "cpu", overrides: list[str] | None = None,
-                 backend: str = "auto", imports: list[str] | None = None, bgr: bool = False):
+                 backend: str = "auto", imports: list[str] | None = None, bgr: bool = False,
+                 threads: int | None = None):
+        """threads: intra-op threads of onnxruntime's session and, when given, of torch
+        (torch.set_num_threads, process-wide); None: onnxruntime uses the physical cores and torch
+        keeps its own default (also the physical cores)."""
+        from posekit.engine.weights import resolve_checkpoint
+        from posekit.runtime.onnx import default_threads
+        self.threads = default_threads(threads)  # a bad value is one ValueError before anything loads
+        if threads is not None:
+            torch.set_num_threads(self.threads)
+        checkpoint = resolve_checkpoint(checkpoint)  # Predictor("openpose_vgg19.cmu"): fetched and converted once
         self.bgr = bool(bgr)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -350,7 +295,7 @@ class Predictor:
             from posekit.engine.onnx_backend import load_onnx
             onnx_path = path if is_onnx else export_cached(path, overrides, imports=imports)
             self.task, self.runner, self.cfg, self.metadata = load_onnx(
-                onnx_path, overrides if is_onnx else None, device=device, imports=imports)
+                onnx_path, overrides if is_onnx else None, device=device, imports=imports, threads=self.threads)
             self.backend, self.onnx_path = "onnxruntime", Path(onnx_path)
         else:
             self.task, self.model, self.cfg = load_for_inference(checkpoint, overrides, device=device, imports=imports)
@@ -456,3 +401,81 @@ class Predictor:
             else:
                 out.append(merge_persons(mine, rows, skeleton=self.skeleton, image=image))
         return out
+
+    def track(self, frames, *, boxes=None, det_every: int = 1, fps: float = 25.0, smooth=None,
+              tracker: dict | None = None, batch_size: int | None = None, bgr: bool | None = None, **options):
+        """Predict a video's frames (any iterable of images, consumed one chunk at a time so a
+        long video runs in constant memory) and yield one `Results` per frame, in order, whose
+        `track_ids` follow people from frame to frame (engine/tracking.py).
+
+        boxes (top-down models; bottom-up ones find people themselves): None (the whole frame is
+        one person), a sequence with one entry per frame (ground-truth boxes), or a callable
+        `(frame_index, image) -> boxes` (a detector). With a callable and det_every N > 1 the
+        detector runs on every N-th frame only and in between each live track's box comes from
+        its previous keypoints (rtmlib's PoseTracker). smooth: None, "one_euro", or
+        {"min_cutoff": Hz, "beta": ...}: a One-Euro filter per track and joint on the returned
+        keypoints (pixels; time from `fps`). tracker: PoseTracker options (max_missed,
+        birth_score, min_similarity, oks_weight, kpt_thr)."""
+        from posekit.engine.tracking import PoseTracker
+        if not self.takes_images:
+            raise ValueError(f"this {self.task.name} model takes 2-D poses, not video frames: track the 2-D model's "
+                             "output and lift that (posekit lift)")
+        if isinstance(det_every, bool) or not isinstance(det_every, int) or det_every < 1:
+            raise ValueError(f"det_every must be an integer >= 1, got {det_every!r}")
+        if smooth == "one_euro":
+            smooth = {}
+        elif smooth is not None and not isinstance(smooth, dict):
+            raise ValueError(f"smooth must be None, 'one_euro' or a dict of One-Euro parameters, got {smooth!r}")
+        state = PoseTracker(self.skeleton, smooth=smooth, fps=fps, **(tracker or {}))
+        if boxes is not None and not self.takes_boxes:
+            warnings.warn(f"this {self.task.name} model finds people itself: boxes are ignored", stacklevel=2)
+            boxes = None
+        given = None if boxes is None or callable(boxes) else iter(boxes)
+
+        def boxes_for(index, image):
+            if given is not None:
+                try:
+                    return next(given)
+                except StopIteration:
+                    raise ValueError(f"track: boxes has fewer entries than the video has frames (none for "
+                                     f"frame {index})") from None
+            return boxes(index, image)
+
+        def tracked(res):
+            ids, keypoints = state.update(res.keypoints, res.scores, res.boxes, res.person_scores)
+            res.track_ids = ids
+            if smooth is not None:
+                res.keypoints = keypoints
+            return res
+
+        if callable(boxes) and det_every > 1:  # sequential: a frame's boxes may come from the last one's poses
+            for index, frame in enumerate(frames):
+                image = as_rgb_image(frame, bgr=self.bgr if bgr is None else bool(bgr), where=f"frame {index}")
+                propagated = state.propagated_boxes() if index % det_every else None
+                rows = boxes_for(index, image) if propagated is None or not len(propagated) else propagated
+                rows = np.zeros((0, 5)) if rows is None else rows
+                yield tracked(self([image], boxes=[rows], batch_size=batch_size, bgr=False, **options)[0])
+            return
+        chunk_size = batch_size or check_batch_size_default(self.cfg)
+        chunk, index = [], 0
+
+        def run_chunk():
+            images = [as_rgb_image(f, bgr=self.bgr if bgr is None else bool(bgr), where=f"frame {index + i}")
+                      for i, f in enumerate(chunk)]
+            chunk_boxes = None if boxes is None else [boxes_for(index + i, im) for i, im in enumerate(images)]
+            return [tracked(r) for r in self(images, boxes=chunk_boxes, batch_size=batch_size, bgr=False, **options)]
+
+        for frame in frames:
+            chunk.append(frame)
+            if len(chunk) >= chunk_size:
+                yield from run_chunk()
+                index += len(chunk)
+                chunk = []
+        if chunk:
+            yield from run_chunk()
+
+
+def check_batch_size_default(cfg) -> int:
+    """Frames per forward pass when tracking: the config's eval.batch_size (1 when unset)."""
+    size = getattr(getattr(cfg, "eval", None), "batch_size", None)
+    return int(size) if isinstance(size, int) and size >= 1 else 1

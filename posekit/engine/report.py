@@ -138,8 +138,8 @@ def sha256_of(path: str | Path) -> str:
 def provenance(cfg, checkpoint: str | Path | None, *, oracle: bool = False) -> dict:
     """What was evaluated: checkpoint (path, sha256), the data files the config names (with sizes),
     the config, posekit's version and the date."""
-    import posekit
-    out: dict[str, Any] = {"posekit_version": posekit.__version__,
+    from posekit._version import __version__
+    out: dict[str, Any] = {"posekit_version": __version__,
                            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                            "oracle": bool(oracle), "task": getattr(cfg, "task", None)}
     if checkpoint:

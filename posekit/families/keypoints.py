@@ -7,13 +7,15 @@ is a built-in name or a skeleton YAML; the config keeps the skeleton's CONTENT (
 pairs, limbs, sigmas), so a checkpoint, which stores its config, needs no recipe or YAML later.
 
     image Samples (all people) -> one item per labelled person (GT box) or per detector box
-    (`data.val_detections`, the top-down protocol) -> TopDownDataset (crop rule, flips with the
+    (`data.val_detections`, the top-down protocol; data.detections) -> TopDownDataset (crop rule, flips with the
     skeleton's pairs) -> the codec of the model's kind:
         heatmap models (the registered hourglasses): HeatmapCodec + heatmap_loss
         regression models (the registered MobileNetV2 regressor): RegressionCodec + masked MSE
     forward_decode (the model normalises its own input; flip test; decoded crop pixels)
     -> postprocess (inverse affine, person score = box score x mean keypoint score, the boxes of
        one image regrouped into one Results) -> OKS AP (pycocotools) + PCK@bbox in percent
+       (metrics.topdown). The skeleton's stored form is skeletons.from_config; the pose-JSON
+       reader data.formats.pose_json; the model-side normalisation models.normalization.
 """
 from __future__ import annotations
 
@@ -27,19 +29,20 @@ import torch
 from posekit.codecs.heatmap import REFINEMENTS, HeatmapCodec, flip_back_heatmaps
 from posekit.codecs.regression import RegressionCodec
 from posekit.config import ConfigError, DataConfig, EvalConfig, LossConfig
-from posekit.data.formats.coco import load_coco_keypoints
-from posekit.data.formats.pose_json import read_pose_json
-from posekit.data.io import read_json
-from posekit.data.sample import Sample
+from posekit.data.detections import PersonSource, detection_entries, parse_person_boxes, peek_sample, person_entries
+from posekit.data.formats.pose_json import load_pose_json_samples
+from posekit.data.formats.registry import USES_IMAGE_FOLDER, load_samples, source_skeleton
 from posekit.data.synthetic.keypoints import SyntheticFigures
 from posekit.data.topdown import CROP_MODES, CropRule, TopDownAugment, TopDownDataset, to_original_frame
 from posekit.families.base import Evaluator, ExportSpec, Task, register_task
 from posekit.losses.heatmap import heatmap_loss
 from posekit.losses.regression import masked_coordinate_mse
-from posekit.metrics.coco import build_coco_gt, coco_keypoint_eval, topdown_person_scores
-from posekit.metrics.pck import bbox_normalizer, keypoint_distances, pck
+from posekit.metrics.topdown import TopDownCOCOScores, oks_nms
+from posekit.models.normalization import attach_normalization
 from posekit.results import Results
-from posekit.skeletons import Skeleton, find_skeleton_file, get_skeleton, list_skeletons, load_skeleton_yaml, register_skeleton
+from posekit.runtime.predict import topdown_person_scores
+from posekit.skeletons import Skeleton, find_skeleton_file
+from posekit.skeletons.from_config import skeleton_from_config, skeleton_to_config
 
 __all__ = ["KeypointsTask", "attach_normalization", "skeleton_to_config", "skeleton_from_config", "load_pose_json_samples",
            "person_entries", "detection_entries", "oks_nms"]
@@ -49,73 +52,6 @@ DEFAULT_SIGMA = 0.07  # OKS sigma of every keypoint when neither the skeleton no
 MODEL_KINDS = {"hourglass": "heatmap", "dogs": "regression"}  # registry family -> codec kind
 K_ARGS = ("num_joints", "num_keypoints")  # how a model builder takes the keypoint count
 HEATMAP_STRIDE = 4  # input pixels per heatmap cell when data.heatmap_size is unset (checked against the model)
-
-
-# --- the skeleton, stored by content -------------------------------------------------------------
-def skeleton_to_config(value) -> dict:
-    """A skeleton name, YAML path or content dict -> its content dict (what the config stores)."""
-    if isinstance(value, Skeleton):
-        sk = value
-    elif isinstance(value, dict):
-        sk = _skeleton_from_dict(value)
-    elif isinstance(value, str):
-        try:
-            if value.endswith((".yaml", ".yml")):
-                sk = load_skeleton_yaml(value)  # not registered: editing the YAML and re-running works
-            else:
-                sk = get_skeleton(value)
-        except FileNotFoundError as e:
-            raise ConfigError(f"data.skeleton: {e}") from None
-        except (KeyError, ValueError) as e:
-            msg = e.args[0] if e.args else str(e)
-            raise ConfigError(f"data.skeleton: {msg}") from None
-    else:
-        raise ConfigError(f"data.skeleton must be a skeleton name ({', '.join(list_skeletons())}), a .yaml path "
-                          f"or a mapping, got {value!r}")
-    d = sk.to_dict()
-    if sk.limb_colors is not None:
-        d["limb_colors"] = ["#%02x%02x%02x" % tuple(c) for c in sk.limb_colors]
-    return d
-
-
-def _skeleton_from_dict(d: dict) -> Skeleton:
-    try:
-        return Skeleton.from_dict(d, source="data.skeleton")
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e)) from None
-
-
-def skeleton_from_config(d: dict) -> Skeleton:
-    """The stored content as a Skeleton: the registered one when it is the same, else the content
-    itself (registered under its name when that name is free, so Results JSON can name it)."""
-    sk = _skeleton_from_dict(d)
-    if sk.name in list_skeletons():
-        registered = get_skeleton(sk.name)
-        return registered if registered == sk else sk
-    return register_skeleton(sk)
-
-
-def attach_normalization(model: torch.nn.Module, mean, std) -> torch.nn.Module:
-    """Make `model` see (x - mean) / std for its [0, 1] input, inside its own forward: a model
-    with `pixel_mean`/`pixel_std` buffers (the MobileNetV2 regressor) gets them replaced; any other
-    gets such buffers plus a forward pre-hook. Checkpoints and ONNX graphs then carry it."""
-    mean_t = torch.tensor([float(v) for v in mean]).view(1, 3, 1, 1)
-    std_t = torch.tensor([float(v) for v in std]).view(1, 3, 1, 1)
-    own = getattr(model, "pixel_mean", None)
-    if torch.is_tensor(own) and torch.is_tensor(getattr(model, "pixel_std", None)) and own.numel() == 3:
-        with torch.no_grad():
-            model.pixel_mean.copy_(mean_t.view_as(model.pixel_mean))
-            model.pixel_std.copy_(std_t.view_as(model.pixel_std))
-        return model
-    model.register_buffer("pixel_mean", mean_t)
-    model.register_buffer("pixel_std", std_t)
-    model.register_forward_pre_hook(_normalize_input)
-    return model
-
-
-def _normalize_input(module, args):
-    x = args[0]
-    return ((x - module.pixel_mean.to(x.dtype)) / module.pixel_std.to(x.dtype), *args[1:])
 
 
 # --- config sections -----------------------------------------------------------------------------
@@ -131,6 +67,11 @@ def _size_wh(value, key: str) -> tuple[int, int]:
 @dataclass
 class KeypointsDataConfig(DataConfig):
     dataset: str = "coco"  # coco | pose_json (a folder + a JSON list of records) | synthetic
+    # the annotation format of *_ann when not synthetic: coco | yolo (a data YAML) | deeplabcut (config.yaml
+    # or CollectedData_*.h5/.csv) | pose_json | labelstudio (a JSON export) | cvat (CVAT for images XML);
+    # unset: data.dataset's. `data.skeleton: auto` takes the skeleton the YOLO / DeepLabCut / CVAT files
+    # (or Label Studio's label_config.xml beside the export) declare (posekit.data.formats.registry)
+    format: str | None = None
     root: str | None = None  # base folder of the relative paths below (default: the working directory)
     # a skeleton name, a skeleton YAML path, or its content; always stored as content
     # (a relative YAML path is looked up in the working directory, then in data.root)
@@ -172,12 +113,23 @@ class KeypointsDataConfig(DataConfig):
 
     def __post_init__(self):
         sk = self.skeleton
+        if sk == "auto":  # the skeleton the train_ann file declares (YOLO, DeepLabCut)
+            ann = Path(self.train_ann or "")
+            ann = ann if ann.is_absolute() or not self.root else Path(self.root) / ann
+            try:
+                sk = source_skeleton(self.format or self.dataset, ann, self.category_id)
+            except (ValueError, OSError) as e:
+                raise ConfigError(f"data.skeleton=auto: {e}") from None
+            if sk is None:
+                raise ConfigError(f"data.skeleton=auto needs files that declare a skeleton (yolo, deeplabcut, cvat, or "
+                                  f"labelstudio with its labelling config); this {self.format or self.dataset} file "
+                                  "declares none (no flip pairs); give a skeleton name or YAML")
         if isinstance(sk, str) and sk.endswith((".yaml", ".yml")):
             try:  # a relative YAML path: the working directory, then data.root
                 sk = str(find_skeleton_file(sk, self.root or None))
             except FileNotFoundError as e:
                 raise ConfigError(f"data.skeleton: {e}") from None
-        self.skeleton = skeleton_to_config(sk)
+        self.skeleton = skeleton_to_config(sk, error=ConfigError)
 
 
 @dataclass
@@ -200,247 +152,28 @@ class KeypointsEvalConfig(EvalConfig):
     max_people: int = 20  # COCO keeps the 20 best-scoring people per image
 
 
-# --- data: image Samples -> one item per person or per detector box ---------------------------------
-def load_pose_json_samples(ann_file, image_dir) -> list[Sample]:
-    """A JSON list of records {"image" (or "path"): file relative to `image_dir`, "keypoints":
-    (K, 2|3) or (P, K, 2|3), optional "boxes": (P, 4) x, y, w, h} -> image Samples. A third
-    keypoint column is the visibility (> 0 labelled; a posekit Results JSON gives its scores);
-    without it every finite point is labelled. Missing boxes are the labelled points' extent
-    padded by 10%; the OKS area is the box area."""
-    ann_file, image_dir = Path(ann_file), Path(image_dir)
-    raw = read_json(ann_file, "pose JSON file")
-    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
-        raise ValueError(f"{ann_file}: expected a JSON list of records with 'image' and 'keypoints'")
-    poses = read_pose_json(ann_file)  # the keypoints, parsed and shape-checked once
-    samples = []
-    for i, (rec, pose) in enumerate(zip(raw, poses)):
-        name = rec.get("image", rec.get("path"))
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{ann_file}: record {i}: needs 'image' (a file name in {image_dir})")
-        kp = pose["keypoints"]
-        if kp.shape[-1] == 2:
-            finite = np.isfinite(kp).all(-1)
-            kp = np.concatenate([np.where(finite[..., None], kp, 0.0), 2.0 * finite[..., None]], axis=-1)
-        kp = np.where(np.isfinite(kp), kp, 0.0)
-        if rec.get("boxes") is not None:
-            try:
-                boxes = np.asarray(rec["boxes"], dtype=np.float64).reshape(-1, 4)
-            except (TypeError, ValueError):
-                raise ValueError(f"{ann_file}: record {i}: 'boxes' must be [x, y, w, h] per person") from None
-            if len(boxes) != len(kp) or not np.isfinite(boxes).all() or (boxes[:, 2:] <= 0).any():
-                raise ValueError(f"{ann_file}: record {i}: 'boxes' must be {len(kp)} finite [x, y, w, h] with "
-                                 "positive w, h (one per person)")
-        else:
-            boxes = []
-            for p in range(len(kp)):
-                lab = kp[p][kp[p, :, 2] > 0, :2]
-                if not len(lab):
-                    raise ValueError(f"{ann_file}: record {i}: person {p} has no labelled keypoint and no box")
-                lo, hi = lab.min(0), lab.max(0)
-                pad = 0.1 * max(float((hi - lo).max()), 1.0)
-                boxes.append([lo[0] - pad, lo[1] - pad, hi[0] - lo[0] + 2 * pad, hi[1] - lo[1] + 2 * pad])
-            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        path = image_dir / name
-        samples.append(Sample(keypoints=kp, image_path=path, boxes=boxes,
-                              meta={"image_id": i + 1, "file_name": name, "areas": boxes[:, 2] * boxes[:, 3]}))
-    return samples
-
-
-def person_entries(images, min_keypoints: int = 1) -> list[tuple]:
-    """(image index, person row, box, keypoints, box score 1) for every person with at least
-    `min_keypoints` labelled keypoints and a box: the GT-box items."""
-    out = []
-    for i in range(len(images)):
-        s = _peek(images, i)
-        for p in range(s.num_people):
-            if int((s.keypoints[p, :, 2] > 0).sum()) >= max(min_keypoints, 1) and s.boxes is not None \
-                    and len(s.boxes) == s.num_people and (s.boxes[p, 2:] > 0).all():
-                out.append((i, p, s.boxes[p], s.keypoints[p], 1.0))
-    return out
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[0] + box[2], boxes[:, 0] + boxes[:, 2])
-    y1 = np.minimum(box[1] + box[3], boxes[:, 1] + boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    return inter / (box[2] * box[3] + boxes[:, 2] * boxes[:, 3] - inter)
-
-
-def detection_entries(images, det_file, *, score_threshold: float = 0.0, category_id=None) -> list[tuple]:
-    """One item per detector box of a COCO detections JSON ([{image_id, bbox, score,
-    category_id}]) on the images of the split. Each box carries, for the oracle and the
-    validation loss only, the keypoints of the GT person it matches (greedy by score, IoU >= 0.5,
-    each person once); unmatched boxes carry none. Detections of other images are ignored, but a
-    file none of whose image ids is an image of the split is an error (the wrong split's file)."""
-    det_file = Path(det_file)
-    raw = read_json(det_file, "COCO detections file")
-    if not isinstance(raw, list):
-        raise ValueError(f"{det_file}: a COCO detections file is a JSON list of {{image_id, bbox, score}}")
-    by_image: dict = {}
-    for i in range(len(images)):
-        by_image[_peek(images, i).meta.get("image_id", i)] = i
-    per_image: dict[int, list] = {}
-    unmatched: list = []
-    for n, det in enumerate(raw):
-        try:
-            box = np.asarray(det["bbox"], dtype=np.float64)
-            score = float(det.get("score", 1.0))
-            image_id = det["image_id"]
-        except (TypeError, KeyError, ValueError):
-            raise ValueError(f"{det_file}: detection #{n}: needs 'image_id', 'bbox' [x, y, w, h] and 'score'") from None
-        if box.shape != (4,) or not np.isfinite(box).all() or not np.isfinite(score):
-            raise ValueError(f"{det_file}: detection #{n}: 'bbox' must be 4 finite numbers and 'score' finite")
-        if category_id is not None and det.get("category_id", category_id) != category_id:
-            continue
-        if image_id not in by_image:
-            unmatched.append(image_id)
-            continue
-        if box[2] <= 0 or box[3] <= 0 or score < score_threshold:
-            continue
-        per_image.setdefault(by_image[image_id], []).append((score, box))
-    if unmatched and len(unmatched) == len(raw) and by_image:
-        ids = sorted(set(map(str, unmatched)))
-        split = sorted(map(str, by_image))
-        raise ValueError(f"{det_file}: no detection's image_id is an image of this split (file ids "
-                         f"{', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}; split ids "
-                         f"{', '.join(split[:3])}{', ...' if len(split) > 3 else ''}): is it the detections "
-                         "file of another split?")
-    out = []
-    for i in sorted(per_image):
-        s = _peek(images, i)
-        k = s.keypoints.shape[1]
-        labelled = [p for p in range(s.num_people) if (s.keypoints[p, :, 2] > 0).any()]
-        gt_boxes = s.boxes[labelled] if labelled and s.boxes is not None else np.zeros((0, 4))
-        taken: set = set()
-        for score, box in sorted(per_image[i], key=lambda t: -t[0]):
-            kp, row = np.zeros((k, 3)), -1
-            if len(gt_boxes):
-                ious = _iou(box, gt_boxes)
-                for j in np.argsort(-ious):
-                    if ious[j] < 0.5:
-                        break
-                    if j not in taken:
-                        taken.add(int(j))
-                        row = labelled[j]
-                        kp = s.keypoints[row]
-                        break
-            out.append((i, row, box, kp, score))
-    return out
-
-
-def _peek(images, i: int) -> Sample:
-    """An image Sample's annotations without decoding or rendering its image."""
-    return images.peek(i) if hasattr(images, "peek") else images[i]
-
-
-class PersonSource:
-    """Single-person Samples (P = 1) for the top-down pipeline, from image Samples and entries."""
-
-    def __init__(self, images, entries: list[tuple]):
-        self.images, self.entries = images, entries
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, n: int) -> Sample:
-        i, row, box, kp, score = self.entries[n]
-        s = self.images[i]
-        return Sample(keypoints=kp[None], image=s.image, image_path=s.image_path, boxes=np.asarray(box)[None],
-                      meta={"image_index": float(i), "person_row": float(row), "box_score": float(score)})
-
-
 # --- evaluation -----------------------------------------------------------------------------------
-def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, sigmas: np.ndarray,
-            threshold: float = 0.9) -> list[int]:
-    """Indices kept by greedy OKS NMS (MMPose's `oks_nms`): a person is dropped when its OKS with a
-    better-scoring kept one exceeds `threshold`. keypoints (N, K, 2), areas (N,) (the box areas)."""
-    order = list(np.argsort(-scores))
-    var = (2 * np.asarray(sigmas)) ** 2
-    keep = []
-    while order:
-        best = order.pop(0)
-        keep.append(int(best))
-        if not order:
-            break
-        rest = np.asarray(order)
-        d2 = ((keypoints[rest] - keypoints[best]) ** 2).sum(-1)
-        e = d2 / var / ((areas[best] + areas[rest])[:, None] / 2 + np.spacing(1)) / 2
-        sim = np.exp(-e).mean(-1)
-        order = [o for o, s in zip(order, sim) if s <= threshold]
-    return keep
-
-
 class TopDownCOCOEvaluator(Evaluator):
     """OKS AP (pycocotools, the 10-number summary) over the evaluated images, COCO result files'
     way: one result per item with person score = box score x mean keypoint score; plus, on GT
-    boxes, PCK@t x max(box w, h) in percent and the mean pixel error over labelled keypoints."""
+    boxes, PCK@t x max(box w, h) in percent and the mean pixel error (metrics.topdown)."""
 
     def __init__(self, dataset: TopDownDataset, skeleton: Skeleton, sigmas: np.ndarray, cfg, *, gt_boxes: bool):
-        self.dataset, self.skeleton, self.sigmas, self.cfg, self.gt_boxes = dataset, skeleton, sigmas, cfg, gt_boxes
-        self.items: list[tuple] = []  # (image index, person row, keypoints (K, 2), scores (K,), person score, box)
-        self.pred, self.gt, self.box = [], [], []
+        self.dataset = dataset
+        self.scores = TopDownCOCOScores(skeleton, sigmas, gt_boxes=gt_boxes, pck_threshold=cfg.pck_threshold,
+                                        oks_nms_threshold=cfg.oks_nms_threshold if cfg.oks_nms else None,
+                                        max_people=cfg.max_people)
 
     def update(self, split, results, batch):
-        index = batch["image_index"].cpu().numpy().astype(int)
-        rows = batch["person_row"].cpu().numpy().astype(int)
-        boxes = batch["box"].cpu().numpy()
-        for r, i, row, box in zip(results, index, rows, boxes):
-            self.items.append((int(i), int(row), r.keypoints[0], r.scores[0], float(r.person_scores[0]), box))
-        if self.gt_boxes:
-            self.pred += [r.keypoints[0] for r in results]
-            self.gt.append(batch["keypoints"].cpu().numpy())
-            self.box.append(boxes)
+        self.scores.add(batch["image_index"].cpu().numpy().astype(int), batch["person_row"].cpu().numpy().astype(int),
+                        [r.keypoints[0] for r in results], [r.scores[0] for r in results],
+                        [r.person_scores[0] for r in results], batch["box"].cpu().numpy(),
+                        gt_keypoints=batch["keypoints"].cpu().numpy())
 
     def compute(self):
         images = self.dataset.source.images
-        complete = len(self.items) == len(self.dataset)
-        chosen = list(range(len(images))) if complete else sorted({it[0] for it in self.items})
-        samples = [_peek(images, i) for i in chosen]
-        gt = build_coco_gt(samples, skeleton=self.skeleton)
-        ids = {i: s.meta.get("image_id", i) for i, s in zip(chosen, samples)}
-        if not complete and self.gt_boxes:
-            # a subset of the people (eval.max_samples): people whose item was not scored are ignored
-            # (build_coco_gt writes each image's people in row order, crowds after them)
-            position = {image_id: i for i, image_id in ids.items()}
-            seen = {(it[0], it[1]) for it in self.items}
-            rows: dict = {}
-            for ann in gt["annotations"]:
-                if not ann["iscrowd"]:
-                    row = rows[ann["image_id"]] = rows.get(ann["image_id"], -1) + 1
-                    if (position[ann["image_id"]], row) not in seen:
-                        ann["num_keypoints"] = 0
-        e = self.cfg
-        dets = []
-        for i in chosen:
-            mine = [it for it in self.items if it[0] == i]
-            if not mine:
-                continue
-            kp = np.stack([it[2] for it in mine])
-            scores = np.array([it[4] for it in mine])
-            keep = list(range(len(mine)))
-            if e.oks_nms:
-                areas = np.array([it[5][2] * it[5][3] for it in mine])
-                keep = oks_nms(kp, scores, areas, self.sigmas, e.oks_nms_threshold)
-            keep = sorted(keep, key=lambda j: -scores[j])[:e.max_people]
-            for j in keep:
-                flat = np.concatenate([kp[j], mine[j][3][:, None]], axis=1).reshape(-1)
-                dets.append({"image_id": ids[i], "keypoints": flat.tolist(), "score": float(scores[j])})
-        metrics = coco_keypoint_eval(gt, dets, sigmas=self.sigmas)  # (its summary reads maxDets 20)
-        people = sum(1 for a in gt["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0)
-        metrics |= {"images": float(len(chosen)), "people": float(people), "results": float(len(dets))}
-        if self.gt_boxes and self.pred:
-            pred, gtk, box = np.stack(self.pred), np.concatenate(self.gt), np.concatenate(self.box)
-            visible = gtk[..., 2] > 0
-            res = pck(pred, gtk, visible, bbox_normalizer(box), e.pck_threshold)
-            dist = keypoint_distances(pred, gtk)
-            metrics["pck"] = 100.0 * res["mean"]
-            metrics["mean_px_error"] = float(dist[visible].mean()) if visible.any() else float("nan")
-            for j, name in enumerate(self.skeleton.keypoints):
-                if res["counts"][j]:
-                    metrics[f"pck/{name}"] = 100.0 * float(res["per_joint"][j])
-        return metrics
+        return self.scores.compute(lambda i: peek_sample(images, i), len(images),
+                                   complete=len(self.scores.items) == len(self.dataset))
 
 
 # --- the family ---------------------------------------------------------------------------------------
@@ -459,9 +192,12 @@ class KeypointsTask(Task):
 
     def check_config(self):
         d, e, loss = self.cfg.data, self.cfg.eval, self.cfg.loss
-        self._skeleton = skeleton_from_config(d.skeleton)
+        self._skeleton = skeleton_from_config(d.skeleton, error=ConfigError)
         if d.dataset not in ("coco", "pose_json", "synthetic"):
             raise ConfigError(f"data.dataset={d.dataset!r}; valid: coco, pose_json, synthetic")
+        if d.format is not None and (d.format not in USES_IMAGE_FOLDER or d.dataset == "synthetic"):
+            raise ConfigError(f"data.format={d.format!r}; valid: {', '.join(USES_IMAGE_FOLDER)} (with a file-based "
+                              "data.dataset, not synthetic)")
         if d.crop not in CROP_MODES:
             raise ConfigError(f"data.crop={d.crop!r}; valid: {', '.join(CROP_MODES)}")
         self.input_wh = _size_wh(d.input_size, "data.input_size")
@@ -591,15 +327,18 @@ class KeypointsTask(Task):
         key = f"data.{split}_ann"
         if not self._path(ann).is_file():
             raise FileNotFoundError(f"{key}: annotation file not found: {self._path(ann)}")
-        if not self._path(images).is_dir():
+        fmt = d.format or d.dataset
+        if USES_IMAGE_FOLDER[fmt] and not self._path(images).is_dir():
             raise FileNotFoundError(f"data.{split}_images: image folder not found: {self._path(images)}")
-        if d.dataset == "pose_json":
+        if fmt == "pose_json":
             samples = load_pose_json_samples(self._path(ann), self._path(images))
             names = None
         else:
             policy = d.on_bad_record or ("skip" if split == "train" else "error")
-            samples = load_coco_keypoints(self._path(ann), self._path(images), on_bad_record=policy,
-                                          category_id=d.category_id)
+            # formats that name each point (Label Studio, CVAT points shapes) take the skeleton's order
+            samples = load_samples(fmt, self._path(ann), self._path(images), split=split, on_bad_record=policy,
+                                   category_id=d.category_id,
+                                   keypoint_names=self._skeleton.keypoints if fmt in ("labelstudio", "cvat") else None)
             names = samples.keypoint_names
         got = samples[0].keypoints.shape[1] if samples else (len(names) if names else k)
         if got != k:
@@ -721,7 +460,7 @@ class KeypointsTask(Task):
             raise ValueError(f"got {len(boxes)} box entries for {len(inputs)} images (one entry per image)")
         crops, crop_boxes, scores, owner = [], [], [], []
         for n, image in enumerate(inputs):
-            for b in self._boxes_of(None if boxes is None else boxes[n], n):
+            for b in parse_person_boxes(None if boxes is None else boxes[n], n):
                 crops.append(image)
                 crop_boxes.append(None if b is None else b[:4])
                 scores.append(float(b[4]) if b is not None and len(b) > 4 else 1.0)
@@ -729,25 +468,6 @@ class KeypointsTask(Task):
         batch = self._pipeline([], train=False).inputs(crops, crop_boxes)  # the evaluation geometry
         return {**batch, "images": list(inputs), "box_score": torch.tensor(scores, dtype=torch.float64),
                 "owner": torch.tensor(owner, dtype=torch.long)}
-
-    @staticmethod
-    def _boxes_of(entry, n: int) -> list:
-        if entry is None:
-            return [None]
-        try:
-            arr = np.asarray(entry, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"image {n}: boxes must be numbers [x, y, w, h(, score)], got {entry!r}") from None
-        if arr.size == 0:
-            return []  # no person on this image: an empty Results
-        if arr.ndim == 1:
-            arr = arr[None]
-        if arr.ndim != 2 or (len(arr) and arr.shape[1] not in (4, 5)):
-            raise ValueError(f"image {n}: a box is [x, y, w, h] or [x, y, w, h, score]; got {entry!r}")
-        for b in arr:
-            if not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
-                raise ValueError(f"image {n}: person box must be finite [x, y, w, h] with positive w, h; got {list(b)}")
-        return list(arr)
 
     def export_spec(self):
         w, h = self.input_wh
@@ -764,7 +484,7 @@ class KeypointsTask(Task):
         if val is None or not len(val):
             return []
         images = val.source.images
-        order = sorted(range(len(images)), key=lambda i: -_peek(images, i).num_people)[:2]
+        order = sorted(range(len(images)), key=lambda i: -peek_sample(images, i).num_people)[:2]
         paths = []
         for i in order:
             s = images[i].load()

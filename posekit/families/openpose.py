@@ -17,15 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posekit.codecs.paf import DecoderConfig, PAFCodec, decode_people, flip_back_paf, to_coco17
+from posekit.codecs.paf import DecoderConfig, PAFCodec, flip_back_paf
 from posekit.config import DataConfig, EvalConfig, LossConfig, option
 from posekit.data.bottomup import BottomUpDataset
-from posekit.data.formats.coco import load_coco_keypoints
-from posekit.data.topdown import to_original_frame
+from posekit.data.formats.registry import load_samples
 from posekit.families.base import Evaluator, ExportSpec, Task, register_task
 from posekit.losses.openpose import paf_loss
-from posekit.metrics.coco import build_coco_gt, coco_keypoint_eval
+from posekit.metrics.coco import build_coco_gt, coco_keypoint_eval_on
 from posekit.results import Results
+from posekit.runtime.predict import openpose_people
 from posekit.skeletons import get_skeleton
 
 SKELETON = get_skeleton("coco17")  # what Results, COCO files and AP use; the network's parts are openpose18
@@ -35,6 +35,7 @@ PARTS = get_skeleton("openpose18")
 @dataclass
 class OpenPoseDataConfig(DataConfig):
     dataset: str = "synthetic"  # synthetic | coco
+    format: str | None = None  # dataset: coco's annotation format: coco (default) | yolo | deeplabcut | labelstudio | cvat (17 COCO keypoints)
     root: str | None = None  # coco: base of the paths below (default: the shared real samples' coco/)
     train_ann: str = "test_coco.json"  # any COCO-format person-keypoints file
     train_images: str = "images"
@@ -95,12 +96,8 @@ class COCOEvaluator(Evaluator):
             self.dets += res.to_coco(image_id=image_id)[:self.max_people]
 
     def compute(self):
-        ids = set(self.image_ids)
-        gt = {**self.gt, "images": [im for im in self.gt["images"] if im["id"] in ids],
-              "annotations": [a for a in self.gt["annotations"] if a["image_id"] in ids]}
-        metrics = coco_keypoint_eval(gt, self.dets, sigmas=SKELETON)
-        people = sum(1 for a in gt["annotations"] if not a.get("iscrowd") and a.get("num_keypoints", 0) > 0)
-        return {**metrics, "images": float(len(ids)), "people": float(people), "detections": float(len(self.dets))}
+        metrics = coco_keypoint_eval_on(self.gt, self.dets, sigmas=SKELETON, image_ids=self.image_ids)
+        return {**metrics, "detections": float(len(self.dets))}
 
 
 def _records_read(gt: dict, source) -> dict:
@@ -164,8 +161,14 @@ class OpenPoseTask(Task):
         root = Path(self.cfg.data.root) if self.cfg.data.root else realdata_root() / "coco"
         return Path(p) if Path(p).is_absolute() else root / p
 
-    def _coco(self, ann: str, images: str):
-        return load_coco_keypoints(self._path(ann), self._path(images), on_bad_record=self.cfg.data.on_bad_record)
+    def _coco(self, ann: str, images: str, split: str = "train"):
+        d = self.cfg.data
+        samples = load_samples(d.format or "coco", self._path(ann), self._path(images), split=split,
+                               on_bad_record=d.on_bad_record)
+        if len(samples.keypoint_names) != SKELETON.num_keypoints:
+            raise ValueError(f"{self._path(ann)}: {len(samples.keypoint_names)} keypoints per person; OpenPose "
+                             f"trains on COCO's {SKELETON.num_keypoints}")
+        return samples
 
     def build_datasets(self, splits=None):
         d = self.cfg.data
@@ -180,7 +183,7 @@ class OpenPoseTask(Task):
         elif d.dataset == "coco":
             sources = {"train": lambda: self._coco(d.train_ann, d.train_images)}
             if d.val_ann:
-                sources["val"] = lambda: self._coco(d.val_ann, d.val_images)
+                sources["val"] = lambda: self._coco(d.val_ann, d.val_images, "val")
         else:
             raise ValueError(f"data.dataset={d.dataset!r}; valid: synthetic, coco")
         return {name: self._pipeline(make(), train=name == "train") for name, make in sources.items()
@@ -226,13 +229,11 @@ class OpenPoseTask(Task):
         heats = decoded["heatmaps"].detach().float().cpu().numpy()
         images, paths = batch.get("images"), batch.get("paths")
         out = []
-        for i in range(len(pafs)):
-            people, person_scores = decode_people(heats[i], pafs[i], stride=float(self.codec.stride),
-                                                  config=self.decoder, skeleton=PARTS)
-            kp = to_coco17(people)  # (N, 17, 3): x, y, score; missing parts (0, 0, 0)
-            if len(kp):
-                xy = to_original_frame(kp[None, ..., :2].reshape(1, -1, 2), batch["matrix"][i:i + 1])
-                kp[..., :2] = np.where(kp[..., 2:] > 0, xy.reshape(kp.shape[0], -1, 2), 0.0)
+        matrices = batch["matrix"].detach().double().cpu().numpy() if torch.is_tensor(batch["matrix"]) \
+            else np.asarray(batch["matrix"], np.float64)
+        for i in range(len(pafs)):  # grouping + inverse affine: the numpy runtime's, shared with ONNX deployments
+            kp, person_scores = openpose_people(heats[i], pafs[i], matrices[i], config=self.decoder, parts=PARTS,
+                                                stride=float(self.codec.stride))  # (N, 17, 3); missing (0, 0, 0)
             out.append(Results(keypoints=kp[..., :2].reshape(-1, SKELETON.num_keypoints, 2),
                                scores=kp[..., 2].reshape(-1, SKELETON.num_keypoints), skeleton=SKELETON,
                                person_scores=person_scores, image=images[i] if images else None,
@@ -242,7 +243,7 @@ class OpenPoseTask(Task):
     def build_evaluator(self, datasets):
         dataset = datasets["val"]
         d = self.cfg.data
-        if d.dataset == "coco":
+        if d.dataset == "coco" and (d.format or "coco") == "coco":
             from posekit.data.io import read_json
             gt = read_json(self._path(d.val_ann), "COCO annotations")
             if getattr(dataset.source, "skipped", None):  # on_bad_record=skip: score against what was read

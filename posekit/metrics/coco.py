@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posekit.runtime.predict import topdown_person_scores  # noqa: F401  (one implementation: the deploy layer's)
 from posekit.skeletons import Skeleton, get_skeleton
 
 __all__ = ["SUMMARY_NAMES", "build_coco_gt", "coco_keypoint_eval", "coco_keypoint_eval_on", "estimate_sigmas",
@@ -157,15 +158,6 @@ def coco_keypoint_eval_on(gt: dict, results: list[dict], *, sigmas=None, image_i
     people = sum(1 for a in gt["annotations"] if not a.get("iscrowd") and a.get("num_keypoints", 0) > 0)
     images = len(ids) if image_ids is not None else len(gt["images"])
     return {**metrics, "images": float(images), "people": float(people)}
-
-
-def topdown_person_scores(scores: np.ndarray, box_scores: np.ndarray, threshold: float = 0.2) -> np.ndarray:
-    """The top-down rescoring MMPose uses for COCO: box score x the mean of the keypoint scores
-    above `threshold` (0 when none is). scores (P, K), box_scores (P,) -> (P,)."""
-    scores = np.asarray(scores, dtype=np.float64).reshape(len(box_scores), -1)
-    above = scores > threshold
-    mean = np.where(above.any(1), (scores * above).sum(1) / np.maximum(above.sum(1), 1), 0.0)
-    return np.asarray(box_scores, dtype=np.float64) * mean
 
 
 def oks(pred: np.ndarray, gt: np.ndarray, area: float, sigmas) -> float:
