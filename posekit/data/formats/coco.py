@@ -414,7 +414,8 @@ def _parse_chunk(cands: list, k: int, require_keypoints: bool):
 
     area = _floats(areas)
     absent = np.array(area_absent, np.int64)
-    area[absent] = box[absent, 2] * box[absent, 3]
+    with np.errstate(over="ignore"):  # an absurd box overflows to inf: refused just below
+        area[absent] = box[absent, 2] * box[absent, 3]
     ok &= np.isfinite(area) & (area > 0) & (area <= MAX_COORDINATE ** 2)
     nk = _floats(nks)
     given = np.array(nk_given, bool)
