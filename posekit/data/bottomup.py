@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from posekit.data.formats.coco import MASK_MIN_AREA, MASK_MIN_KEYPOINTS, coco17_to_openpose18, load_ignore_mask
 from posekit.data.transforms import affine_points, crop_affine, item_rng, swap_left_right, warp_image
+from posekit.data.sample import person_boxes
 from posekit.skeletons import get_skeleton
 
 __all__ = ["BottomUpDataset", "person_stats", "usable_people"]
@@ -64,13 +65,7 @@ def _person_boxes(sample) -> np.ndarray:
     """(P, 4) x, y, w, h: the given boxes, else the extent of the labelled keypoints."""
     if sample.boxes is not None and len(sample.boxes) == len(sample.keypoints):
         return sample.boxes
-    out = np.zeros((len(sample.keypoints), 4))
-    for i, kp in enumerate(sample.keypoints):
-        lab = kp[kp[:, 2] > 0, :2]
-        if len(lab):
-            lo, hi = lab.min(0), lab.max(0)
-            out[i] = [lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]]
-    return out
+    return person_boxes(sample.keypoints)
 
 
 class BottomUpDataset(Dataset):

@@ -15,7 +15,7 @@ import numpy as np
 from posekit.data.errors import BadRecordError
 from posekit.data.io import read_image
 
-__all__ = ["MAX_COORDINATE", "MAX_HEAD_SIZE", "BadRecordError", "Sample", "check_head_size", "check_values",
+__all__ = ["MAX_COORDINATE", "MAX_HEAD_SIZE", "BadRecordError", "Sample", "check_head_size", "check_values", "person_boxes",
            "relative_path_problem"]
 
 
@@ -102,3 +102,20 @@ def relative_path_problem(name) -> str | None:
     if norm == ".." or norm.startswith("../"):
         return f"image path {name!r} leaves the dataset root"
     return None
+
+
+def person_boxes(keypoints: np.ndarray, boxes=None) -> np.ndarray:
+    """(P, 4) x, y, w, h per person: its given box, else (None, or no boxes at all) the extent of
+    its labelled keypoints (zeros when none is labelled). What readers and pipelines use when a
+    format or a record gives no box."""
+    out = np.zeros((len(keypoints), 4))
+    for i, kp in enumerate(keypoints):
+        given = None if boxes is None else boxes[i]
+        if given is not None:
+            out[i] = given
+            continue
+        lab = kp[kp[:, 2] > 0, :2]
+        if len(lab):
+            lo, hi = lab.min(0), lab.max(0)
+            out[i] = [lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]]
+    return out

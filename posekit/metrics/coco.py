@@ -19,7 +19,7 @@ import numpy as np
 from posekit.runtime.predict import topdown_person_scores  # noqa: F401  (one implementation: the deploy layer's)
 from posekit.skeletons import Skeleton, get_skeleton
 
-__all__ = ["SUMMARY_NAMES", "build_coco_gt", "coco_keypoint_eval", "coco_keypoint_eval_on", "estimate_sigmas",
+__all__ = ["SUMMARY_NAMES", "build_coco_gt", "coco_keypoint_eval", "coco_keypoint_eval_on", "estimate_sigmas", "keypoint_gt",
            "oks"]
 
 SUMMARY_NAMES = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AR75", "AR_M", "AR_L")
@@ -108,6 +108,18 @@ def _check_results(results, image_ids: set, category_id, k: int) -> list[dict]:
     return out
 
 
+def keypoint_gt(gt, sigmas=None) -> tuple[dict, dict, int, np.ndarray]:
+    """A COCO keypoint GT (file or dict) checked for its lists and its one keypoint category:
+    (dataset, category, K, the K sigmas), what every keypoint scoring starts from."""
+    dataset = _load_gt(gt)
+    for key in ("images", "annotations"):
+        if not isinstance(dataset.get(key), list):
+            raise ValueError(f"the GT needs an '{key}' list")
+    category = _keypoint_category(dataset)
+    k = len(category["keypoints"])
+    return dataset, category, k, _resolve_sigmas(sigmas, k)
+
+
 def coco_keypoint_eval(gt, results: list[dict], *, sigmas=None, max_dets: int = 20) -> dict:
     """The standard 10-number keypoint summary {AP, AP50, AP75, AP_M, AP_L, AR, AR50, AR75, AR_M, AR_L}.
 
@@ -118,13 +130,7 @@ def coco_keypoint_eval(gt, results: list[dict], *, sigmas=None, max_dets: int = 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    dataset = _load_gt(gt)
-    for key in ("images", "annotations"):
-        if not isinstance(dataset.get(key), list):
-            raise ValueError(f"the GT needs an '{key}' list")
-    category = _keypoint_category(dataset)
-    k = len(category["keypoints"])
-    sig = _resolve_sigmas(sigmas, k)
+    dataset, category, k, sig = keypoint_gt(gt, sigmas)
     _complete_gt(dataset, k)
     image_ids = {img["id"] for img in dataset["images"]}
     dets = _check_results(results, image_ids, category["id"], k)

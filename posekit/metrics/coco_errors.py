@@ -33,10 +33,8 @@ import numpy as np
 from posekit.metrics.coco import (
     _check_results,
     _complete_gt,
-    _keypoint_category,
-    _load_gt,
-    _resolve_sigmas,
     coco_keypoint_eval,
+    keypoint_gt,
 )
 
 __all__ = ["ERROR_TYPES", "FIXABLE_ERRORS", "GOOD_KS", "JITTER_KS", "LOCALIZATION_OKS", "analyze_keypoint_errors",
@@ -157,13 +155,7 @@ def analyze_keypoint_errors(gt, results: list[dict], *, sigmas=None, flip_index=
     only that type is fixed}, "ap_cumulative" [(type, AP)] fixing miss, swap, inversion, jitter in
     turn (the paper's figure); "ap_by_size" {medium, large} and "ap_by_visible" {"lo-hi": AP} with
     the people outside each bin ignored (None where a bin has nobody)."""
-    dataset = _load_gt(gt)
-    for key in ("images", "annotations"):
-        if not isinstance(dataset.get(key), list):
-            raise ValueError(f"the GT needs an '{key}' list")
-    category = _keypoint_category(dataset)
-    k = len(category["keypoints"])
-    sig = _resolve_sigmas(sigmas, k)
+    dataset, category, k, sig = keypoint_gt(gt, sigmas)
     names = list(keypoint_names or category["keypoints"])
     if len(names) != k:
         raise ValueError(f"keypoint_names has {len(names)} names, the GT has {k} keypoints")

@@ -28,7 +28,7 @@ import numpy as np
 from posekit.data.formats.coco import COCOSamples
 from posekit.data.formats.deeplabcut import infer_flip_pairs
 from posekit.data.formats.yolo import image_wh
-from posekit.data.sample import BadRecordError, Sample, check_values, relative_path_problem
+from posekit.data.sample import person_boxes, BadRecordError, Sample, check_values, relative_path_problem
 from posekit.skeletons import Skeleton
 
 __all__ = ["CVATFormatError", "CVATRecordError", "read_cvat_meta", "load_cvat"]
@@ -221,15 +221,7 @@ def load_cvat(path, images_root=None, *, on_bad_record: str = "error", label=Non
                 raise CVATRecordError(str(e)) from None
             skipped.append(str(e))
             continue
-        box_arr = []
-        for p in range(len(kp)):
-            b = boxes[p]
-            if b is None:
-                lab = kp[p][kp[p, :, 2] > 0, :2]
-                lo, hi = lab.min(0), lab.max(0)
-                b = [lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]]
-            box_arr.append(b)
-        box_arr = np.asarray(box_arr, dtype=np.float64).reshape(-1, 4)
+        box_arr = person_boxes(kp, boxes)  # a person without a box: its labelled points' extent
         samples.append(Sample(keypoints=kp, image_path=Path(full), boxes=box_arr,
                               meta={"image_id": len(samples) + 1, "file_name": name, "width": w, "height": h,
                                     "areas": box_arr[:, 2] * box_arr[:, 3]}))
