@@ -19,9 +19,9 @@ from conftest import smoke_checkpoints  # noqa: E402
 from test_onnx_runtime_path import FORBID, tiny_posekit_onnx  # noqa: E402
 
 from posekit.cli import main  # noqa: E402
-from posekit.runtime.predict import RuntimeModel, box_crop_matrix, crop_matrix, warp_crops  # noqa: E402
+from posekit.runtime.predict import RuntimeModel, box_crop_matrix, crop_inputs, crop_matrix, warp_crops  # noqa: E402
 
-FAMILIES = ["keypoints", "hourglass", "openpose"]
+FAMILIES = ["keypoints", "hourglass", "openpose", "dogs", "fse"]
 SMALLER = {"hourglass": ("data.input_size=64", "data.heatmap_size=16", "data.synthetic_image_size=96")}
 pytestmark = pytest.mark.usefixtures("private_tempdir")  # the ONNX export cache stays in the module's folder
 
@@ -64,8 +64,11 @@ def test_crop_matrices_and_crops_equal_the_family_prepare_inputs(family, exporte
     want_m = batch["matrix"].double().numpy()
     got_m = model.matrices(images, cases)
     np.testing.assert_allclose(got_m, want_m, atol=1e-6, rtol=0)
-    crops = warp_crops(images, got_m, model.input_size, model.pad_value)
+    crops, matrices = crop_inputs(model.crop, images, cases)
+    np.testing.assert_array_equal(matrices, got_m)
     np.testing.assert_array_equal(crops, batch["image"].numpy())
+    if model.crop["without_box"]["mode"] != "resize_crop":  # the affine rules are one warp of each image
+        np.testing.assert_array_equal(warp_crops(images, got_m, model.input_size, model.pad_value), crops)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -85,6 +88,7 @@ def test_runtime_results_equal_the_task_path(family, exported):
             np.testing.assert_allclose(g["person_scores"], w.person_scores, atol=1e-6, rtol=0)
         if w.boxes is not None:
             np.testing.assert_allclose(g["boxes"], w.boxes, atol=1e-9, rtol=0)
+        assert set(g.get("meta") or {}) == set(w.meta)  # fse: mafl5 when a regressor was fitted
 
 
 def _write_inputs(folder):
@@ -117,7 +121,7 @@ def test_cli_json_is_the_same_through_the_runtime_and_the_task_path(family, expo
         assert (tmp_path / "runtime" / f"img{n}.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("family", ["keypoints", "openpose"])
+@pytest.mark.parametrize("family", ["keypoints", "openpose", "dogs", "fse"])
 def test_cli_predict_onnx_runs_with_torch_and_onnx_imports_refused(family, exported, tmp_path):
     path, _ = exported(family)
     image = tmp_path / "one.jpg"
@@ -142,7 +146,7 @@ def _args(**over):
     return argparse.Namespace(**{**base, **over})
 
 
-@pytest.mark.parametrize("option", [{"box": ["1,2,3,4"]}, {"boxes": "dets.json"}, {"detector": "fasterrcnn"},
+@pytest.mark.parametrize("option", [{"detector": "fasterrcnn"},
                                     {"track": True}, {"overrides": ["eval.flip_test=false"]}, {"device": "cuda"},
                                     {"checkpoint": "m.pt"}])
 def test_options_only_the_task_path_has_send_the_run_there(option, exported):
@@ -173,7 +177,7 @@ def test_families_crop_rules_and_inconsistent_metadata_go_to_the_task_path():
     assert RuntimeModel.supports(_meta("hourglass"))
     assert RuntimeModel.supports(_meta("openpose"), ["pafs", "heatmaps"])
     refused = {
-        "a family without a runtime": _meta("dogs"),
+        "a family without a runtime": _meta("walrus"),
         "a lifter": _meta("gmh_mdn", crop=None),
         "a family-specific crop": _meta(crop=lambda m: {**m["crop"], "without_box": {"mode": "custom"}}),
         "a family-specific box crop": _meta(crop=lambda m: {**m["crop"], "with_box": {"mode": "custom"}}),

@@ -16,28 +16,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 
 from posekit.data.sample import Sample
+from posekit.runtime.landmarks import resize_crop, resize_crop_geometry
 
 __all__ = ["LandmarkCrops", "crop_geometry", "celeba_minus_mafl_test", "existing_images"]
 
 
-def crop_geometry(image_hw: tuple[int, int], size: int, resize: int | None,
-                  offset: int | None) -> tuple[np.ndarray, tuple[int, int]]:
-    """(2x3 matrix original pixels -> crop pixels, (left, top) of the crop in the resized image)
-    for a `resize`^2 resize (None: keep the size) then a `size`^2 crop at (offset, offset) (None: centred)."""
-    h, w = image_hw
-    rw, rh = (resize, resize) if resize else (w, h)
-    sx, sy = rw / w, rh / h
-    ox = (rw - size) // 2 if offset is None else offset
-    oy = (rh - size) // 2 if offset is None else offset
-    if ox < 0 or oy < 0 or ox + size > rw or oy + size > rh:
-        raise ValueError(f"a {size}x{size} crop at ({ox}, {oy}) does not fit the {rw}x{rh} resized image "
-                         f"(data.resize / data.crop_offset / data.input_size)")
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5 - ox], [0.0, sy, 0.5 * sy - 0.5 - oy]]), (ox, oy)
+crop_geometry = resize_crop_geometry  # its home is the numpy runtime (ONNX deployments crop the same way)
 
 
 class LandmarkCrops(torch.utils.data.Dataset):
@@ -57,13 +45,7 @@ class LandmarkCrops(torch.utils.data.Dataset):
 
     def crop(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 (S, S, 3) crop, a view into the resized image, 2x3 original -> crop matrix) of an RGB image."""
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an RGB (H, W, 3) image, got shape {image.shape}")
-        matrix, (ox, oy) = crop_geometry(image.shape[:2], self.size, self.resize, self.offset)
-        resized = image
-        if self.resize and image.shape[:2] != (self.resize, self.resize):
-            resized = cv2.resize(image, (self.resize, self.resize), interpolation=cv2.INTER_AREA)
-        return resized[oy:oy + self.size, ox:ox + self.size], matrix
+        return resize_crop(image, self.size, self.resize, self.offset)
 
     def _points(self, sample: Sample, matrix: np.ndarray) -> np.ndarray:
         out = np.zeros((self.num_points, 3), np.float32)

@@ -55,14 +55,42 @@ def _pad_value(crop: np.ndarray, matrix: np.ndarray, width: int, height: int) ->
     return [int(v) for v in crop[:, y, x]]
 
 
+def _edge_pad_value(task: Task) -> list[int] | None:
+    """The constant border of a crop that shows none outright (an image stretched to the input
+    still blends it into its edge pixels): per channel, the one value that reproduces the family's
+    crop of a black 4x4 image; None when no value does or the family cannot take that image."""
+    black = np.zeros((4, 4, 3), np.uint8)
+    try:
+        batch = task.prepare_inputs([black])
+        crop = batch["image"][0].cpu().numpy().transpose(1, 2, 0)
+        matrix = batch["matrix"][0].detach().double().cpu().numpy()
+    except Exception:  # a family that cannot take this probe: nothing to learn from it
+        return None
+    out_h, out_w = crop.shape[:2]
+    pad = []
+    for c in range(3):
+        hit = next((v for v in range(256) if np.array_equal(cv2.warpAffine(
+            black[..., c], matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+            borderValue=v), crop[..., c])), None)
+        if hit is None:
+            return None
+        pad.append(hit)
+    return pad
+
+
 def describe_crop(task: Task) -> dict | None:
     """How `task.prepare_inputs` turns an image (and a person box) into the network input, probed
-    with a 100x60 image: {"input_size": [W, H], "without_box": {"mode": image|resize|letterbox_top_left|
-    custom}, "with_box": {"mode": "box", "padding": p} or None when boxes are ignored, "pad_value",
-    interpolation, border, pixel centres}. None for inputs that are not images (a lifter)."""
+    with a textured 100x60 image: {"input_size": [W, H], "without_box": {"mode": image|resize|
+    letterbox_top_left|resize_crop|custom}, "with_box": {"mode": "box", "padding": p} or None when
+    boxes are ignored, "pad_value", interpolation, border, pixel centres}. A mode is written only
+    when the numpy runtime's crop of it (`posekit.runtime.predict.crop_inputs`) gives the family's
+    matrix and pixels; "resize_crop" (FSE) is an area resize to resize^2 and an S^2 slice at
+    (offset, offset). None for inputs that are not images (a lifter)."""
     from posekit.data.transforms import crop_affine
+    from posekit.runtime.landmarks import resize_crop_geometry
+    from posekit.runtime.predict import crop_inputs
     width, height = 100, 60
-    probe = np.full((height, width, 3), 255, np.uint8)
+    probe = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     box = [0.0, 0.0, 20.0, 40.0]
     try:
         plain = task.prepare_inputs([probe])
@@ -83,18 +111,37 @@ def describe_crop(task: Task) -> dict | None:
     s = min(out_w / width, out_h / height)
     top_left = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5]])
     side = max(width, height * aspect)
-    if np.allclose(m0, crop_affine(centre, (side, side / aspect), (out_w, out_h))):
-        info["without_box"] = {"mode": "image", "rule": "the whole image letterboxed: a region of width "
-                               "max(W, H * a) and height that / a (a = W_in / H_in) centred on the image, aspect kept"}
-    elif np.allclose(m0, crop_affine(centre, (width, height), (out_w, out_h))):
-        info["without_box"] = {"mode": "resize", "rule": "the whole image stretched to the input (aspect not kept)"}
-    elif np.allclose(m0, top_left):
-        info["without_box"] = {"mode": "letterbox_top_left", "rule": "scale s = min(W_in / W, H_in / H), image at "
-                               "the top-left: x -> (x + 0.5) * s - 0.5"}
-    else:
-        info["without_box"] = {"mode": "custom", "rule": "family-specific crop (see its prepare_inputs)"}
+    resize, offset = int(round(m0[0, 0] * width)), int(round(0.5 * m0[0, 0] - 0.5 - m0[0, 2]))
+    try:  # the matrix a square resize then a crop would have (FSE), from the probe's own
+        resize_crop = resize_crop_geometry((height, width), out_w, resize, offset)[0] if out_w == out_h else None
+    except ValueError:
+        resize_crop = None
+    want = plain["image"][0].cpu().numpy()
+    pad = _pad_value(want, m0, width, height)
+    if pad is None and not np.allclose(m0, m1):
+        pad = _pad_value(boxed["image"][0].cpu().numpy(), m1, width, height)
+    pad = (pad if pad is not None else _edge_pad_value(task)) or [0, 0, 0]
+    candidates = [
+        ({"mode": "image", "rule": "the whole image letterboxed: a region of width max(W, H * a) and height that "
+                                   "/ a (a = W_in / H_in) centred on the image, aspect kept"},
+         crop_affine(centre, (side, side / aspect), (out_w, out_h))),
+        ({"mode": "resize", "rule": "the whole image stretched to the input (aspect not kept)"},
+         crop_affine(centre, (width, height), (out_w, out_h))),
+        ({"mode": "letterbox_top_left", "rule": "scale s = min(W_in / W, H_in / H), image at the top-left: "
+                                                "x -> (x + 0.5) * s - 0.5"}, top_left),
+        ({"mode": "resize_crop", "resize": resize, "offset": offset,
+          "rule": "the whole image area-resized (cv2.INTER_AREA) to resize x resize (aspect not kept), then the "
+                  "input's square sliced at (offset, offset)"}, resize_crop)]
+    info["without_box"] = {"mode": "custom", "rule": "family-specific crop (see its prepare_inputs)"}
+    for rule, matrix in candidates:  # the first whose matrix and pixels the runtime reproduces
+        if matrix is not None and np.allclose(m0, matrix):
+            pixels = crop_inputs({**info, "without_box": rule, "with_box": None, "pad_value": pad}, [probe])[0][0]
+            if np.array_equal(pixels, want):
+                info["without_box"] = rule
+                if rule["mode"] == "resize_crop":
+                    info["interpolation"] = "area (cv2.INTER_AREA) resize, then a slice: no warp"
+                break
     info["without_box"]["matrix_for_100x60"] = m0.tolist()
-    pad = _pad_value(plain["image"][0].cpu().numpy(), m0, width, height)
     if np.allclose(m0, m1):
         info["with_box"] = None  # the family finds every person itself (or crops its own way)
     else:
@@ -105,10 +152,11 @@ def describe_crop(task: Task) -> dict | None:
                                     "(a = W_in / H_in; a square of side padding * max(w, h) when a = 1) "
                                     "centred on the box"}
         if not np.allclose(m1, crop_affine((box[0] + box[2] / 2 - 0.5, box[1] + box[3] / 2 - 0.5),
-                                           (padding * grown, padding * grown / aspect), (out_w, out_h))):
+                                           (padding * grown, padding * grown / aspect), (out_w, out_h))) or \
+                not np.array_equal(crop_inputs({**info, "pad_value": pad}, [probe], [box])[0][0],
+                                   boxed["image"][0].cpu().numpy()):
             info["with_box"].update(mode="custom", matrix_for_box=m1.tolist())
-        pad = pad if pad is not None else _pad_value(boxed["image"][0].cpu().numpy(), m1, width, height)
-    info["pad_value"] = pad if pad is not None else [0, 0, 0]
+    info["pad_value"] = pad
     return info
 
 

@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from posekit.codecs.regression import RegressionCodec
+from posekit.codecs.regression import RegressionCodec, flip_test_coordinates
 from posekit.config import DataConfig, EvalConfig, LossConfig
 from posekit.data.formats.stanford_extra import (PAD_VALUE, StanfordExtraSource, decode_seg, load_split,
                                                  load_stanford_extra, resolve_stanford_extra_paths, seeded_split)
-from posekit.data.topdown import CropRule, TopDownAugment, TopDownDataset, to_original_frame
+from posekit.data.topdown import CropRule, TopDownAugment, TopDownDataset
 from posekit.families.base import Evaluator, ExportSpec, Task, register_task
 from posekit.losses.regression import masked_coordinate_mse
 from posekit.metrics.pck import bbox_normalizer, keypoint_distances, pck, per_image_pck, segmentation_normalizer
 from posekit.models import unwrap
 from posekit.results import Results
+from posekit.runtime.dogs import dog_outputs
 from posekit.skeletons import get_skeleton
-from posekit.skeletons.builtin import STANFORD_EXTRA_LABELLED
 
 SKELETON = get_skeleton("stanford_extra24")
 # WLDO's part groups (the joints StanfordExtra labels; eyes, withers and throat never are)
@@ -156,6 +156,10 @@ class SegAreaSource:
         return sample
 
 
+def _numpy(values) -> np.ndarray:
+    return values.detach().double().cpu().numpy() if torch.is_tensor(values) else np.asarray(values, np.float64)
+
+
 @register_task
 class DogsTask(Task):
     name = "dogs"
@@ -239,7 +243,7 @@ class DogsTask(Task):
         def loss(outputs, batch):
             weight = batch["target_weight"] if masked else None
             value = masked_coordinate_mse(outputs.float(), batch["target"].float(), weight)
-            return value, {"labelled_frac": float(batch["target_weight"].float().mean())}
+            return value, {"labelled_frac": batch["target_weight"].detach().float().mean()}
         return loss
 
     def on_step(self, model, step):
@@ -260,29 +264,21 @@ class DogsTask(Task):
     # --- the decode seam ------------------------------------------------------------------------
     def forward_decode(self, model, x, *, outputs=None):
         """(B, K, 2) keypoints in crop pixels, optionally averaged with the mirrored input's."""
-        xy = self.codec.decode((model(x) if outputs is None else outputs).float())
-        if self.cfg.eval.flip_test:
-            flipped = self.codec.decode(model(torch.flip(x, dims=[-1])).float())
-            flipped = flipped[:, torch.as_tensor(SKELETON.flip_index, device=flipped.device)]
-            flipped = torch.stack([(x.shape[-1] - 1) - flipped[..., 0], flipped[..., 1]], dim=-1)
-            xy = (xy + flipped) / 2
-        return {"keypoints": xy}
+        return {"keypoints": flip_test_coordinates(model, x, outputs, self.codec, SKELETON.flip_index,
+                                                   flip=self.cfg.eval.flip_test)}
 
     def decode_targets(self, batch):
         return {"keypoints": self.codec.decode(batch["target"].float())}
 
     def postprocess(self, decoded, batch):
-        kp = to_original_frame(decoded["keypoints"], batch["matrix"])
-        scores = np.zeros(SKELETON.num_keypoints)
-        scores[list(STANFORD_EXTRA_LABELLED)] = 1.0  # joints 20-23 are never trained
+        """The numpy runtime's `dog_outputs` (what an exported .onnx file runs too): the inverse
+        affine, the labelled-joint mask as scores (joints 20-23 are never trained), the box."""
+        boxes = _numpy(batch["box"]) if "box" in batch else None
+        found = dog_outputs(_numpy(decoded["keypoints"]), _numpy(batch["matrix"]), boxes)
         images, paths = batch.get("images"), batch.get("paths")
-        out = []
-        for i in range(len(kp)):
-            box = batch["box"][i].cpu().numpy() if "box" in batch else np.full(4, np.nan)
-            out.append(Results(keypoints=kp[i][None], scores=scores[None], skeleton=SKELETON,
-                               boxes=box[None] if np.isfinite(box).all() else None,
-                               image=images[i] if images else None, path=paths[i] if paths else None))
-        return out
+        return [Results(keypoints=f["keypoints"], scores=f["scores"], skeleton=SKELETON, boxes=f["boxes"],
+                        image=images[i] if images else None, path=paths[i] if paths else None)
+                for i, f in enumerate(found)]
 
     def build_evaluator(self, datasets):
         return PCKBoxEvaluator(self.cfg.eval.pck_threshold, self.cfg.eval.seg_pck_threshold)

@@ -31,11 +31,12 @@ from posekit.data.landmarks import LandmarkCrops, celeba_minus_mafl_test, existi
 from posekit.data.topdown import to_original_frame
 from posekit.data.transforms import affine_points
 from posekit.families.base import Evaluator, ExportSpec, Task, register_task
-from posekit.losses.fse import diversity_loss, fse_loss
+from posekit.losses.fse import diversity_loss, fse_loss, map_stride
 from posekit.metrics.nme import apply_regressor, fit_landmark_regressor, interocular_nme
 from posekit.models.fse import FSENet, cell_centers, output_size, stack_geometry
 from posekit.ops.tps import affine_reference, random_tps
 from posekit.results import Results
+from posekit.runtime.landmarks import landmark_outputs
 from posekit.skeletons import get_skeleton, landmarks
 from posekit.viz import caption
 
@@ -155,6 +156,7 @@ class FSETask(Task):
         if self.map_size < 1:
             raise ValueError(f"data.input_size={d.input_size} is too small for the FSE network (needs >= 46)")
         self.centers = cell_centers(self.map_size)
+        self.cell = map_stride(self.centers, (self.map_size, self.map_size))  # read once, not from the device per step
         self.decoder = LandmarkDecoder(self.map_size, self.centers)
         self.regressor: np.ndarray | None = None
         self._linked = None
@@ -261,9 +263,9 @@ class FSETask(Task):
     def _objective(self, scores_a, scores_b, warp):
         lc = self.cfg.loss
         probs_a, probs_b = spatial_softmax(scores_a.float()), spatial_softmax(scores_b.float())
-        total, parts = fse_loss(probs_a, probs_b, warp, self.centers.to(scores_a.device),
+        total, parts = fse_loss(probs_a, probs_b, warp, self.centers.to(scores_a.device), cell=self.cell,
                                 diversity_weight=lc.diversity_weight, pool=lc.pool, align_weight=lc.align_weight)
-        return total, {k: float(v) for k, v in parts.items() if k != "total"}
+        return total, {k: v.detach() if torch.is_tensor(v) else v for k, v in parts.items() if k != "total"}
 
     def build_loss(self):
         def loss(outputs, batch):
@@ -273,7 +275,7 @@ class FSETask(Task):
             if "warped_centers" in batch and len(outputs) == 2 * b:
                 return self._objective(outputs[:b], outputs[b:], batch["warped_centers"])
             div = diversity_loss(spatial_softmax(outputs.float()), self.cfg.loss.pool)
-            return self.cfg.loss.diversity_weight * div, {"div_a": float(div)}
+            return self.cfg.loss.diversity_weight * div, {"div_a": div.detach()}
         return loss
 
     def model_inputs(self, batch):
@@ -283,13 +285,17 @@ class FSETask(Task):
         return x
 
     def training_step(self, model, batch):
+        """Warps are sampled, and the landmark grid moved through them (Newton's inversion, whose
+        convergence checks read numbers), on the CPU: on a GPU no step waits for the device; only
+        the image warps run there."""
         x = batch["image"].float().div(255.0)
         b, d = len(x), self.cfg.data
         if d.augment != "none":
-            x = self._sample_warp(b, x.device, kind=d.augment, w=d.augment_w).warp_image(x)
-        warp = self._sample_warp(b, x.device)
+            x = self._sample_warp(b, "cpu", kind=d.augment, w=d.augment_w).warp_image(x)
+        warp = self._sample_warp(b, "cpu")
+        moved = warp.warp_points(self.centers[None].expand(b, -1, -1).double()).to(x.device, non_blocking=True)
         scores = model(torch.cat([x, warp.warp_image(x)]))  # one pass: DDP sees each parameter once
-        return self._objective(scores[:b], scores[b:], warp)
+        return self._objective(scores[:b], scores[b:], moved)
 
     # --- the decode seam ------------------------------------------------------------------
     def forward_decode(self, model, x, *, outputs=None):
@@ -306,21 +312,17 @@ class FSETask(Task):
                 "oracle": torch.ones(len(kps), device=kps.device)}
 
     def postprocess(self, decoded, batch):
+        """The numpy runtime's `landmark_outputs` (what an exported .onnx file runs too): landmarks
+        back to the original image, and meta["mafl5"] through the fitted regressor."""
         n = len(batch["matrix"])
-        crop = decoded["keypoints"][:n].detach().double().cpu().numpy()
-        kp = to_original_frame(crop, batch["matrix"])
-        scores = decoded["scores"][:n].detach().double().cpu().numpy()
-        mafl5 = None if self.regressor is None else to_original_frame(apply_regressor(self.regressor, crop),
-                                                                      batch["matrix"])
+        found = landmark_outputs(_numpy(decoded["keypoints"][:n]), _numpy(decoded["scores"][:n]),
+                                 _numpy(batch["matrix"]), self.regressor)
         images, paths = batch.get("images"), batch.get("paths")
-        out = []
-        for i in range(n):
-            meta = {"oracle": True} if "oracle" in decoded else {}
-            if mafl5 is not None:
-                meta["mafl5"] = mafl5[i].tolist()
-            out.append(Results(keypoints=kp[i][None], scores=scores[i][None], skeleton=self.skeleton,
-                               image=images[i] if images else None, path=paths[i] if paths else None, meta=meta))
-        return out
+        oracle = {"oracle": True} if "oracle" in decoded else {}
+        return [Results(keypoints=f["keypoints"], scores=f["scores"], skeleton=self.skeleton,
+                        image=images[i] if images else None, path=paths[i] if paths else None,
+                        meta={**oracle, **f["meta"]})
+                for i, f in enumerate(found)]
 
     def build_evaluator(self, datasets):
         return RegressionEvaluator(self.num_landmarks, self.cfg.eval.underdetermined, on_fit=self._store_regressor)
@@ -364,6 +366,10 @@ class FSETask(Task):
         paths.append(out_dir / "fse_equivariance.png")
         write_image(paths[1], np.concatenate(rows, 0))
         return paths
+
+
+def _numpy(values) -> np.ndarray:
+    return values.detach().double().cpu().numpy() if torch.is_tensor(values) else np.asarray(values, np.float64)
 
 
 def _draw(image: np.ndarray, points: np.ndarray, skeleton, size: int, rings: np.ndarray | None = None) -> np.ndarray:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# the regressor's design and application are numpy-only: the ONNX runtime applies a fitted one too
+from posekit.runtime.landmarks import apply_regressor
+from posekit.runtime.landmarks import regressor_design as _design
+
 __all__ = ["fit_landmark_regressor", "apply_regressor", "interocular_nme", "mean_shape_baseline"]
-
-
-def _design(discovered: np.ndarray) -> np.ndarray:
-    d = np.asarray(discovered, dtype=np.float64)
-    if d.ndim != 3 or d.shape[-1] != 2:
-        raise ValueError(f"discovered landmarks must be (N, K, 2), got {d.shape}")
-    return np.concatenate([d.reshape(len(d), -1), np.ones((len(d), 1))], axis=1)
 
 
 def fit_landmark_regressor(discovered: np.ndarray, annotated: np.ndarray, *,
@@ -44,13 +41,6 @@ def fit_landmark_regressor(discovered: np.ndarray, annotated: np.ndarray, *,
         return np.concatenate([lin, (t_mean - d_mean @ lin)[None]], axis=0)
     w, *_ = np.linalg.lstsq(x, a.reshape(len(a), -1), rcond=None)
     return w
-
-
-def apply_regressor(w: np.ndarray, discovered: np.ndarray) -> np.ndarray:
-    x = _design(discovered)
-    if w.shape[0] != x.shape[1]:
-        raise ValueError(f"regressor expects {w.shape[0] - 1} discovered coordinates, got {x.shape[1] - 1}")
-    return (x @ w).reshape(len(x), -1, 2)
 
 
 def interocular_nme(pred: np.ndarray, gt: np.ndarray, left_eye: int = 0, right_eye: int = 1, *,

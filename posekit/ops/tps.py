@@ -80,7 +80,7 @@ class TPSWarp:
     """
 
     def __init__(self, affine: torch.Tensor, centers: torch.Tensor, weights: torch.Tensor,
-                 image_size: tuple[int, int], *, inverted: bool = False):
+                 image_size: tuple[int, int], *, inverted: bool = False, shared: bool | None = None):
         if affine.ndim != 3 or affine.shape[1:] != (2, 3):
             raise ValueError(f"affine must be (B, 2, 3), got {tuple(affine.shape)}")
         b = affine.shape[0]
@@ -93,8 +93,13 @@ class TPSWarp:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.unit = float(max(self.image_size))
         self.inverted = inverted  # True: the spline is g itself and the sampling map is its Newton inverse
-        # one control grid for the whole batch (random_tps): kernels on a shared pixel grid are computed once
-        self._shared = bool(self.centers.shape[1]) and bool((self.centers == self.centers[:1]).all())
+        # one control grid for the whole batch (random_tps): kernels on a shared pixel grid are computed once;
+        # a caller that knows it says so (`shared`), since finding out reads the device (a sync per warp)
+        if not self.centers.shape[1]:
+            shared = False
+        elif shared is None:
+            shared = bool((self.centers == self.centers[:1]).all())
+        self._shared = bool(shared)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -112,9 +117,11 @@ class TPSWarp:
         empty = torch.zeros(m.shape[0], 0, 2, dtype=torch.float64, device=m.device)
         return cls(m, empty, empty.clone(), image_size)
 
-    def _like(self, affine, centers, weights, image_size=None, inverted=None) -> "TPSWarp":
+    def _like(self, affine, centers, weights, image_size=None, inverted=None, shared=None) -> "TPSWarp":
+        if shared is None and centers is self.centers:
+            shared = self._shared
         return TPSWarp(affine, centers, weights, image_size or self.image_size,
-                       inverted=self.inverted if inverted is None else inverted)
+                       inverted=self.inverted if inverted is None else inverted, shared=shared)
 
     @property
     def batch_size(self) -> int:
@@ -125,7 +132,8 @@ class TPSWarp:
         return self.affine.device
 
     def to(self, device) -> "TPSWarp":
-        return self._like(self.affine.to(device), self.centers.to(device), self.weights.to(device))
+        return self._like(self.affine.to(device), self.centers.to(device), self.weights.to(device),
+                          shared=self._shared)
 
     def __getitem__(self, index) -> "TPSWarp":
         """A sub-batch (an int keeps a batch dimension of 1)."""
@@ -241,9 +249,10 @@ class TPSWarp:
 
 
 def fit_tps(centers: torch.Tensor, targets: torch.Tensor, image_size: tuple[int, int],
-            regularization: float = 0.0) -> TPSWarp:
+            regularization: float = 0.0, *, shared: bool | None = None) -> TPSWarp:
     """The TPS sampling map h with h(centers) = targets (pixels, (B, n, 2) each, n >= 3 not collinear);
-    `regularization` > 0 relaxes interpolation into smoothing (lambda * I on the kernel matrix)."""
+    `regularization` > 0 relaxes interpolation into smoothing (lambda * I on the kernel matrix);
+    `shared`: every sample has the same centers (None: compare them, which reads the device)."""
     if centers.shape != targets.shape or centers.ndim != 3 or centers.shape[-1] != 2:
         raise ValueError(f"centers {tuple(centers.shape)} and targets {tuple(targets.shape)} must both be (B, n, 2)")
     b, n, _ = centers.shape
@@ -262,7 +271,7 @@ def fit_tps(centers: torch.Tensor, targets: torch.Tensor, image_size: tuple[int,
     rhs[:, :n] = y
     sol = _solve(system, rhs)
     weights, affine = sol[:, :n], sol[:, n:].transpose(1, 2)  # affine (B, 2, 3) on [x, y, 1]
-    return TPSWarp(affine, c, weights, image_size)
+    return TPSWarp(affine, c, weights, image_size, shared=shared)
 
 
 def _rotation(theta: torch.Tensor) -> torch.Tensor:
@@ -300,7 +309,7 @@ def random_tps(batch: int, *, generator: torch.Generator | None = None, image_si
     targets = (ctrl - centre - t[:, None]) @ rot_t.transpose(1, 2) + centre
     jitter = torch.randn(targets.shape, generator=generator, device=gen_device, dtype=torch.float64)
     targets = targets + jitter * displacement_std * size
-    return fit_tps(ctrl.to(device), targets.to(device), image_size)
+    return fit_tps(ctrl.to(device), targets.to(device), image_size, shared=True)  # one grid for the batch
 
 
 def affine_reference(batch: int, *, w: float = 0.1, generator: torch.Generator | None = None,

@@ -99,3 +99,27 @@ def parse_metadata(props: dict[str, str], source: str) -> dict:
 def read_metadata(session, source: str) -> dict:
     """The posekit metadata of an open session's model (see `parse_metadata`)."""
     return parse_metadata(dict(session.get_modelmeta().custom_metadata_map), source)
+
+
+REEXPORT = "re-export the checkpoint with `posekit export`"
+
+
+def stored_buffer(buffers: dict | None, name: str, shape: tuple, source: str):
+    """`posekit.buffers[name]` ({shape, dtype, data}, as `engine.onnx_backend.state_outside_graph`
+    writes a model's data-dependent state) as finite float64 values of `shape`; None when the file
+    has no such entry; one ValueError naming the file when the entry is not that."""
+    import numpy as np
+    entry = (buffers or {}).get(name)
+    if entry is None:
+        return None
+    if isinstance(entry, dict) and entry.get("dtype") in ("float32", "float64") and \
+            list(entry.get("shape") or []) == list(shape) and isinstance(entry.get("data"), list):
+        try:
+            values = np.asarray(entry["data"], dtype=np.float64)
+        except (TypeError, ValueError):
+            values = None
+        if values is not None and values.size == int(np.prod(shape)) and np.isfinite(values).all():
+            return values.reshape(shape)
+    count = int(np.prod(shape))
+    raise ValueError(f"{source}: metadata posekit.buffers[{name!r}] is not {count} finite float number"
+                     f"{'s' if count != 1 else ''} of shape {list(shape)} ({{shape, dtype, data}}); {REEXPORT}")

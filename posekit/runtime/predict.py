@@ -6,10 +6,11 @@ what the family's `postprocess` does outside the graph (the inverse affine, MMPo
 rescoring, PAF grouping). The families call the same functions here, so a deployment without
 torch and the PyTorch path share one implementation.
 
-Supported: the top-down families `keypoints` and `hourglass`, and bottom-up `openpose`
-(`RUNTIME_TASKS`); other files need the Task-based path (`posekit.engine.onnx_backend`).
-Results come back as plain dicts of numpy arrays (`keypoints`, `scores`, `person_scores`,
-`boxes`): `posekit.results.Results` sits above this layer and takes them as keyword arguments.
+Supported: the top-down families `keypoints`, `hourglass` and `dogs`, bottom-up `openpose`, and
+the unsupervised landmarks of `fse` with its fitted MAFL regressor (`RUNTIME_TASKS`); other files
+need the Task-based path (`posekit.engine.onnx_backend`). Results come back as plain dicts of
+numpy arrays (`keypoints`, `scores`, `person_scores`, `boxes`, and `meta` where the family has
+one): `posekit.results.Results` sits above this layer and takes them as keyword arguments.
 """
 from __future__ import annotations
 
@@ -18,16 +19,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posekit.runtime.dogs import dog_outputs
 from posekit.runtime.geometry import to_original_frame
+from posekit.runtime.landmarks import landmark_outputs, regressor_from_buffers, resize_crop, resize_crop_geometry
 from posekit.runtime.onnx import open_session, read_metadata
 from posekit.runtime.paf import DecoderConfig, decode_people, to_coco17
 from posekit.skeletons import Skeleton, get_skeleton
 from posekit.skeletons.from_config import skeleton_from_config
 
-__all__ = ["RUNTIME_TASKS", "RuntimeModel", "box_crop_matrix", "crop_affine", "crop_matrix", "openpose_people",
-           "topdown_person_scores", "warp_crops"]
+__all__ = ["RUNTIME_TASKS", "RuntimeModel", "box_crop_matrix", "crop_affine", "crop_inputs", "crop_matrix",
+           "openpose_people", "topdown_person_scores", "warp_crops"]
 
-RUNTIME_TASKS = ("keypoints", "hourglass", "openpose")
+RUNTIME_TASKS = ("keypoints", "hourglass", "openpose", "dogs", "fse")
+# state outside the graph that the runtime applies itself (posekit.buffers), per family
+RUNTIME_BUFFERS = {"fse": ("mafl_regressor", "mafl_regressor_fitted")}
+# the crop rules (posekit.crop without_box modes) each family's pipeline makes: another one (an
+# older export's description, a hand edit) sends the file to the Task path
+RUNTIME_CROPS = {"fse": ("resize_crop",), "dogs": ("image", "resize")}
+AFFINE_CROPS = ("image", "resize", "letterbox_top_left")
 OPENPOSE_STRIDE = 8.0  # the OpenPose family's PAF/heatmap stride (codecs.paf.PAFCodec stride=8)
 
 
@@ -78,6 +87,9 @@ def crop_matrix(crop: dict, width: int, height: int, box=None) -> np.ndarray:
         s = min(out_w / width, out_h / height)
         t = 0.5 * s - 0.5  # pixel centres at integers: x -> (x + 0.5) * s - 0.5
         return np.array([[s, 0.0, t], [0.0, s, t]])
+    if mode == "resize_crop":
+        rule = crop["without_box"]
+        return resize_crop_geometry((height, width), out_w, rule["resize"], rule["offset"])[0]
     raise ValueError(f"crop rule {mode!r} without a box is family-specific: use the Task path")
 
 
@@ -90,6 +102,25 @@ def warp_crops(images: list, matrices: np.ndarray, input_size, pad_value) -> np.
                             borderMode=cv2.BORDER_CONSTANT, borderValue=border).transpose(2, 0, 1)
              for image, m in zip(images, matrices)]
     return np.ascontiguousarray(np.stack(crops)) if crops else np.zeros((0, 3, h, w), np.uint8)
+
+
+def crop_inputs(crop: dict, images: list, boxes: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """((N, 3, H, W) uint8 network inputs, (N, 2, 3) matrices) of RGB images (and person boxes,
+    where the rule takes them) as the file's `posekit.crop` rule makes them: a warp for the affine
+    rules, an area resize and a slice for "resize_crop" (the FSE pipeline's own crop)."""
+    boxes = [None] * len(images) if boxes is None else boxes
+    rule = crop.get("without_box") or {}
+    if rule.get("mode") == "resize_crop":
+        size = int(crop["input_size"][0])
+        pairs = [resize_crop(image, size, rule["resize"], rule["offset"]) for image in images]
+        if not pairs:
+            return np.zeros((0, 3, size, size), np.uint8), np.zeros((0, 2, 3))
+        return (np.ascontiguousarray(np.stack([c.transpose(2, 0, 1) for c, _ in pairs])),
+                np.stack([m for _, m in pairs]))
+    ms = [crop_matrix(crop, im.shape[1], im.shape[0], None if b is None else np.asarray(b, float)[:4])
+          for im, b in zip(images, boxes)]
+    matrices = np.stack(ms) if ms else np.zeros((0, 2, 3))
+    return warp_crops(images, matrices, crop["input_size"], crop.get("pad_value", [0, 0, 0])), matrices
 
 
 # --- what each family does after the graph ------------------------------------------------------
@@ -143,20 +174,24 @@ def _consistent(meta: dict, output_names) -> bool:
     crop, config = meta.get("crop"), meta.get("config")
     if meta.get("task") not in RUNTIME_TASKS or not isinstance(crop, dict) or not isinstance(config, dict):
         return False
-    if config.get("task") != meta["task"] or meta.get("buffers") or (meta.get("input") or {}).get("kind") != "image":
+    if config.get("task") != meta["task"] or (meta.get("input") or {}).get("kind") != "image":
+        return False
+    buffers = meta.get("buffers")
+    if buffers and not (isinstance(buffers, dict) and set(buffers) <= set(RUNTIME_BUFFERS.get(meta["task"], ()))):
         return False
     size = _size_wh(crop.get("input_size"))
     if size is None or not all(8 <= v <= 8192 for v in size) or _size_wh((config.get("data") or {}).get("input_size")) != size:
         return False
-    if (crop.get("without_box") or {}).get("mode") not in ("image", "resize", "letterbox_top_left"):
+    if (crop.get("without_box") or {}).get("mode") not in RUNTIME_CROPS.get(meta["task"], AFFINE_CROPS):
         return False
     with_box = crop.get("with_box")
-    if with_box is not None and not (with_box.get("mode") == "box" and float(with_box["padding"]) > 0):
+    if with_box is not None and not (with_box.get("mode") == "box" and float(with_box["padding"]) > 0
+                                     and meta["task"] != "fse"):  # FSE crops the whole image, boxes or not
         return False
     outputs = meta.get("outputs")
     if not isinstance(outputs, list) or (output_names is not None and list(output_names) != outputs):
         return False
-    want = {"heatmaps", "pafs"} if meta["task"] == "openpose" else {"keypoints", "scores"}
+    want = {"openpose": {"heatmaps", "pafs"}, "dogs": {"keypoints"}}.get(meta["task"], {"keypoints", "scores"})
     if not want <= set(outputs):
         return False
     ev = config.get("eval") or {}
@@ -168,12 +203,30 @@ def _consistent(meta: dict, output_names) -> bool:
         (meta["task"] != "openpose" or ev.get("preset", "cmu") in ("cmu", "mindspore"))
 
 
+def _check_resize_crop(crop: dict, config: dict, source: str) -> None:
+    """An FSE file's "resize_crop" rule is the crop its config gives (data.resize, then
+    data.input_size at data.crop_offset, centred when null), or one ValueError naming the file: a
+    hand-edited description must not crop other pixels than the network was trained on."""
+    rule, data = crop.get("without_box") or {}, config.get("data") or {}
+    size, resize, offset = crop["input_size"], rule.get("resize"), rule.get("offset")
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (resize, offset))
+    given = data.get("crop_offset")
+    want = given if given is not None else (data.get("resize") - size[0]) // 2 if isinstance(data.get("resize"), int) \
+        else None
+    if not (ints and size[0] == size[1] and 0 <= offset and offset + size[0] <= resize
+            and resize == data.get("resize") and offset == want):
+        raise ValueError(f"{source}: metadata posekit.crop.without_box (resize {resize!r}, offset {offset!r}) is not "
+                         f"the crop its config gives (data.resize {data.get('resize')!r}, data.crop_offset {given!r}, "
+                         f"data.input_size {size[0]}); re-export the checkpoint with `posekit export`")
+
+
 # --- the model -----------------------------------------------------------------------------------
 class RuntimeModel:
     """An exported posekit .onnx file with its pre- and post-processing in numpy: call it on RGB
     uint8 (H, W, 3) images (and optional person boxes for top-down files) to get, per image, a
     dict of numpy arrays (`keypoints` (P, K, 2), `scores` (P, K), `person_scores` (P,), `boxes`
-    (P, 4) or None) in original-image pixels."""
+    (P, 4) or None) in original-image pixels, and `meta` for fse (`mafl5`: the 5 points of its
+    fitted regressor, when the file stores one)."""
 
     def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None, session=None):
         self.path = Path(path)
@@ -204,13 +257,22 @@ class RuntimeModel:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"{path}: posekit metadata is not what `posekit export` writes ({type(e).__name__}: "
                              f"{e}); re-export the checkpoint with `posekit export`") from None
+        self.regressor = None
+        if self.task_name == "fse":  # the crop its config gives, and the fitted MAFL regressor
+            _check_resize_crop(self.crop, self.config, str(path))
+            self.regressor = regressor_from_buffers(meta.get("buffers"), self.skeleton.num_keypoints, str(path))
+        if self.task_name == "dogs" and self.skeleton.name != "stanford_extra24":
+            raise ValueError(f"{path}: a dogs export predicts the stanford_extra24 joints, its metadata names "
+                             f"{self.skeleton.name!r}; re-export the checkpoint with `posekit export`")
 
     @staticmethod
     def supports(meta: dict, output_names: list[str] | None = None) -> bool:
         """Whether the numpy runtime runs this file: a family it has, a crop rule it reads, and
         metadata that agrees with itself (crop size = config size, outputs = the graph's, no
-        state outside the graph). Anything else goes to the Task path, whose full check of the
-        stored config names what is wrong in one line."""
+        state outside the graph but the family's own that the runtime applies: fse's regressor).
+        Anything else goes to the Task path, whose full check of the stored config names what is
+        wrong in one line. The values of a supported file's crop rule and buffers are checked
+        when `RuntimeModel` opens it: a hand-edited one is one ValueError naming the file."""
         try:
             return _consistent(meta, output_names)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
@@ -241,16 +303,20 @@ class RuntimeModel:
         return np.stack(ms) if ms else np.zeros((0, 2, 3))
 
     def _run(self, images: list, boxes: list) -> list[dict]:
-        matrices = self.matrices(images, boxes)
-        x = warp_crops(images, matrices, self.input_size, self.pad_value).astype(np.float32) / np.float32(255.0)
+        crops, matrices = crop_inputs(self.crop, images, boxes)
+        x = crops.astype(np.float32) / np.float32(255.0)
         decoded = dict(zip(self.output_names, self.session.run(None, {self.input_name: x})))
         if self.task_name == "openpose":
             return [self._openpose(decoded["heatmaps"][i], decoded["pafs"][i], matrices[i]) for i in range(len(images))]
-        kp = to_original_frame(np.asarray(decoded["keypoints"], np.float64), matrices)
-        scores = np.asarray(decoded["scores"], np.float64)
+        if self.task_name == "fse":
+            return landmark_outputs(decoded["keypoints"], decoded["scores"], matrices, self.regressor)
         whole = [[0.0, 0.0, float(im.shape[1]), float(im.shape[0])] for im in images]
         box = np.array([list(np.asarray(b, float)[:4]) if b is not None else w for b, w in zip(boxes, whole)],
                        np.float64).reshape(-1, 4)
+        if self.task_name == "dogs":
+            return dog_outputs(decoded["keypoints"], matrices, box)
+        kp = to_original_frame(np.asarray(decoded["keypoints"], np.float64), matrices)
+        scores = np.asarray(decoded["scores"], np.float64)
         out = []
         for i in range(len(images)):
             person = None
