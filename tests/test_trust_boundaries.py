@@ -66,6 +66,14 @@ PAYLOADS = {"tensor": (torch.zeros(3, 4), "a bare tensor of shape (3, 4)"),
             "list": ([torch.zeros(1), 2, "x"], "a list of 3 items")}
 
 
+def _pose_file(tmp_path):
+    """One 2-D pose in COCO-17 order (what `lift --json` reads)."""
+    import json
+    path = tmp_path / "pose.json"
+    path.write_text(json.dumps({"skeleton": "coco17", "poses": [[[10.0 + i, 20.0 + 3 * i, 1.0] for i in range(17)]]}))
+    return path
+
+
 def _verbs(tmp_path, bad, image):
     recipe = get_task_class("hourglass").synthetic_recipe
     small = [*get_task_class("hourglass").smoke_overrides, *SMALL["hourglass"], f"out_dir={tmp_path / 'runs'}",
@@ -77,7 +85,7 @@ def _verbs(tmp_path, bad, image):
         "eval checkpoint=": ["eval", recipe, *small, f"checkpoint={bad}"],
         "predict": ["predict", bad, image, "--out", tmp_path / "pred"],
         "export": ["export", bad, "--out", tmp_path / "x.onnx"],
-        "lift": ["lift", bad, "--image", image, "--out", tmp_path / "lift"],
+        "lift": ["lift", bad, "--json", _pose_file(tmp_path), "--out", tmp_path / "lift"],
         "convert": ["convert", "cmu-openpose", bad, "--out", tmp_path / "cmu.pt"],
     }
 

@@ -14,6 +14,7 @@ import torch
 
 from posekit.data.formats.h36m import ACTIONS, LIMB_INPUT_JOINTS, H36MFormatError, Sequence
 from posekit.data.transforms import item_seeds, seeded_uniform
+from posekit.runtime.lift import as_h36m17, rescale_to_reference  # noqa: F401  (one implementation, numpy)
 from posekit.skeletons.builtin import H36M17_LIFT_INPUTS as INPUT_JOINTS
 from posekit.skeletons.builtin import H36M17_LIFT_OUTPUTS as OUTPUT_JOINTS
 
@@ -135,40 +136,6 @@ def collate_items(items) -> dict:
 
 # ------------------------------------------------------------------------------------------------
 # user inputs: any 2-D pose layout -> the lifter's h36m17 order
-def as_h36m17(points: np.ndarray, scores: np.ndarray | None, skeleton: str) -> np.ndarray:
-    """(P, K, 2|3) pixels (a third channel, or `scores`, <= 0 marks a missing joint) in `skeleton`
-    order -> (P, 17, 2) in h36m17 order with NaN for missing joints. Accepted skeletons: h36m17
-    (17 joints), h36m16 (the 16 lifter inputs, no neck_base), and those in `lift_layouts()`
-    (mpii16 = Stacked Hourglass output, coco17, ...). A joint count that does not match the
-    named layout is refused, never reinterpreted."""
-    from posekit.skeletons.mappings import map_keypoints, sources_of
-
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim == 2:
-        pts = pts[None]
-    if pts.ndim != 3 or pts.shape[-1] not in (2, 3):
-        raise ValueError(f"2-D keypoints must be (K, 2|3) or (P, K, 2|3), got {pts.shape}")
-    if pts.shape[-1] == 3:
-        scores = pts[..., 2] if scores is None else scores
-        pts = pts[..., :2]
-    if scores is not None:
-        scores = np.asarray(scores, dtype=np.float64).reshape(pts.shape[:2])
-        pts = np.where((scores > 0)[..., None], pts, np.nan)
-    k = pts.shape[1]
-    if skeleton == "h36m17" and k == 17:
-        return pts
-    if skeleton == "h36m16" and k == 16:  # 16 joints are h36m16 only when named so: MPII-16 has 16 too
-        full = np.full((len(pts), 17, 2), np.nan)
-        full[:, list(INPUT_JOINTS)] = pts
-        return full
-    if skeleton in sources_of("h36m17"):
-        from posekit.skeletons import get_skeleton
-        if k == len(get_skeleton(skeleton).keypoints):
-            return map_keypoints(pts, skeleton, "h36m17", has_visibility=False)
-    raise ValueError(f"{k} joints do not match skeleton {skeleton!r}; the lifter reads {', '.join(lift_layouts())}: "
-                     "name the layout (--skeleton NAME, or 'skeleton' in the JSON)")
-
-
 def lift_layouts() -> list[str]:
     """2-D layouts `as_h36m17` reads: h36m17, h36m16 (the 16 lifter inputs) and every skeleton
     with a declared mapping to h36m17 (posekit/skeletons/mappings.py, where it lives)."""
@@ -176,24 +143,3 @@ def lift_layouts() -> list[str]:
     return layouts()
 
 
-def rescale_to_reference(x: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-    """Similarity-normalise each (16, 2) pose (NaN = missing) to the reference pose's centre and
-    RMS size over the joints it has: poses from cameras unlike the training data. Vectorised over
-    the poses (a lifter's batch is thousands of them)."""
-    reference = np.asarray(reference, dtype=np.float64).reshape(-1, 2)
-    x = np.asarray(x, dtype=np.float64).reshape(-1, reference.shape[0], 2)
-    ok = np.isfinite(x).all(axis=2)  # (N, J)
-    count = ok.sum(axis=1)
-    if np.any(count < 2):
-        raise ValueError("rescale: a pose needs at least 2 visible joints")
-    w = ok[..., None]
-    filled = np.where(w, x, 0.0)
-    c_in = filled.sum(axis=1) / count[:, None]  # (N, 2)
-    c_ref = (w * reference[None]).sum(axis=1) / count[:, None]
-    s_in = np.sqrt((np.where(w, filled - c_in[:, None], 0.0) ** 2).sum(axis=(1, 2)) / count)
-    s_ref = np.sqrt((np.where(w, reference[None] - c_ref[:, None], 0.0) ** 2).sum(axis=(1, 2)) / count)
-    scale = s_ref / np.maximum(s_in, 1e-9)
-    out = (x - c_in[:, None]) * scale[:, None, None] + c_ref[:, None]
-    transforms = [{"scale": float(f), "center_in": ci.tolist(), "center_ref": cr.tolist()}
-                  for f, ci, cr in zip(scale, c_in, c_ref)]
-    return out, transforms

@@ -19,20 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from posekit.codecs.mdn import INPUT_JOINTS, NUM_JOINTS, MDNCodec, to_root_relative_17
+from posekit.codecs.mdn import INPUT_JOINTS, MDNCodec, to_root_relative_17
 from posekit.config import DataConfig, EvalConfig, LossConfig
 from posekit.data.formats.h36m import (TEST_SUBJECTS, TRAIN_SUBJECTS, find_cameras_file, load_baseline,
                                        load_videopose3d, split_tail)
-from posekit.data.lifting import LiftingDataset, as_h36m17, collate_items, rescale_to_reference
+from posekit.data.lifting import LiftingDataset, collate_items
 from posekit.families.base import Evaluator, ExportSpec, Task, register_task
 from posekit.losses.mdn import MDNLoss
 from posekit.metrics.mpjpe import best_of_m, format_table, hypothesis_errors, per_action_mean, select_hypothesis
 from posekit.models import unwrap
 from posekit.results import Results
+from posekit.runtime.lift import lift_batch, lifted_poses
 from posekit.skeletons import get_skeleton
 
 SKELETON = get_skeleton("h36m17")
-_NECK, _THORAX, _HEAD = 9, 8, 10
 
 
 @dataclass
@@ -70,14 +70,6 @@ class GMHEvalConfig(EvalConfig):
     batch_size: int = 1024
     table: bool = True  # return a per-action table (printed by `posekit eval`)
     per_action: bool = False  # also return per-action numbers as metric keys
-
-
-def _fill_neck(points_17: np.ndarray) -> np.ndarray:
-    """For display only: a missing neck_base is put halfway between thorax and head."""
-    pts = np.array(points_17, dtype=np.float64, copy=True)
-    missing = ~np.isfinite(pts[..., _NECK, :]).all(-1)
-    pts[missing, _NECK] = 0.5 * (pts[missing, _THORAX] + pts[missing, _HEAD])
-    return pts
 
 
 class MPJPEEvaluator(Evaluator):
@@ -210,9 +202,8 @@ class GMHMDNTask(Task):
         def loss(out, batch):
             target = out["target"] if "target" in out else self._codec().normalize_3d(batch["target_3d"].float())
             value, parts = mdn(out["means"], out["sigmas"], out["weights"], target)
-            return value, {"nll": float(parts["nll"]), "prior": float(parts["prior"]),
-                           "sigma": float(out["sigmas"].detach().mean()),
-                           "max_weight": float(out["weights"].detach().max(dim=1).values.mean())}
+            return value, {"nll": parts["nll"], "prior": parts["prior"], "sigma": out["sigmas"].detach().mean(),
+                           "max_weight": out["weights"].detach().max(dim=1).values.mean()}
         return loss
 
     def collate(self, items):
@@ -248,27 +239,10 @@ class GMHMDNTask(Task):
         return {"hypotheses": dec["hypotheses"], "weights": dec["weights"], "sigmas": dec["sigmas"]}
 
     def postprocess(self, decoded, batch):
-        hyps = decoded["hypotheses"].detach().double().cpu().numpy()
-        weights = decoded["weights"].detach().double().cpu().numpy()
-        sigmas = decoded["sigmas"].detach().double().cpu().numpy()
-        best = weights.argmax(axis=1)
-        groups = batch.get("groups") or [[i] for i in range(len(hyps))]  # samples of one input (people)
-        shown = batch.get("keypoints_2d_17")
-        shown = _fill_neck(np.asarray(shown)) if shown is not None else None  # once for the whole batch
-        images, paths, extra = batch.get("images"), batch.get("paths"), batch.get("meta")
-        out = []
-        for g, rows in enumerate(groups):
-            rows = list(rows)
-            keypoints = hyps[rows, best[rows]]
-            scores = np.repeat(weights[rows].max(axis=1, keepdims=True), NUM_JOINTS, axis=1)
-            meta = {"units": "mm, camera frame, root-relative", "keypoints": "hypothesis with the largest weight",
-                    "sigmas": sigmas[rows].tolist(), **(extra[g] if extra else {})}
-            out.append(Results(keypoints=keypoints, scores=scores, skeleton=SKELETON,
-                               person_scores=weights[rows].max(axis=1), hypotheses=hyps[rows],
-                               hypothesis_weights=weights[rows],
-                               keypoints_2d=shown[rows] if shown is not None else None,
-                               image=images[g] if images else None, path=paths[g] if paths else None, meta=meta))
-        return out
+        """Best hypothesis, scores and grouping: `posekit.runtime.lift.lifted_poses`, the numpy
+        step an exported lifter runs without torch as well."""
+        arrays = [decoded[k].detach().double().cpu().numpy() for k in ("hypotheses", "weights", "sigmas")]
+        return [Results(skeleton=SKELETON, **pose) for pose in lifted_poses(*arrays, batch)]
 
     def build_evaluator(self, datasets):
         return MPJPEEvaluator(datasets["val"], self.cfg.eval)
@@ -280,37 +254,12 @@ class GMHMDNTask(Task):
         "keypoints" (and "skeleton", "scores"). skeleton: the joint order of array inputs
         (h36m17, h36m16 = the 16 model inputs, mpii16 = Stacked Hourglass output). rescale: fit
         each pose to the training set's mean 2-D pose (any camera unlike Human3.6M's)."""
-        self._codec()  # an untrained lifter refuses instead of printing nonsense
-        poses, groups, images, paths, meta = [], [], [], [], []
-        for item in inputs:
-            image = path = scores = None
-            kind = skeleton
-            if isinstance(item, Results):
-                if item.is_3d:
-                    raise ValueError("predict: got 3-D Results; the lifter needs 2-D keypoints")
-                pts, scores, kind, image, path = item.keypoints, item.scores, item.skeleton.name, item.image, item.path
-            elif isinstance(item, dict):
-                if "keypoints" not in item:
-                    raise ValueError(f"predict: a dict input needs 'keypoints' (got keys {sorted(item)})")
-                pts, kind = item["keypoints"], item.get("skeleton") or skeleton
-                scores = item.get("scores")
-            else:
-                pts = np.asarray(item)
-                if pts.dtype == np.uint8 and pts.ndim == 3 and pts.shape[-1] == 3 and pts.shape[0] > 17:
-                    raise ValueError("predict: the lifter takes 2-D keypoints, not images; use `posekit lift --image` "
-                                     "with a Hourglass checkpoint to go from an image to 3-D")
-            points = as_h36m17(pts, scores, kind)
-            groups.append(range(len(poses), len(poses) + len(points)))
-            poses += list(points)
-            images.append(image)
-            paths.append(path)
-            meta.append({"rescaled_2d": bool(rescale)})
-        points = np.stack(poses) if poses else np.zeros((0, 17, 2))
-        x = points[:, list(INPUT_JOINTS)]
-        if rescale:
-            x, _ = rescale_to_reference(x, self._codec().mean_2d.detach().cpu().numpy())
-        return {"input_2d": torch.as_tensor(x, dtype=torch.float32), "keypoints_2d_17": points, "groups": groups,
-                "images": images, "paths": paths, "meta": meta}
+        codec = self._codec()  # an untrained lifter refuses instead of printing nonsense
+        # the numpy steps an exported lifter runs without torch too (posekit.runtime.lift)
+        batch = lift_batch(inputs, skeleton=skeleton, rescale=rescale,
+                           mean_2d=codec.mean_2d.detach().cpu().numpy() if rescale else None)
+        batch["input_2d"] = torch.from_numpy(batch["input_2d"])
+        return batch
 
     def sample_inputs(self, datasets, count: int = 2):
         """2-D poses (16 lifter inputs, h36m16 order) from the evaluation split."""
