@@ -19,10 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from posekit.config import size_wh
+
 __all__ = ["HeatmapCodec", "encode_heatmaps", "decode_heatmaps", "flip_back_heatmaps", "input_to_heatmap",
-           "heatmap_to_input"]
+           "heatmap_to_input", "heatmap_grid", "check_heatmap_model", "heatmaps_of", "flip_test_heatmaps"]
 
 REFINEMENTS = ("none", "shift", "dark")
+HEATMAP_STRIDE = 4  # input pixels per heatmap cell of a stride-4 model (the hourglasses), the default grid
 
 
 def input_to_heatmap(xy, stride_xy):
@@ -199,3 +202,60 @@ class HeatmapCodec:
         if is_numpy:
             return kp.cpu().numpy().astype(np.float64), sc.cpu().numpy().astype(np.float64)
         return kp, sc
+
+
+# --- a recipe's heatmap geometry --------------------------------------------------------------------
+def _shown(wh: tuple[int, int]):
+    """(W, H) as a recipe would write it: S when square, else [W, H]."""
+    return wh[0] if wh[0] == wh[1] else list(wh)
+
+
+def heatmap_grid(input_size, heatmap_size=None, *, error=ValueError) -> tuple[int, int]:
+    """The heatmap (w, h) of recipe sizes `data.input_size` / `data.heatmap_size` (S or [W, H];
+    heatmap None: input / HEATMAP_STRIDE). The input must be the same whole multiple of the heatmap
+    in width and height (one stride, as the codec's pixel-centre alignment and flip symmetry
+    assume); otherwise `error` naming both keys and a heatmap size that fits."""
+    w, h = size_wh(input_size, "data.input_size")
+    hw, hh = (w // HEATMAP_STRIDE, h // HEATMAP_STRIDE) if heatmap_size is None else \
+        size_wh(heatmap_size, "data.heatmap_size")
+    if min(hw, hh) < 1 or w % hw or h % hh or w // hw != h // hh:
+        example = [w // HEATMAP_STRIDE, h // HEATMAP_STRIDE] if isinstance(input_size, (list, tuple)) \
+            else w // HEATMAP_STRIDE
+        both = ", the same multiple in width and height" if (w, hw) != (h, hh) else ""
+        raise error(f"data.input_size={input_size} must be a multiple of data.heatmap_size="
+                    f"{[hw, hh] if heatmap_size is None else heatmap_size}{both} (e.g. data.heatmap_size={example})")
+    return hw, hh
+
+
+def check_heatmap_model(model, codec: HeatmapCodec, model_name: str, *, error=ValueError) -> None:
+    """`error` unless `model` (its `stride`, 4 when it declares none, and the 2**`n_low` pooling
+    of an hourglass) takes the codec's input size and outputs its heatmap size: a mismatch would
+    otherwise fail in the loss after the first forward pass, or train on shifted targets."""
+    stride = getattr(model, "stride", HEATMAP_STRIDE)
+    need = stride * 2 ** getattr(model, "n_low", 0)
+    size = codec.input_size
+    if any(v % need for v in size):
+        why = f" (stride {stride} x 2**n_low)" if hasattr(model, "n_low") else ""
+        raise error(f"data.input_size={_shown(size)} must be divisible by {need} for {model_name}{why}")
+    want = (size[0] // stride, size[1] // stride)
+    if tuple(codec.heatmap_size) != want:
+        raise error(f"data.heatmap_size={_shown(codec.heatmap_size)} must be data.input_size / {stride} = "
+                    f"{_shown(want)} for {model_name}")
+
+
+# --- the decode seam of a heatmap model -------------------------------------------------------------
+def heatmaps_of(outputs: torch.Tensor, *, logits: bool = False) -> torch.Tensor:
+    """A heatmap model's output as (N, K, H, W) float maps: the last stack of (N, stacks, K, H, W),
+    through a sigmoid when the model was trained on logits (BCE)."""
+    heat = (outputs[:, -1] if outputs.dim() == 5 else outputs).float()
+    return torch.sigmoid(heat) if logits else heat
+
+
+def flip_test_heatmaps(model, x: torch.Tensor, outputs: torch.Tensor | None, flip_index, *, flip: bool,
+                       logits: bool = False) -> torch.Tensor:
+    """`heatmaps_of` the model's output on `x` (`outputs` when already computed), averaged with
+    the mirrored input's mirrored-back maps when `flip` (the flip test)."""
+    heat = heatmaps_of(model(x) if outputs is None else outputs, logits=logits)
+    if flip:
+        heat = 0.5 * (heat + flip_back_heatmaps(heatmaps_of(model(x.flip(-1)), logits=logits), flip_index))
+    return heat

@@ -58,3 +58,15 @@ class RegressionCodec:
             scale = torch.tensor([w, h], dtype=normalized.dtype, device=normalized.device)
             return normalized * scale
         return np.asarray(normalized, dtype=np.float64) * np.array([w, h], dtype=np.float64)
+
+
+def flip_test_coordinates(model, x: torch.Tensor, outputs: torch.Tensor | None, codec: RegressionCodec, flip_index,
+                          *, flip: bool) -> torch.Tensor:
+    """A coordinate regressor's keypoints (N, K, 2) in crop pixels for input `x` (`outputs` when
+    already computed), averaged when `flip` with the mirrored input's: its joints swapped left for
+    right and x mirrored back about the crop (x -> W - 1 - x, pixel centres)."""
+    xy = codec.decode((model(x) if outputs is None else outputs).float())
+    if flip:
+        mirrored = codec.decode(model(x.flip(-1)).float())[:, torch.as_tensor(flip_index, device=xy.device)]
+        xy = 0.5 * (xy + torch.stack([(x.shape[-1] - 1) - mirrored[..., 0], mirrored[..., 1]], dim=-1))
+    return xy

@@ -10,7 +10,7 @@ import numpy as np
 from posekit.data.io import read_json
 from posekit.data.sample import Sample
 
-__all__ = ["PersonSource", "detection_entries", "parse_person_boxes", "peek_sample", "person_entries"]
+__all__ = ["PersonSource", "detection_entries", "parse_person_boxes", "peek_sample", "person_crops", "person_entries"]
 
 
 def person_entries(images, min_keypoints: int = 1) -> list[tuple]:
@@ -35,13 +35,20 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / (box[2] * box[3] + boxes[:, 2] * boxes[:, 3] - inter)
 
 
-def detection_entries(images, det_file, *, score_threshold: float = 0.0, category_id=None) -> list[tuple]:
+def detection_entries(images, det_file, *, score_threshold: float = 0.0, category_id=None, root=None,
+                      key: str | None = None) -> list[tuple]:
     """One item per detector box of a COCO detections JSON ([{image_id, bbox, score,
     category_id}]) on the images of the split. Each box carries, for the oracle and the
     validation loss only, the keypoints of the GT person it matches (greedy by score, IoU >= 0.5,
     each person once); unmatched boxes carry none. Detections of other images are ignored, but a
-    file none of whose image ids is an image of the split is an error (the wrong split's file)."""
+    file none of whose image ids is an image of the split is an error (the wrong split's file).
+    A relative `det_file` is under `root` when given; a missing one is a FileNotFoundError naming
+    the config `key` it came from (data.val_detections)."""
     det_file = Path(det_file)
+    if root and not det_file.is_absolute():
+        det_file = Path(root) / det_file
+    if not det_file.is_file():
+        raise FileNotFoundError(f"{key + ': ' if key else ''}detections file not found: {det_file}")
     raw = read_json(det_file, "COCO detections file")
     if not isinstance(raw, list):
         raise ValueError(f"{det_file}: a COCO detections file is a JSON list of {{image_id, bbox, score}}")
@@ -138,3 +145,19 @@ def parse_person_boxes(entry, n: int) -> list:
         if not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
             raise ValueError(f"image {n}: person box must be finite [x, y, w, h] with positive w, h; got {list(b)}")
     return list(arr)
+
+
+def person_crops(inputs, boxes=None) -> tuple[list, list, list[float], list[int]]:
+    """A batch of images and, per image, its boxes as a caller gives them (`parse_person_boxes`;
+    `boxes` None: every image whole) -> one entry per person to crop: (its image, its [x, y, w, h]
+    or None for the whole image, its box score (1 without one), the index of its image)."""
+    if boxes is not None and len(boxes) != len(inputs):
+        raise ValueError(f"got {len(boxes)} box entries for {len(inputs)} images (one entry per image)")
+    crops, crop_boxes, scores, owner = [], [], [], []
+    for n, image in enumerate(inputs):
+        for b in parse_person_boxes(None if boxes is None else boxes[n], n):
+            crops.append(image)
+            crop_boxes.append(None if b is None else b[:4])
+            scores.append(float(b[4]) if b is not None and len(b) > 4 else 1.0)
+            owner.append(n)
+    return crops, crop_boxes, scores, owner

@@ -128,6 +128,15 @@ class TopDownAugment:
         if self.reference not in (None, "keras_dogs"):
             raise ValueError(f"unknown reference augmentation {self.reference!r}; known: keras_dogs")
 
+    @classmethod
+    def from_data_config(cls, d) -> "TopDownAugment":
+        """Newell's augmentation as a data section gives it: `scale_factor` (side x U(1 +- f)),
+        `rotation` with `rotation_prob`, `flip` (half the items), `color_scale` and, where the
+        section has it, `translate`."""
+        return cls(scale=(1 - d.scale_factor, 1 + d.scale_factor), rotation=d.rotation, rotation_prob=d.rotation_prob,
+                   translate=getattr(d, "translate", 0.0), flip_prob=0.5 if d.flip else 0.0,
+                   channel_scale=d.color_scale)
+
 
 class TopDownDataset(torch.utils.data.Dataset):
     """Single-person items (see the module docstring) from a source of `Sample`s."""

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -167,10 +166,6 @@ def _validation_at(rows: list[dict], step: int) -> dict:
     return {}
 
 
-def _upscale_factor(shape: tuple[int, ...], min_height: int) -> float:
-    return max(1.0, min_height / float(shape[0]))
-
-
 @torch.no_grad()
 def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int = 4, *,
                   min_height: int = 384, score_threshold: float = 0.05) -> list[Path]:
@@ -178,7 +173,7 @@ def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int =
     spread over the set: both sides from the same image at the same scale (small crops upscaled to
     at least `min_height` px), every person with its box, evaluation geometry."""
     from posekit.data.io import write_image
-    from posekit.viz import caption, draw_skeleton, side_by_side
+    from posekit.viz.comparison import truth_and_prediction
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -195,28 +190,19 @@ def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int =
     paths = []
     for n, (i, res) in enumerate(zip(picks, results)):
         sample = source[i].load()
-        f = _upscale_factor(sample.image.shape, min_height)
-        # nearest keeps a tiny crop's pixels honest; the drawing happens after, so lines stay sharp
-        image = cv2.resize(sample.image, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST) if f > 1 else sample.image
-
-        def up(points):
-            return (points[..., :2] + 0.5) * f - 0.5
-
-        def up_boxes(boxes):
-            return None if boxes is None else np.asarray(boxes, dtype=np.float64) * f
-
         gt = sample.keypoints
         labelled = int((gt[..., 2] > 0).sum())
-        left = caption(draw_skeleton(image, up(gt), (gt[..., 2] > 0).astype(float), task.skeleton,
-                                     score_threshold=0.5, boxes=up_boxes(sample.boxes)),
-                       f"ground truth: {labelled} joints" + (f", {len(gt)} people" if len(gt) > 1 else ""))
         shown = int((res.scores > score_threshold).sum())
-        right = caption(draw_skeleton(image, up(res.keypoints), res.scores, task.skeleton,
-                                      score_threshold=score_threshold, boxes=up_boxes(res.boxes)),
-                        f"prediction: {shown} joints with score > {score_threshold:g}"
-                        + (f", {len(res)} people" if len(res) != 1 or len(gt) > 1 else ""))
+        captions = (f"ground truth: {labelled} joints" + (f", {len(gt)} people" if len(gt) > 1 else ""),
+                    f"prediction: {shown} joints with score > {score_threshold:g}"
+                    + (f", {len(res)} people" if len(res) != 1 or len(gt) > 1 else ""))
+        # nearest keeps a tiny crop's pixels honest; colours by person only where there are several
+        picture = truth_and_prediction(sample.image, gt, res.keypoints, res.scores, task.skeleton,
+                                       truth_boxes=sample.boxes, boxes=res.boxes, captions=captions,
+                                       score_threshold=score_threshold, min_height=min_height,
+                                       interpolation="nearest", color_by_person=None, gap=None)
         path = out_dir / f"{task.name}_demo_{n}.png"
-        write_image(path, side_by_side([left, right], gap=max(6, left.shape[1] // 60)))
+        write_image(path, picture)
         paths.append(path)
     return paths
 

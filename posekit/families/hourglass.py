@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posekit.codecs.heatmap import REFINEMENTS, HeatmapCodec, flip_back_heatmaps
+from posekit.codecs.heatmap import REFINEMENTS, HeatmapCodec, check_heatmap_model, flip_test_heatmaps, heatmap_grid
 from posekit.config import DataConfig, EvalConfig, LossConfig
 from posekit.data.formats.mpii import MPIIImageSource, attach_head_sizes, load_mpii, load_mpii_h5, load_mpii_mat
 from posekit.data.topdown import CropRule, TopDownAugment, TopDownDataset, to_original_frame
@@ -143,9 +143,8 @@ class HourglassTask(Task):
             raise ValueError(f"loss.absent_joints={loss.absent_joints!r}; valid: mask, zero")
         if self.cfg.eval.refine not in REFINEMENTS:
             raise ValueError(f"eval.refine={self.cfg.eval.refine!r}; valid: {', '.join(REFINEMENTS)}")
-        if d.input_size % d.heatmap_size:
-            raise ValueError(f"data.input_size={d.input_size} must be a multiple of data.heatmap_size={d.heatmap_size}")
-        self.codec = HeatmapCodec((d.input_size,) * 2, (d.heatmap_size,) * 2, d.sigma, refine=self.cfg.eval.refine)
+        self.codec = HeatmapCodec((d.input_size,) * 2, heatmap_grid(d.input_size, d.heatmap_size), d.sigma,
+                                  refine=self.cfg.eval.refine)
 
     @property
     def skeleton(self):
@@ -154,17 +153,10 @@ class HourglassTask(Task):
     # --- building -----------------------------------------------------------------------
     def build_model(self):
         model = super().build_model()
-        d = self.cfg.data
         if getattr(model, "num_joints", SKELETON.num_keypoints) != SKELETON.num_keypoints:
             raise ValueError(f"model {self.cfg.model.name!r} predicts {model.num_joints} joints; the hourglass task "
                              f"uses the {SKELETON.num_keypoints}-joint MPII skeleton")
-        need = 4 * 2 ** getattr(model, "n_low", 0)
-        if d.input_size % need:
-            raise ValueError(f"data.input_size={d.input_size} must be divisible by {need} for "
-                             f"{self.cfg.model.name} (stride 4 x 2**n_low)")
-        if d.input_size // getattr(model, "stride", 4) != d.heatmap_size:
-            raise ValueError(f"data.heatmap_size={d.heatmap_size} must be data.input_size / 4 "
-                             f"= {d.input_size // 4} for a stacked hourglass")
+        check_heatmap_model(model, self.codec, self.cfg.model.name)
         return model
 
     def build_loss(self):
@@ -178,17 +170,15 @@ class HourglassTask(Task):
             weights = batch["target_weight"].float() if masked else None
             total, per_stack = heatmap_loss(outputs.float(), batch["target"].float(), weights,
                                             kind=kind, stack_reduction=reduction)
-            return total, {"loss_last_stack": float(per_stack[-1].detach())}
+            return total, {"loss_last_stack": per_stack[-1].detach()}
         return loss
 
     def _pipeline(self, source, *, train: bool) -> TopDownDataset:
         d = self.cfg.data
-        augment = TopDownAugment(scale=(1 - d.scale_factor, 1 + d.scale_factor), rotation=d.rotation,
-                                 rotation_prob=d.rotation_prob, flip_prob=0.5 if d.flip else 0.0,
-                                 channel_scale=d.color_scale) if train and d.augment else None
         return TopDownDataset(source, self.codec, skeleton=SKELETON, input_size=d.input_size,
-                              crop=CropRule("box", 1.0), augment=augment, meta_keys=("head_size",),
-                              reduced_decode=d.reduced_decode)
+                              crop=CropRule("box", 1.0),
+                              augment=TopDownAugment.from_data_config(d) if train and d.augment else None,
+                              meta_keys=("head_size",), reduced_decode=d.reduced_decode)
 
     def _mpii_sources(self):
         from posekit.data.io import realdata_root
@@ -242,10 +232,6 @@ class HourglassTask(Task):
         return out
 
     # --- the decode seam ----------------------------------------------------------------
-    def _heatmaps(self, outputs):
-        heat = outputs[:, -1].float()
-        return torch.sigmoid(heat) if self.cfg.loss.kind == "bce" else heat
-
     def _decode(self, heat):
         kp, scores = self.codec.decode(heat)  # the codec carries eval.refine, the stride and sigma
         return {"keypoints": kp, "scores": scores}
@@ -253,10 +239,8 @@ class HourglassTask(Task):
     def forward_decode(self, model, x, *, outputs=None):
         """Last-stack heatmaps, averaged with the mirrored input's mirrored-back ones (flip test),
         decoded to crop pixels."""
-        heat = self._heatmaps(model(x) if outputs is None else outputs)
-        if self.cfg.eval.flip_test:
-            heat = 0.5 * (heat + flip_back_heatmaps(self._heatmaps(model(x.flip(-1))), SKELETON.flip_index))
-        return self._decode(heat)
+        return self._decode(flip_test_heatmaps(model, x, outputs, SKELETON.flip_index, flip=self.cfg.eval.flip_test,
+                                               logits=self.cfg.loss.kind == "bce"))
 
     def decode_targets(self, batch):
         return self._decode(batch["target"].float())

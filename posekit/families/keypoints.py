@@ -1,10 +1,11 @@
 """Your own keypoints, no code: a generic top-down family for any skeleton, file and model.
 
-Data: any COCO-format keypoint file (the category's `keypoints` names, any K, any category) read
-by `data.formats.coco`, or a folder of images plus a JSON list of records with boxes and
-keypoints (`dataset: pose_json`), or generated figures (`dataset: synthetic`). `data.skeleton`
-is a built-in name or a skeleton YAML; the config keeps the skeleton's CONTENT (names, flip
-pairs, limbs, sigmas), so a checkpoint, which stores its config, needs no recipe or YAML later.
+Data: a keypoint file of any `data.format` (COCO by default: any K, any category; YOLO,
+DeepLabCut, Label Studio, CVAT; a folder of images plus a JSON list of records, `dataset:
+pose_json`) read and checked against the skeleton by `data.formats.registry.load_split`, or
+generated figures (`dataset: synthetic`). `data.skeleton` is a built-in name, a skeleton YAML or
+`auto` (the files' own); the config keeps the skeleton's CONTENT (names, flip pairs, limbs,
+sigmas), so a checkpoint, which stores its config, needs no recipe or YAML later.
 
     image Samples (all people) -> one item per labelled person (GT box) or per detector box
     (`data.val_detections`, the top-down protocol; data.detections) -> TopDownDataset (crop rule, flips with the
@@ -14,59 +15,50 @@ pairs, limbs, sigmas), so a checkpoint, which stores its config, needs no recipe
     forward_decode (the model normalises its own input; flip test; decoded crop pixels)
     -> postprocess (inverse affine, person score = box score x mean keypoint score, the boxes of
        one image regrouped into one Results) -> OKS AP (pycocotools) + PCK@bbox in percent
-       (metrics.topdown). The skeleton's stored form is skeletons.from_config; the pose-JSON
-       reader data.formats.pose_json; the model-side normalisation models.normalization.
+       (metrics.topdown). The skeleton's stored form is skeletons.from_config; the model-side
+       normalisation models.normalization; the keypoint count a model is built with
+       models.registry.with_keypoint_count; the heatmap grid, its check against the model and the
+       flip test codecs.heatmap (shared with the hourglass family); the OKS sigmas
+       metrics.sigmas.oks_sigmas_for; the demo's pictures viz.comparison.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from posekit.codecs.heatmap import REFINEMENTS, HeatmapCodec, flip_back_heatmaps
-from posekit.codecs.regression import RegressionCodec
-from posekit.config import ConfigError, DataConfig, EvalConfig, LossConfig
-from posekit.data.detections import PersonSource, detection_entries, parse_person_boxes, peek_sample, person_entries
+from posekit.codecs.heatmap import REFINEMENTS, HeatmapCodec, check_heatmap_model, flip_test_heatmaps, heatmap_grid
+from posekit.codecs.regression import RegressionCodec, flip_test_coordinates
+from posekit.config import ConfigError, DataConfig, EvalConfig, LossConfig, option, size_wh
+from posekit.data.detections import PersonSource, detection_entries, peek_sample, person_crops, person_entries
 from posekit.data.formats.pose_json import load_pose_json_samples
-from posekit.data.formats.registry import USES_IMAGE_FOLDER, load_samples, source_skeleton
+from posekit.data.formats.registry import USES_IMAGE_FOLDER, load_split, skeleton_setting
 from posekit.data.synthetic.keypoints import SyntheticFigures
 from posekit.data.topdown import CROP_MODES, CropRule, TopDownAugment, TopDownDataset, to_original_frame
 from posekit.families.base import Evaluator, ExportSpec, Task, register_task
 from posekit.losses.heatmap import heatmap_loss
 from posekit.losses.regression import masked_coordinate_mse
+from posekit.metrics.sigmas import DEFAULT_SIGMA, oks_sigmas_for
 from posekit.metrics.topdown import TopDownCOCOScores, oks_nms
 from posekit.models.normalization import attach_normalization
+from posekit.models.registry import model_entry, with_keypoint_count
 from posekit.results import Results
 from posekit.runtime.predict import topdown_person_scores
-from posekit.skeletons import Skeleton, find_skeleton_file
+from posekit.skeletons import Skeleton
 from posekit.skeletons.from_config import skeleton_from_config, skeleton_to_config
 
 __all__ = ["KeypointsTask", "attach_normalization", "skeleton_to_config", "skeleton_from_config", "load_pose_json_samples",
            "person_entries", "detection_entries", "oks_nms"]
 
-DEFAULT_SIGMA = 0.07  # OKS sigma of every keypoint when neither the skeleton nor eval.sigmas gives one
-# (COCO's 17 sigmas average 0.067: a keypoint about as precise as a COCO elbow)
 MODEL_KINDS = {"hourglass": "heatmap", "dogs": "regression"}  # registry family -> codec kind
-K_ARGS = ("num_joints", "num_keypoints")  # how a model builder takes the keypoint count
-HEATMAP_STRIDE = 4  # input pixels per heatmap cell when data.heatmap_size is unset (checked against the model)
 
 
 # --- config sections -----------------------------------------------------------------------------
-def _size_wh(value, key: str) -> tuple[int, int]:
-    """S or [W, H] -> (W, H)."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ConfigError(f"{key} must be one number S (S x S) or [W, H], got {list(value)}")
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
-
-
 @dataclass
 class KeypointsDataConfig(DataConfig):
-    dataset: str = "coco"  # coco | pose_json (a folder + a JSON list of records) | synthetic
+    dataset: str = option("coco", choices=("coco", "pose_json", "synthetic"))  # pose_json: a folder + a JSON list of records
     # the annotation format of *_ann when not synthetic: coco | yolo (a data YAML) | deeplabcut (config.yaml
     # or CollectedData_*.h5/.csv) | pose_json | labelstudio (a JSON export) | cvat (CVAT for images XML);
     # unset: data.dataset's. `data.skeleton: auto` takes the skeleton the YOLO / DeepLabCut / CVAT files
@@ -92,9 +84,9 @@ class KeypointsDataConfig(DataConfig):
     # input normalisation inside the model (so checkpoints and ONNX files carry it): the network
     # sees (rgb / 255 - mean) / std; None keeps the model's own (the hourglass takes [0, 1], the
     # MobileNetV2 regressor applies ImageNet's)
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    codec: str = "auto"  # auto (from the model's kind) | heatmap | regression
+    mean: list[float] | None = option(None, length=3)
+    std: list[float] | None = option(None, length=3, gt=0)
+    codec: str = option("auto", choices=("auto", "heatmap", "regression"))  # auto: from the model's kind
     heatmap_size: int | list[int] | None = None  # heatmap models ([W, H] or S): default input_size / the stride
     sigma: float = 2.0  # heatmap Gaussian std in heatmap cells
     # training augmentation
@@ -111,37 +103,22 @@ class KeypointsDataConfig(DataConfig):
     synthetic_image_size: int = 160
     synthetic_seed: int = 0
 
-    def __post_init__(self):
-        sk = self.skeleton
-        if sk == "auto":  # the skeleton the train_ann file declares (YOLO, DeepLabCut)
-            ann = Path(self.train_ann or "")
-            ann = ann if ann.is_absolute() or not self.root else Path(self.root) / ann
-            try:
-                sk = source_skeleton(self.format or self.dataset, ann, self.category_id)
-            except (ValueError, OSError) as e:
-                raise ConfigError(f"data.skeleton=auto: {e}") from None
-            if sk is None:
-                raise ConfigError(f"data.skeleton=auto needs files that declare a skeleton (yolo, deeplabcut, cvat, or "
-                                  f"labelstudio with its labelling config); this {self.format or self.dataset} file "
-                                  "declares none (no flip pairs); give a skeleton name or YAML")
-        if isinstance(sk, str) and sk.endswith((".yaml", ".yml")):
-            try:  # a relative YAML path: the working directory, then data.root
-                sk = str(find_skeleton_file(sk, self.root or None))
-            except FileNotFoundError as e:
-                raise ConfigError(f"data.skeleton: {e}") from None
-        self.skeleton = skeleton_to_config(sk, error=ConfigError)
+    def __post_init__(self):  # auto: the skeleton the train_ann file declares; a YAML: cwd, then data.root
+        self.skeleton = skeleton_setting(self.skeleton, self.format or self.dataset, self.train_ann, root=self.root,
+                                         category_id=self.category_id)
 
 
 @dataclass
 class KeypointsLossConfig(LossConfig):
-    kind: str = "mse"  # heatmap models: mse | bce (masked per joint); regression: masked coordinate MSE
-    stack_reduction: str = "sum"  # sum | mean over stacks
+    # heatmap models: mse | bce (masked per joint); regression models: masked coordinate MSE
+    kind: str = option("mse", choices=("mse", "bce"))
+    stack_reduction: str = option("sum", choices=("sum", "mean"))  # over stacks
 
 
 @dataclass
 class KeypointsEvalConfig(EvalConfig):
     flip_test: bool = True
-    refine: str = "shift"  # heatmap decoding: none | shift | dark
+    refine: str = option("shift", choices=REFINEMENTS)  # heatmap decoding
     # OKS sigmas: these K values, else the skeleton's `sigmas`, else default_sigma for every keypoint
     sigmas: list[float] | None = None
     default_sigma: float = DEFAULT_SIGMA
@@ -191,43 +168,27 @@ class KeypointsTask(Task):
                        "train.batch_size=4")
 
     def check_config(self):
-        d, e, loss = self.cfg.data, self.cfg.eval, self.cfg.loss
+        d, e = self.cfg.data, self.cfg.eval
         self._skeleton = skeleton_from_config(d.skeleton, error=ConfigError)
-        if d.dataset not in ("coco", "pose_json", "synthetic"):
-            raise ConfigError(f"data.dataset={d.dataset!r}; valid: coco, pose_json, synthetic")
         if d.format is not None and (d.format not in USES_IMAGE_FOLDER or d.dataset == "synthetic"):
             raise ConfigError(f"data.format={d.format!r}; valid: {', '.join(USES_IMAGE_FOLDER)} (with a file-based "
                               "data.dataset, not synthetic)")
         if d.crop not in CROP_MODES:
             raise ConfigError(f"data.crop={d.crop!r}; valid: {', '.join(CROP_MODES)}")
-        self.input_wh = _size_wh(d.input_size, "data.input_size")
+        self.input_wh = size_wh(d.input_size, "data.input_size")
         if not d.padding > 0 or min(self.input_wh) < 8:
             raise ConfigError(f"data.padding must be > 0 and data.input_size >= 8, got {d.padding}, {d.input_size}")
-        if (d.mean is None) != (d.std is None) or (d.mean is not None and (
-                len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0)):
-            raise ConfigError(f"data.mean and data.std must both be 3 numbers (RGB, 0-1 scale; std > 0) or both "
-                              f"unset, got {d.mean}, {d.std}")
-        if e.refine not in REFINEMENTS:
-            raise ConfigError(f"eval.refine={e.refine!r}; valid: {', '.join(REFINEMENTS)}")
-        if loss.kind not in ("mse", "bce") or loss.stack_reduction not in ("sum", "mean"):
-            raise ConfigError(f"loss.kind={loss.kind!r} (mse, bce), loss.stack_reduction={loss.stack_reduction!r} "
-                              "(sum, mean)")
-        k = self._skeleton.num_keypoints
-        if e.sigmas is not None and (len(e.sigmas) != k or min(e.sigmas) <= 0):
-            raise ConfigError(f"eval.sigmas must be {k} positive numbers (one per keypoint of "
-                              f"{self._skeleton.name!r}), got {e.sigmas}")
+        if (d.mean is None) != (d.std is None):
+            raise ConfigError(f"data.mean and data.std must be set together (3 numbers each, RGB on a 0-1 scale), got "
+                              f"{d.mean}, {d.std}")
+        if e.sigmas is not None:
+            oks_sigmas_for(self._skeleton, e.sigmas, error=ConfigError)  # K positive numbers
         self.kind = self._model_kind()
-        w, h = self.input_wh
         if self.kind == "heatmap":
-            hw, hh = _size_wh(d.heatmap_size, "data.heatmap_size") if d.heatmap_size else \
-                (w // HEATMAP_STRIDE, h // HEATMAP_STRIDE)
-            if min(hw, hh) < 1 or w % hw or h % hh or w // hw != h // hh:
-                raise ConfigError(f"data.input_size={d.input_size} must be the same multiple of "
-                                  f"data.heatmap_size={d.heatmap_size or [hw, hh]} in width and height "
-                                  f"(e.g. data.heatmap_size={[w // HEATMAP_STRIDE, h // HEATMAP_STRIDE]})")
-            self.codec = HeatmapCodec((w, h), (hw, hh), d.sigma, refine=e.refine)
+            self.codec = HeatmapCodec(self.input_wh, heatmap_grid(d.input_size, d.heatmap_size, error=ConfigError),
+                                      d.sigma, refine=e.refine)
         else:
-            self.codec = RegressionCodec((w, h))
+            self.codec = RegressionCodec(self.input_wh)
 
     def _model_kind(self) -> str:
         d = self.cfg.data
@@ -235,18 +196,11 @@ class KeypointsTask(Task):
             return d.codec
         if d.codec != "auto":
             raise ConfigError(f"data.codec={d.codec!r}; valid: auto, heatmap, regression")
-        entry = self._model_entry()
+        entry = model_entry(self.cfg.model.name)
         if entry.family in MODEL_KINDS:
             return MODEL_KINDS[entry.family]
         raise ConfigError(f"model {entry.name!r} (family {entry.family!r}): set data.codec=heatmap (outputs "
                           "(B, [stacks,] K, H, W) maps) or data.codec=regression (outputs (B, K, 2) in [0, 1])")
-
-    def _model_entry(self):
-        from posekit.models.registry import get_entry
-        try:
-            return get_entry(self.cfg.model.name)
-        except KeyError as e:
-            raise ConfigError(f"model.name: {e.args[0]}") from None
 
     @property
     def skeleton(self) -> Skeleton:
@@ -256,31 +210,13 @@ class KeypointsTask(Task):
     def build_model(self):
         from posekit.models import create_model
 
-        k = self._skeleton.num_keypoints
-        args = dict(self.cfg.model.args)
-        params = self._model_entry().signature().parameters
-        names = [a for a in K_ARGS if a in params]
-        if not names:
-            raise ConfigError(f"model {self.cfg.model.name!r} takes no keypoint count ({' or '.join(K_ARGS)}); "
-                              "the keypoints task sets it from data.skeleton")
-        given = args.get(names[0])
-        if given is not None and int(given) != k:
-            raise ConfigError(f"model.args.{names[0]}={given} but data.skeleton {self._skeleton.name!r} has {k} "
-                              "keypoints (leave it unset: it follows the skeleton)")
-        args[names[0]] = k
-        model = create_model(self.cfg.model.name, **args)
+        name = self.cfg.model.name
+        model = create_model(name, **with_keypoint_count(name, dict(self.cfg.model.args),
+                                                         self._skeleton.num_keypoints, self._skeleton.name))
         if self.cfg.data.mean is not None:
             attach_normalization(model, self.cfg.data.mean, self.cfg.data.std)
-        size = self.cfg.data.input_size
         if self.kind == "heatmap":
-            stride = getattr(model, "stride", 4)
-            need = stride * 2 ** getattr(model, "n_low", 0)
-            if any(v % need for v in self.input_wh):
-                raise ConfigError(f"data.input_size={size} must be divisible by {need} for {self.cfg.model.name}")
-            want = [v // stride for v in self.input_wh]
-            if list(self.codec.heatmap_size) != want:
-                raise ConfigError(f"data.heatmap_size={list(self.codec.heatmap_size)} must be data.input_size / "
-                                  f"{stride} = {want} for {self.cfg.model.name}")
+            check_heatmap_model(model, self.codec, name, error=ConfigError)
         return model
 
     def build_loss(self):
@@ -294,22 +230,15 @@ class KeypointsTask(Task):
         def loss(outputs, batch):
             total, per_stack = heatmap_loss(outputs.float(), batch["target"].float(), batch["target_weight"].float(),
                                             kind=kind, stack_reduction=reduction)
-            return total, {"loss_last_stack": float(per_stack[-1].detach())}
+            return total, {"loss_last_stack": per_stack[-1].detach()}
         return loss
 
     def _pipeline(self, source, *, train: bool) -> TopDownDataset:
         d = self.cfg.data
-        augment = TopDownAugment(scale=(1 - d.scale_factor, 1 + d.scale_factor), rotation=d.rotation,
-                                 rotation_prob=d.rotation_prob, translate=d.translate,
-                                 flip_prob=0.5 if d.flip else 0.0, channel_scale=d.color_scale) \
-            if train and d.augment else None
         return TopDownDataset(source, self.codec, skeleton=self._skeleton, input_size=self.input_wh,
-                              crop=CropRule(d.crop, d.padding), augment=augment,
+                              crop=CropRule(d.crop, d.padding),
+                              augment=TopDownAugment.from_data_config(d) if train and d.augment else None,
                               meta_keys=("image_index", "person_row", "box_score"))
-
-    def _path(self, p: str) -> Path:
-        root = Path(self.cfg.data.root) if self.cfg.data.root else Path(".")
-        return Path(p) if Path(p).is_absolute() else root / p
 
     def _images(self, split: str):
         d = self.cfg.data
@@ -324,31 +253,8 @@ class KeypointsTask(Task):
         ann, images = (d.train_ann, d.train_images) if split == "train" else (d.val_ann, d.val_images)
         if ann is None:
             return None
-        key = f"data.{split}_ann"
-        if not self._path(ann).is_file():
-            raise FileNotFoundError(f"{key}: annotation file not found: {self._path(ann)}")
-        fmt = d.format or d.dataset
-        if USES_IMAGE_FOLDER[fmt] and not self._path(images).is_dir():
-            raise FileNotFoundError(f"data.{split}_images: image folder not found: {self._path(images)}")
-        if fmt == "pose_json":
-            samples = load_pose_json_samples(self._path(ann), self._path(images))
-            names = None
-        else:
-            policy = d.on_bad_record or ("skip" if split == "train" else "error")
-            # formats that name each point (Label Studio, CVAT points shapes) take the skeleton's order
-            samples = load_samples(fmt, self._path(ann), self._path(images), split=split, on_bad_record=policy,
-                                   category_id=d.category_id,
-                                   keypoint_names=self._skeleton.keypoints if fmt in ("labelstudio", "cvat") else None)
-            names = samples.keypoint_names
-        got = samples[0].keypoints.shape[1] if samples else (len(names) if names else k)
-        if got != k:
-            raise ConfigError(f"{key}: {self._path(ann)} has {got} keypoints per person, data.skeleton "
-                              f"{self._skeleton.name!r} has {k}")
-        if names and tuple(names) != self._skeleton.keypoints:
-            warnings.warn(f"{self._path(ann)}: keypoint names {list(names)} differ from data.skeleton "
-                          f"{self._skeleton.name!r} {list(self._skeleton.keypoints)}; the order is taken as given",
-                          RuntimeWarning, stacklevel=2)
-        return samples
+        return load_split(d.format or d.dataset, ann, images, self._skeleton, split=split, root=d.root,
+                          on_bad_record=d.on_bad_record, category_id=d.category_id)
 
     def build_datasets(self, splits=None):
         d = self.cfg.data
@@ -365,22 +271,15 @@ class KeypointsTask(Task):
             images = self._images("val")
             if images is not None:
                 if d.val_detections:
-                    det = self._path(d.val_detections)
-                    if not det.is_file():
-                        raise FileNotFoundError(f"data.val_detections: detections file not found: {det}")
-                    cat = getattr(images, "category_id", None)
-                    entries = detection_entries(images, det, score_threshold=d.det_score_threshold,
-                                                category_id=cat)
+                    entries = detection_entries(images, d.val_detections, score_threshold=d.det_score_threshold,
+                                                category_id=getattr(images, "category_id", None), root=d.root,
+                                                key="data.val_detections")
                 else:
                     entries = person_entries(images, d.min_keypoints)
                 out["val"] = self._pipeline(PersonSource(images, entries), train=False)
         return out
 
     # --- the decode seam ----------------------------------------------------------------------------
-    def _heatmaps(self, outputs):
-        heat = (outputs[:, -1] if outputs.dim() == 5 else outputs).float()
-        return torch.sigmoid(heat) if self.cfg.loss.kind == "bce" else heat
-
     def _decode_heat(self, heat):
         kp, scores = self.codec.decode(heat)  # the codec carries eval.refine, the stride and sigma
         return {"keypoints": kp, "scores": scores}
@@ -388,29 +287,17 @@ class KeypointsTask(Task):
     def forward_decode(self, model, x, *, outputs=None):
         """Keypoints (B, K, 2) in crop pixels and scores (B, K) (heatmap maxima; 1 for a regressor),
         averaged with the mirrored input's mirrored-back prediction when eval.flip_test."""
-        out = model(x) if outputs is None else outputs
-        flip = self.cfg.eval.flip_test
-        index = self._skeleton.flip_index
+        flip, index = self.cfg.eval.flip_test, self._skeleton.flip_index
         if self.kind == "heatmap":
-            heat = self._heatmaps(out)
-            if flip:
-                heat = 0.5 * (heat + flip_back_heatmaps(self._heatmaps(model(x.flip(-1))), index))
-            return self._decode_heat(heat)
-        xy = self.codec.decode(out.float())
-        if flip:
-            mirrored = self.codec.decode(model(x.flip(-1)).float())[:, torch.as_tensor(index, device=xy.device)]
-            xy = 0.5 * (xy + torch.stack([(x.shape[-1] - 1) - mirrored[..., 0], mirrored[..., 1]], dim=-1))
+            return self._decode_heat(flip_test_heatmaps(model, x, outputs, index, flip=flip,
+                                                        logits=self.cfg.loss.kind == "bce"))
+        xy = flip_test_coordinates(model, x, outputs, self.codec, index, flip=flip)
         return {"keypoints": xy, "scores": torch.ones_like(xy[..., 0])}
 
     def decode_targets(self, batch):
         if self.kind == "heatmap":
             return self._decode_heat(batch["target"].float())
         return {"keypoints": self.codec.decode(batch["target"].float()), "scores": batch["target_weight"].float()}
-
-    def _person_scores(self, scores: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
-        """MMPose's rescoring: box score x the mean of the keypoint scores above the threshold (0
-        when none is)."""
-        return topdown_person_scores(scores, box_scores, self.cfg.eval.keypoint_score_threshold)
 
     def postprocess(self, decoded, batch):
         """One Results per item; for `prepare_inputs` batches (several boxes per image) one Results
@@ -419,7 +306,8 @@ class KeypointsTask(Task):
         scores = decoded["scores"].detach().double().cpu().numpy()
         box = batch["box"].detach().double().cpu().numpy() if "box" in batch else np.full((len(kp), 4), np.nan)
         box_scores = batch["box_score"].detach().double().cpu().numpy() if "box_score" in batch else np.ones(len(kp))
-        person = self._person_scores(scores, box_scores)
+        # MMPose's rescoring: box score x the mean of the keypoint scores above the threshold (0 when none is)
+        person = topdown_person_scores(scores, box_scores, self.cfg.eval.keypoint_score_threshold)
         images, paths = batch.get("images"), batch.get("paths")
         if "owner" in batch:
             owner = batch["owner"].cpu().numpy()
@@ -436,35 +324,17 @@ class KeypointsTask(Task):
                                image=images[n] if images else None, path=paths[n] if paths else None))
         return out
 
-    def _sigmas(self) -> np.ndarray:
-        e = self.cfg.eval
-        if e.sigmas is not None:
-            return np.asarray(e.sigmas, dtype=np.float64)
-        if self._skeleton.sigmas is not None:
-            return self._skeleton.oks_sigmas()
-        warnings.warn(f"skeleton {self._skeleton.name!r} declares no OKS sigmas: OKS AP uses eval.default_sigma="
-                      f"{e.default_sigma} for every keypoint (set `sigmas:` in the skeleton YAML or eval.sigmas)",
-                      RuntimeWarning, stacklevel=2)
-        return np.full(self._skeleton.num_keypoints, float(e.default_sigma))
-
     def build_evaluator(self, datasets):
-        return TopDownCOCOEvaluator(datasets["val"], self._skeleton, self._sigmas(), self.cfg.eval,
-                                    gt_boxes=not self.cfg.data.val_detections)
+        e = self.cfg.eval
+        sigmas = oks_sigmas_for(self._skeleton, e.sigmas, e.default_sigma, error=ConfigError)
+        return TopDownCOCOEvaluator(datasets["val"], self._skeleton, sigmas, e, gt_boxes=not self.cfg.data.val_detections)
 
     # --- use ------------------------------------------------------------------------------------------
     def prepare_inputs(self, inputs, *, boxes=None, **options):
         """RGB images -> one crop per box. Per image, `boxes` holds None (the whole image), one
         [x, y, w, h(, score)] box, or a list / (P, 4|5) array of them (e.g. a detector's: the
         score multiplies the person score); the postprocess returns one Results per image."""
-        if boxes is not None and len(boxes) != len(inputs):
-            raise ValueError(f"got {len(boxes)} box entries for {len(inputs)} images (one entry per image)")
-        crops, crop_boxes, scores, owner = [], [], [], []
-        for n, image in enumerate(inputs):
-            for b in parse_person_boxes(None if boxes is None else boxes[n], n):
-                crops.append(image)
-                crop_boxes.append(None if b is None else b[:4])
-                scores.append(float(b[4]) if b is not None and len(b) > 4 else 1.0)
-                owner.append(n)
+        crops, crop_boxes, scores, owner = person_crops(inputs, boxes)
         batch = self._pipeline([], train=False).inputs(crops, crop_boxes)  # the evaluation geometry
         return {**batch, "images": list(inputs), "box_score": torch.tensor(scores, dtype=torch.float64),
                 "owner": torch.tensor(owner, dtype=torch.long)}
@@ -478,7 +348,7 @@ class KeypointsTask(Task):
         """Whole validation images with every person predicted from its box, "ground truth |
         prediction" side by side."""
         from posekit.data.io import write_image
-        from posekit.viz import caption, draw_skeleton, side_by_side, upscale
+        from posekit.viz.comparison import truth_and_prediction
 
         val = datasets.get("val")
         if val is None or not len(val):
@@ -491,21 +361,10 @@ class KeypointsTask(Task):
             if s.boxes is None or not len(s.boxes):
                 continue
             res = predict([s.image], boxes=[s.boxes])[0]
-            # drawn on the image upscaled to >= 384 px, so small synthetic frames stay judgeable
-            f = max(1.0, 384.0 / s.image.shape[0])
-            big = upscale(s.image, int(round(s.image.shape[0] * f)), interpolation="linear")
-            f = big.shape[0] / s.image.shape[0]
-
-            def scaled(xy):
-                return (np.asarray(xy, dtype=np.float64) + 0.5) * f - 0.5
-            gt_boxes = np.asarray(s.boxes, dtype=np.float64) * f
-            left = draw_skeleton(big, scaled(s.keypoints[..., :2]), (s.keypoints[..., 2] > 0).astype(float),
-                                 self._skeleton, score_threshold=0.5, boxes=gt_boxes, color_by_person=True)
-            right = draw_skeleton(big, scaled(res.keypoints), res.scores, self._skeleton, score_threshold=0.05,
-                                  boxes=res.boxes * f if res.boxes is not None else None,
-                                  person_scores=res.person_scores, color_by_person=True)
-            picture = side_by_side([caption(left, f"ground truth: {len(s.keypoints)} people"),
-                                    caption(right, f"prediction from the {len(s.boxes)} boxes (joints > 0.05)")])
+            picture = truth_and_prediction(
+                s.image, s.keypoints, res.keypoints, res.scores, self._skeleton, truth_boxes=s.boxes, boxes=res.boxes,
+                person_scores=res.person_scores, captions=(f"ground truth: {len(s.keypoints)} people",
+                                                           f"prediction from the {len(s.boxes)} boxes (joints > 0.05)"))
             path = Path(out_dir) / f"keypoints_val{i}.png"
             write_image(path, picture)
             paths.append(path)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from posekit.codecs.paf import DecoderConfig, PAFCodec, flip_back_paf
 from posekit.config import DataConfig, EvalConfig, LossConfig, option
 from posekit.data.bottomup import BottomUpDataset
-from posekit.data.formats.registry import load_samples
+from posekit.data.formats.registry import load_split
 from posekit.families.base import Evaluator, ExportSpec, Task, register_task
 from posekit.losses.openpose import paf_loss
 from posekit.metrics.coco import build_coco_gt, coco_keypoint_eval_on
@@ -162,13 +162,11 @@ class OpenPoseTask(Task):
         return Path(p) if Path(p).is_absolute() else root / p
 
     def _coco(self, ann: str, images: str, split: str = "train"):
+        """One split, checked against COCO's 17 keypoints (names in another order: a warning; Label
+        Studio and CVAT files read in COCO's order) as the keypoints family checks its skeleton."""
         d = self.cfg.data
-        samples = load_samples(d.format or "coco", self._path(ann), self._path(images), split=split,
-                               on_bad_record=d.on_bad_record)
-        if len(samples.keypoint_names) != SKELETON.num_keypoints:
-            raise ValueError(f"{self._path(ann)}: {len(samples.keypoint_names)} keypoints per person; OpenPose "
-                             f"trains on COCO's {SKELETON.num_keypoints}")
-        return samples
+        return load_split(d.format or "coco", ann, images, SKELETON, split=split, root=self._path("."),
+                          on_bad_record=d.on_bad_record, skeleton_key="OpenPose's COCO skeleton")
 
     def build_datasets(self, splits=None):
         d = self.cfg.data
@@ -195,7 +193,7 @@ class OpenPoseTask(Task):
             pafs, heats = outputs
             total, per_stage = paf_loss(pafs.float(), heats.float(), batch["pafs"].float(), batch["heatmaps"].float(),
                                         batch["weight"].float())
-            return total, {"loss_last_stage": float(per_stage[-1].detach())}
+            return total, {"loss_last_stage": per_stage[-1].detach()}
         return loss
 
     # --- the decode seam ------------------------------------------------------------------------

@@ -6,14 +6,40 @@ it is estimated from m >= 2 annotations of one person: sum_j |a_j - mean|^2 / (m
 estimate of E[d^2] (for m = 2 it is |a_1 - a_2|^2 / 2: two annotators disagree by sqrt(2) x sigma
 on average). Per keypoint, sigma is the square root of the mean over people of that estimate
 divided by the person's area; the 95 % interval comes from resampling the people (bootstrap).
+
+`oks_sigmas_for` is which sigmas a recipe's OKS AP uses: its own, the skeleton's, or one default.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from posekit.skeletons import Skeleton
+
 MIN_PEOPLE = 2  # fewer repeated people than this per keypoint: no estimate
+DEFAULT_SIGMA = 0.07  # OKS sigma of every keypoint when neither the skeleton nor eval.sigmas gives one
+# (COCO's 17 sigmas average 0.067: a keypoint about as precise as a COCO elbow)
+
+
+def oks_sigmas_for(skeleton: Skeleton, sigmas=None, default_sigma: float = DEFAULT_SIGMA, *,
+                   error=ValueError) -> np.ndarray:
+    """The (K,) OKS sigmas of a recipe: `sigmas` (eval.sigmas; `error` unless K positive numbers),
+    else the skeleton's own, else `default_sigma` for every keypoint with a RuntimeWarning saying
+    how to declare them (AP then compares custom keypoints as if all were about a COCO elbow)."""
+    k = skeleton.num_keypoints
+    if sigmas is not None:
+        if len(sigmas) != k or min(sigmas) <= 0:
+            raise error(f"eval.sigmas must be {k} positive numbers (one per keypoint of {skeleton.name!r}), "
+                        f"got {sigmas}")
+        return np.asarray(sigmas, dtype=np.float64)
+    if skeleton.sigmas is not None:
+        return skeleton.oks_sigmas()
+    warnings.warn(f"skeleton {skeleton.name!r} declares no OKS sigmas: OKS AP uses eval.default_sigma="
+                  f"{default_sigma} for every keypoint (set `sigmas:` in the skeleton YAML or eval.sigmas)",
+                  RuntimeWarning, stacklevel=2)
+    return np.full(k, float(default_sigma))
 
 
 @dataclass

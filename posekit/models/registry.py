@@ -253,6 +253,34 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise ConfigError(f"model {name!r} with args {kwargs}: {e}") from None
 
 
+KEYPOINT_COUNT_ARGS = ("num_joints", "num_keypoints")  # how a builder takes the keypoint count
+
+
+def model_entry(name: str) -> ModelEntry:
+    """`get_entry` for a recipe's model.name: an unknown name is a ConfigError naming the key."""
+    try:
+        return get_entry(name)
+    except KeyError as e:
+        raise ConfigError(f"model.name: {e.args[0]}") from None
+
+
+def with_keypoint_count(name: str, args: dict, num_keypoints: int, skeleton_name: str) -> dict:
+    """`args` (model.args) with model `name`'s keypoint-count argument (the first of
+    KEYPOINT_COUNT_ARGS its builder takes) set to `num_keypoints`, the count of data.skeleton
+    `skeleton_name`: a family for any skeleton sets it rather than asking the user to repeat it. A
+    builder that takes none, or model.args giving another count, is a ConfigError."""
+    params = model_entry(name).signature().parameters
+    names = [a for a in KEYPOINT_COUNT_ARGS if a in params]
+    if not names:
+        raise ConfigError(f"model {name!r} takes no keypoint count ({' or '.join(KEYPOINT_COUNT_ARGS)}); "
+                          "the keypoints task sets it from data.skeleton")
+    given = args.get(names[0])
+    if given is not None and int(given) != num_keypoints:
+        raise ConfigError(f"model.args.{names[0]}={given} but data.skeleton {skeleton_name!r} has {num_keypoints} "
+                          "keypoints (leave it unset: it follows the skeleton)")
+    return {**args, names[0]: num_keypoints}
+
+
 def list_models(family: str | None = None) -> list[str]:
     _load_families()
     return sorted(n for n, e in _MODELS.items() if family is None or e.family == family)

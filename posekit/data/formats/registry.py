@@ -5,19 +5,26 @@
                 the images are where the YAML says (`*_images` is not used)
     deeplabcut  a DeepLabCut project's config.yaml or one CollectedData_<scorer>.h5/.csv (`*_ann`);
                 images under the project's labeled-data/ (`*_images` is not used)
-    pose_json   a JSON list of records (the keypoints family reads it)
+    pose_json   a folder of images (`*_images`) + a JSON list of records with boxes and keypoints
+                (`*_ann`; data.formats.pose_json)
     labelstudio a Label Studio JSON export (`*_ann`) + the folder its images are under (`*_images`)
     cvat        a CVAT for images 1.1 annotations.xml (`*_ann`) + its images/ folder (`*_images`)
                 (CVAT's "COCO Keypoints" export is plain COCO: data.format=coco)
 
 Every reader returns a list of `Sample`s with `.skipped` (records dropped with
-on_bad_record="skip", one message each) and `.keypoint_names`.
+on_bad_record="skip", one message each) and `.keypoint_names` (empty when the file names none).
+`skeleton_setting` and `load_split` are what a recipe's data section goes through: the
+skeleton it names (`auto`: the one the files declare) and one split read and checked
+against that skeleton, so any family that reads keypoint files does it the same way.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from posekit.skeletons import Skeleton
+from posekit.config import ConfigError
+from posekit.skeletons import Skeleton, find_skeleton_file
+from posekit.skeletons.from_config import skeleton_to_config
 
 FORMATS = ("coco", "yolo", "deeplabcut", "pose_json", "labelstudio", "cvat")
 USES_IMAGE_FOLDER = {"coco": True, "yolo": False, "deeplabcut": False, "pose_json": True, "labelstudio": True,
@@ -88,7 +95,66 @@ def load_samples(fmt: str, ann, images=None, *, split: str = "train", on_bad_rec
         from posekit.data.formats.cvat import load_cvat
         return load_cvat(ann, images, on_bad_record=on_bad_record, keypoint_names=keypoint_names,
                          label=category_id if isinstance(category_id, str) else None)
-    raise ValueError("data.format=pose_json is read by the keypoints family (dataset: pose_json)")
+    # pose_json, the one format left: it names no keypoints and refuses a bad record whatever on_bad_record says
+    from posekit.data.formats.coco import COCOSamples
+    from posekit.data.formats.pose_json import load_pose_json_samples
+    return COCOSamples(load_pose_json_samples(ann, images), ann_file=ann)
+
+
+def _resolve(path, root) -> Path:
+    """A data path as given when absolute or when there is no `root`, else under it."""
+    p = Path(path)
+    return p if p.is_absolute() or not root else Path(root) / p
+
+
+def skeleton_setting(value, fmt: str, train_ann, *, root=None, category_id=None) -> dict:
+    """`data.skeleton` as the config stores it (content): `auto` takes the skeleton that the
+    `train_ann` file of format `fmt` declares (`source_skeleton`); a relative YAML path is looked
+    up in the working directory, then under `root`; a name or content is taken as it is.
+    ConfigError naming data.skeleton otherwise."""
+    if value == "auto":
+        try:
+            value = source_skeleton(fmt, _resolve(train_ann or "", root), category_id)
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"data.skeleton=auto: {e}") from None
+        if value is None:
+            raise ConfigError(f"data.skeleton=auto needs files that declare a skeleton (yolo, deeplabcut, cvat, or "
+                              f"labelstudio with its labelling config); this {fmt} file declares none (no flip "
+                              "pairs); give a skeleton name or YAML")
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+        try:
+            value = str(find_skeleton_file(value, root or None))
+        except FileNotFoundError as e:
+            raise ConfigError(f"data.skeleton: {e}") from None
+    return skeleton_to_config(value, error=ConfigError)
+
+
+def load_split(fmt: str, ann, images, skeleton: Skeleton, *, split: str = "train", root=None,
+               on_bad_record: str | None = None, category_id=None, skeleton_key: str = "data.skeleton"):
+    """The Samples of one split (`data.<split>_ann` / `data.<split>_images`, relative paths under
+    `root`) in format `fmt`, checked against `skeleton`: a missing file or folder is a
+    FileNotFoundError naming its key, another keypoint count a ConfigError, other keypoint names
+    a warning (the order is taken as given). The formats that name each point (labelstudio,
+    cvat) take the skeleton's order; `on_bad_record` None skips bad records when training and
+    refuses them otherwise. `skeleton_key` says in messages where the skeleton came from (a
+    family with a fixed skeleton names itself)."""
+    check_format(fmt)
+    key, ann, images = f"data.{split}_ann", _resolve(ann, root), _resolve(images, root)
+    if not ann.is_file():
+        raise FileNotFoundError(f"{key}: annotation file not found: {ann}")
+    if USES_IMAGE_FOLDER[fmt] and not images.is_dir():
+        raise FileNotFoundError(f"data.{split}_images: image folder not found: {images}")
+    samples = load_samples(fmt, ann, images, split=split, on_bad_record=on_bad_record or (
+        "skip" if split == "train" else "error"), category_id=category_id,
+        keypoint_names=skeleton.keypoints if fmt in ("labelstudio", "cvat") else None)
+    names, k = samples.keypoint_names, skeleton.num_keypoints
+    got = samples[0].keypoints.shape[1] if samples else (len(names) if names else k)
+    if got != k:
+        raise ConfigError(f"{key}: {ann} has {got} keypoints per person, {skeleton_key} {skeleton.name!r} has {k}")
+    if names and tuple(names) != skeleton.keypoints:
+        warnings.warn(f"{ann}: keypoint names {list(names)} differ from {skeleton_key} {skeleton.name!r} "
+                      f"{list(skeleton.keypoints)}; the order is taken as given", RuntimeWarning, stacklevel=2)
+    return samples
 
 
 def source_skeleton(fmt: str, ann, category_id=None) -> Skeleton | None:
