@@ -290,3 +290,26 @@ def test_torchrun_two_processes_with_batchnorm_match_single_process(tmp_path):
     for part in ("model", "ema"):
         diff = {k: float((a[part][k].float() - b[part][k].float()).abs().max()) for k in a[part]}
         assert max(diff.values()) < 1e-5, (part, sorted(diff.items(), key=lambda kv: -kv[1])[:3])
+
+
+def _control_group_worker(rank: int, port: int):
+    import torch
+    import torch.distributed as dist
+
+    from posekit.engine.distributed import DistInfo, any_rank, gather
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        info = DistInfo(rank, rank, 2, torch.device("cpu"), control=dist.new_group(backend="gloo"))
+        assert any_rank(rank == 1, info) is True  # one rank's flag stops both
+        assert any_rank(False, info) is False
+        assert gather({"rank": rank}, info) == [{"rank": 0}, {"rank": 1}]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_loops_agreements_run_over_the_host_side_control_group():
+    """With NCCL as the main backend, `setup` adds a gloo group so that the per-step agreements
+    (stop, fatal record) and the NaN-check gather are CPU messages, not GPU reads; here both
+    run over such a group between two processes and agree."""
+    import torch.multiprocessing as mp
+    mp.spawn(_control_group_worker, args=(_free_port(),), nprocs=2, join=True)

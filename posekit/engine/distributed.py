@@ -19,6 +19,10 @@ class DistInfo:
     local_rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    # a gloo group for the loop's host-side agreements (stop? a fatal record? who saw a NaN?) when
+    # the main backend is NCCL: a flag all-reduced there would be a GPU tensor read back every step,
+    # waiting for the whole queue; over gloo it is a CPU message and the GPU keeps running
+    control: object | None = None
 
     @property
     def enabled(self) -> bool:
@@ -72,7 +76,10 @@ def setup(device_name: str = "auto") -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank, local_rank, world, device)
+    control = None
+    if world > 1 and dist.get_backend() != "gloo":
+        control = dist.new_group(backend="gloo")  # collective: every rank creates it here
+    return DistInfo(rank, local_rank, world, device, control)
 
 
 def cleanup(info: DistInfo) -> None:
@@ -122,8 +129,9 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     """True if `flag` is set on any rank (keeps ranks agreeing on when to stop)."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    on_host = info.control is not None or info.device.type == "cpu"
+    t = torch.tensor([1.0 if flag else 0.0], device="cpu" if on_host else info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=info.control)
     return bool(t.item() > 0)
 
 
@@ -132,7 +140,7 @@ def gather(obj, info: DistInfo) -> list:
     if not info.enabled:
         return [obj]
     out: list = [None] * info.world_size
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=info.control)  # over gloo: no GPU round trip
     return out
 
 

@@ -120,8 +120,10 @@ class Task:
         """The network's input tensor from a batch (on the model's device)."""
         return batch["image"].float().div(255.0) if batch["image"].dtype == torch.uint8 else batch["image"].float()
 
-    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """Forward + loss. `model` may be DDP-wrapped: call it, don't reach into it."""
+    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """Forward + loss, and named extra values to log. `model` may be DDP-wrapped: call it, don't
+        reach into it. Keep the extra values detached tensors, never `float()`/`.item()` them: the
+        trainer reads them only at log steps, so no step waits for the GPU to finish."""
         return self.loss(model(self.model_inputs(batch)), batch)
 
     def on_step(self, model: nn.Module, step: int) -> None:
