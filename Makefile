@@ -15,7 +15,7 @@ endif
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[onnx,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[train,onnx,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

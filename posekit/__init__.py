@@ -11,20 +11,32 @@ from posekit.skeletons import Skeleton, get_skeleton  # noqa: F401
 from posekit._version import __version__  # noqa: F401
 
 
+def _engine(module: str, what: str):
+    """posekit.engine.<module>, or the one `pip install` line when PyTorch is not installed (a
+    deploy install: `posekit[runtime]` runs .onnx files through `posekit.runtime.RuntimeModel`)."""
+    import importlib
+
+    from posekit.config import missing_extra
+    try:
+        return importlib.import_module(f"posekit.engine.{module}")
+    except ImportError as e:
+        error = missing_extra(e, what)
+        if error is None:
+            raise
+        raise error from None
+
+
 def load_config(path_or_name, overrides=None) -> Config:
     """A recipe (a YAML path, or the name of a recipe shipped with posekit) with `key=value`
     overrides -> a typed, range-checked Config."""
-    from posekit.engine.recipes import load_config as _load
-    return _load(path_or_name, overrides)
+    return _engine("recipes", "posekit.load_config").load_config(path_or_name, overrides)
 
 
 def train(cfg):
     """Train a `Config`; returns the run directory. See posekit.engine.trainer."""
-    from posekit.engine.trainer import train as _train
-    return _train(cfg)
+    return _engine("trainer", "posekit.train").train(cfg)
 
 
 def Predictor(checkpoint, **kwargs):  # noqa: N802  (reads like the class it returns)
     """Load a checkpoint once, then call it on RGB images (or a lifter's 2-D poses)."""
-    from posekit.engine.predictor import Predictor as _Predictor
-    return _Predictor(checkpoint, **kwargs)
+    return _engine("predictor", "posekit.Predictor").Predictor(checkpoint, **kwargs)

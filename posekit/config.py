@@ -37,6 +37,26 @@ class MissingExtraError(ImportError):
     adds it (the CLI shows it as a user error, not an internal one)."""
 
 
+# which extra brings each optional top-level module (pyproject.toml [project.optional-dependencies])
+EXTRA_OF_MODULE = {"torch": "train", "torchvision": "train", "pycocotools": "train", "scipy": "train",
+                   "h5py": "train", "matplotlib": "train", "onnxruntime": "runtime", "onnx": "onnx",
+                   "onnxscript": "onnx"}
+
+
+def missing_extra(error: ImportError, what: str, hint: str | None = None) -> MissingExtraError | None:
+    """A `MissingExtraError` naming the extra to install when `error` is a missing optional module
+    (None for anything else). `what` says what needed it ("posekit train"); `hint` replaces the
+    default note on what runs without the [train] extra."""
+    name = (getattr(error, "name", None) or "").split(".")[0]
+    if not isinstance(error, ModuleNotFoundError) or name not in EXTRA_OF_MODULE:
+        return None
+    extra = EXTRA_OF_MODULE[name]
+    if hint is None:
+        hint = "an exported .onnx file predicts without it (pip install 'posekit[runtime]')" if extra == "train" else ""
+    return MissingExtraError(f"{what} needs {name}, which is not installed: pip install 'posekit[{extra}]'"
+                             + (f"; {hint}" if hint else ""))
+
+
 # ----------------------------------------------------------------------------------------------
 # allowed values: every numeric or choice field declares them, checked when a section is built
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
@@ -335,6 +355,16 @@ def check_batch_size(value, key: str = "eval.batch_size") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"config key '{key}' expects int, got {value!r} ({type(value).__name__})")
     return field_checks(EvalConfig)["batch_size"](value, key)
+
+
+def size_wh(value, key: str) -> tuple[int, int]:
+    """A recipe's image size, one number S (S x S) or [W, H], as (W, H); a list of another length is
+    a ConfigError naming `key`."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ConfigError(f"{key} must be one number S (S x S) or [W, H], got {list(value)}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
 
 
 @dataclass

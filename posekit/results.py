@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from posekit.data.box_files import normalize_boxes
+from posekit.runtime.predict import topdown_person_scores
 from posekit.skeletons import Skeleton, get_skeleton
 
 
@@ -153,3 +155,51 @@ def results_json(res: Results, **extra) -> dict:
     if res.image is not None:
         d.setdefault("image_size", [int(res.image.shape[1]), int(res.image.shape[0])])
     return d
+
+
+def merge_persons(parts: list[Results], rows: np.ndarray, *, skeleton, image=None, path=None,
+                  score_threshold: float = 0.2) -> Results:
+    """The single-person Results of N crops of one image -> one Results with N persons;
+    person_scores = box score x the mean keypoint score above `score_threshold` (MMPose's top-down
+    rescoring, the one the keypoints family evaluates with: its eval.keypoint_score_threshold)."""
+    k = skeleton.num_keypoints
+    if not parts:
+        return Results(keypoints=np.zeros((0, k, 2)), scores=np.zeros((0, k)), skeleton=skeleton,
+                       person_scores=np.zeros(0), boxes=np.zeros((0, 4)), image=image, path=path,
+                       meta={"box_scores": []})
+    keypoints = np.concatenate([p.keypoints for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    box_scores = rows[:, 4]
+    meta = {"box_scores": [float(s) for s in box_scores]}
+    extra = [p.meta for p in parts if p.meta]
+    if extra:
+        meta["persons"] = [p.meta for p in parts]
+    return Results(keypoints=keypoints, scores=scores, skeleton=skeleton,
+                   person_scores=topdown_person_scores(scores, box_scores, score_threshold) if scores.size
+                   else box_scores * 0.0,
+                   boxes=rows[:, :4].copy(), image=image, path=path, meta=meta)
+
+
+def results_per_box(items: list, boxes: list, run, *, skeleton: Skeleton, score_threshold: float = 0.2) -> list[Results]:
+    """Top-down prediction with per-input boxes, shared by `Predictor` and the numpy runtime's.
+
+    boxes: per input None (the whole image), one box (the family's own single-person Results) or
+    a list of boxes (each cropped and run like a single person, the N crops merged into one
+    Results; `score_threshold`: see `merge_persons`). `run(crops, crop_boxes)` runs the model with
+    one box (or None) per crop."""
+    parsed = [normalize_boxes(b, where=f"input {i}: box") for i, b in enumerate(boxes)]
+    if not any(many for _, many in parsed):
+        return run(items, [None if rows is None else list(rows[0, :4]) for rows, _ in parsed])
+    crops, crop_boxes, owners = [], [], []
+    for i, (image, (rows, _)) in enumerate(zip(items, parsed)):
+        for row in ([None] if rows is None else rows):
+            crops.append(image)
+            crop_boxes.append(None if row is None else list(row[:4]))
+            owners.append(i)
+    flat = run(crops, crop_boxes) if crops else []
+    out = []
+    for i, (image, (rows, many)) in enumerate(zip(items, parsed)):
+        mine = [r for r, o in zip(flat, owners) if o == i]
+        out.append(mine[0] if rows is None or not many else merge_persons(
+            mine, rows, skeleton=skeleton, image=image, score_threshold=score_threshold))
+    return out

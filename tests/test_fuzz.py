@@ -399,7 +399,7 @@ def boxes_files(draw):
 @fuzz_settings()
 @given(boxes_files(), st.sampled_from([None, 1, "all"]))
 def test_fuzz_boxes_file(content, category):
-    from posekit.engine.detector import load_box_file
+    from posekit.data.box_files import load_box_file
     path = _write("dets.json", content)
     boxes = _call_reader(load_box_file, path, category_id=category)
     if boxes is None:

@@ -19,12 +19,13 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 # a meta_path hook that fails the import of the heavy packages: the runtime must never ask for them
-FORBID = textwrap.dedent("""
+HEAVY = ("torch", "onnx", "onnxscript", "scipy", "torchvision", "matplotlib", "h5py", "pycocotools")  # [train], [onnx]
+FORBID = textwrap.dedent(f"""
     import sys
     class Forbid:
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "onnx", "scipy", "torchvision"):
-                raise ImportError(f"forbidden import of {name} on the runtime path")
+            if name.split(".")[0] in {HEAVY!r}:
+                raise ModuleNotFoundError(f"No module named {{name!r}} (refused: not in the deploy install)", name=name)
             return None
     sys.meta_path.insert(0, Forbid())
 """)

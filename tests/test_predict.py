@@ -14,7 +14,8 @@ import torch
 from conftest import smoke_checkpoints
 
 from posekit.cli import main
-from posekit.engine.predictor import Predictor, normalize_boxes, results_json
+from posekit.data.box_files import normalize_boxes
+from posekit.engine.predictor import Predictor, results_json
 from posekit.metrics.coco import topdown_person_scores
 from posekit.results import Results
 
@@ -302,7 +303,7 @@ def test_lifter_takes_pose_json(checkpoint, tmp_path):
 
 
 def test_box_file_errors_name_file_and_record(tmp_path):
-    from posekit.engine.detector import load_box_file
+    from posekit.data.box_files import load_box_file
     (tmp_path / "d.json").write_text('[{"image_id": 1, "bbox": [1, 2, 3, 4], "score": 1},'
                                      ' {"image_id": 1, "bbox": [1, 2, NaN, 4], "score": 1}]')
     with pytest.raises(ValueError, match=r"d.json: record 1: bbox must be 4 finite"):

@@ -13,7 +13,7 @@ from test_predict_safety import _video as _safety_video
 
 from posekit.cli import main
 from posekit.data.sample import BadRecordError
-from posekit.engine.detector import load_box_file
+from posekit.data.box_files import load_box_file
 
 SMALLER = ["eval.flip_test=false", "data.input_size=64", "data.heatmap_size=16", "data.synthetic_image_size=96"]
 

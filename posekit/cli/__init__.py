@@ -300,7 +300,7 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one verb. Any error is ONE line on stderr, `posekit VERB: error: MESSAGE`, exit code 2
     (POSEKIT_DEBUG=1 re-raises it with its traceback); Ctrl-C and SystemExit pass through."""
-    from posekit.config import ConfigError, MissingExtraError
+    from posekit.config import ConfigError, MissingExtraError, missing_extra
     parser = build_parser()
     # `key=value` overrides may follow flags (`posekit eval CONFIG --oracle data.root=...`)
     args, extra = parser.parse_known_args(argv)
@@ -321,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("POSEKIT_DEBUG"):
             raise
+        if isinstance(e, ImportError):  # torch (or another extra) absent: the install line, not a traceback
+            onnx_file = str(getattr(args, "checkpoint", "") or "").lower().endswith(".onnx")
+            hint = ("an .onnx file predicts without it unless --detector, --track, --set or a --device other than "
+                    "cpu is given") if args.command == "predict" and onnx_file else None
+            e = missing_extra(e, f"posekit {args.command}", hint) or e
         if isinstance(e, RecursionError):
             message = "the input is nested too deeply to process (RecursionError)"
         elif isinstance(e, KeyError):

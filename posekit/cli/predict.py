@@ -143,8 +143,7 @@ class BoxProvider:
                   if on]
         if len(chosen) > 1:
             raise ValueError(f"give one of --box, --boxes, --detector (got {', '.join(chosen)})")
-        if args.box or args.boxes or args.detector:  # the Task path's box helpers (they import torch)
-            from posekit.engine.detector import PersonDetector, load_box_file, parse_box
+        from posekit.data.box_files import load_box_file, parse_box  # numpy only: the .onnx path has them too
         self.fixed = [(b + [1.0])[:5] for b in (parse_box(t) for t in args.box or [])]  # x, y, w, h, score
         self.fixed_text = list(args.box or [])
         self.threshold = float(args.box_thr)
@@ -165,6 +164,7 @@ class BoxProvider:
                 print(f"posekit predict: note: {note}", file=sys.stderr)
             self._check_ids_match(args, getattr(args, "image_inputs", []))
         if args.detector:
+            from posekit.engine.detector import PersonDetector  # torchvision
             self.detector = PersonDetector(args.detector, weights=None if args.detector_weights.lower() == "none"
                                            else args.detector_weights, score_threshold=self.threshold,
                                            device=args.device)
@@ -205,7 +205,7 @@ class BoxProvider:
             return [self.fixed[0][:4] if len(self.fixed) == 1 else self.fixed for _ in images]
         import numpy as np
 
-        from posekit.engine.detector import keep_boxes
+        from posekit.data.box_files import keep_boxes
         self.asked += len(names)
         if self.file is not None:
             rows = [keep_boxes(self.file.lookup(n, r), self.threshold) for n, r in zip(names, relatives)]
@@ -272,6 +272,7 @@ class Run:
         self.args, self.predictor, self.boxes, self.out = args, predictor, boxes, out
         self.names = OutputNames(out, InputGuard(getattr(args, "input_paths", ())))
         self.written, self.failed = 0, []
+        self.draw_3d: bool | None = None  # a lifter's 3-D figures need matplotlib (not in a deploy install)
         self.batch_size = args.batch_size or predictor.cfg.eval.batch_size
         self.pending: list[tuple[str, str | None, object, str]] = []
         person_thr = args.person_thr
@@ -446,14 +447,21 @@ class Run:
             for rec in records:
                 skeleton = rec["skeleton"] or self.args.skeleton
                 if skeleton is None:
-                    from posekit.data.lifting import lift_layouts
+                    from posekit.skeletons.mappings import lift_layouts  # torch-free (data.lifting imports torch)
                     raise ValueError(f"{f}: record {rec['name']!r} does not name its joint layout, and a bare list "
                                      f"is never guessed: give --skeleton NAME ({', '.join(lift_layouts())}) or a "
                                      "'skeleton' key")
                 res = self.predictor([rec["keypoints"]], skeleton=skeleton)[0]
                 res.path = str(f)
                 stem = self.names.claim(rec["name"].replace(" ", "_"), (".png", ".json"))
-                res.save(self.out / f"{stem}.png", **self.plot_options)
+                if self.draw_3d is None:
+                    from posekit.cli.lift import can_draw_3d
+                    self.draw_3d = can_draw_3d()
+                    if not self.draw_3d:
+                        print("posekit predict: note: matplotlib is not installed, so the 3-D figures (.png) are not "
+                              "drawn; the JSON is written (pip install matplotlib for the figures)", file=sys.stderr)
+                if self.draw_3d:
+                    res.save(self.out / f"{stem}.png", **self.plot_options)
                 _write_json(self.out / f"{stem}.json", self._json(res))
                 self.written += 1
 
@@ -483,7 +491,7 @@ def cmd_predict(args) -> int:
     OneEuroFilter(args.smooth_min_cutoff, args.smooth_beta)  # bad parameters: one line, before the model loads
     video_sources = [_open_source(spec) for spec in args.source or []]
     if args.box:
-        from posekit.engine.detector import parse_box
+        from posekit.data.box_files import parse_box
         for b in args.box:
             parse_box(b)  # a bad --box is an error before the model loads
     if args.batch_size is not None and args.batch_size < 1:

@@ -32,8 +32,8 @@ from posekit.engine.evaluation import predict
 from posekit.engine.stored import (WEIGHT_ARG_SUFFIXES, WEIGHT_ARGS, config_from_stored,  # noqa: F401
                                    inference_model_args, is_weights_arg)
 from posekit.families import Task, build_task
-from posekit.metrics.coco import topdown_person_scores
-from posekit.results import Results, json_safe, results_json  # noqa: F401  (results_json: its old home)
+from posekit.data.box_files import normalize_boxes  # noqa: F401  (its old home)
+from posekit.results import Results, json_safe, merge_persons, results_json, results_per_box  # noqa: F401
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
@@ -201,57 +201,6 @@ def export_cached(checkpoint: str | Path, overrides: list[str] | None = None, *,
     return target
 
 
-def normalize_boxes(spec, where: str = "box") -> tuple[np.ndarray | None, bool]:
-    """One input's boxes -> ((N, 5) x, y, w, h, score array or None, whether it is a list).
-
-    None: no box (the whole image). [x, y, w, h(, score)]: one box. [[...], ...] or an (N, 4|5)
-    array: a list of boxes (possibly empty). Non-finite numbers or w, h <= 0 are a ValueError."""
-    if spec is None:
-        return None, False
-    try:
-        arr = np.asarray(spec, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: boxes must be numbers [x, y, w, h(, score)], got {spec!r}") from None
-    if arr.size == 0:
-        return np.zeros((0, 5)), True
-    if arr.ndim == 1:
-        arr, many = arr[None], False
-    elif arr.ndim == 2:
-        many = True
-    else:
-        raise ValueError(f"{where}: a box is [x, y, w, h] or [x, y, w, h, score], got {spec!r}")
-    if arr.shape[1] not in (4, 5):
-        raise ValueError(f"{where}: a box is [x, y, w, h] or [x, y, w, h, score], got {spec!r}")
-    if arr.shape[1] == 4:
-        arr = np.concatenate([arr, np.ones((len(arr), 1))], axis=1)
-    for row in arr:
-        if not np.isfinite(row).all() or row[2] <= 0 or row[3] <= 0:
-            raise ValueError(f"{where}: a box must be finite numbers x, y, w, h with positive w, h; got "
-                             f"{[float(v) for v in row[:4]]}")
-    return arr, many
-
-
-def merge_persons(parts: list[Results], rows: np.ndarray, *, skeleton, image=None, path=None) -> Results:
-    """The single-person Results of N crops of one image -> one Results with N persons;
-    person_scores = box score x the mean keypoint score above 0.2 (MMPose's top-down rescoring,
-    the one the keypoints family evaluates with)."""
-    k = skeleton.num_keypoints
-    if not parts:
-        return Results(keypoints=np.zeros((0, k, 2)), scores=np.zeros((0, k)), skeleton=skeleton,
-                       person_scores=np.zeros(0), boxes=np.zeros((0, 4)), image=image, path=path,
-                       meta={"box_scores": []})
-    keypoints = np.concatenate([p.keypoints for p in parts])
-    scores = np.concatenate([p.scores for p in parts])
-    box_scores = rows[:, 4]
-    meta = {"box_scores": [float(s) for s in box_scores]}
-    extra = [p.meta for p in parts if p.meta]
-    if extra:
-        meta["persons"] = [p.meta for p in parts]
-    return Results(keypoints=keypoints, scores=scores, skeleton=skeleton,
-                   person_scores=topdown_person_scores(scores, box_scores) if scores.size else box_scores * 0.0,
-                   boxes=rows[:, :4].copy(), image=image, path=path, meta=meta)
-
-
 class Predictor:
     """Load a checkpoint (or an exported .onnx file) once, then call it on RGB images (or a
     lifter's 2-D poses).
@@ -382,25 +331,10 @@ class Predictor:
         return results[0] if single else results
 
     def _run_boxes(self, items, boxes, *, batch_size=None, **options) -> list[Results]:
-        parsed = [normalize_boxes(b, where=f"input {i}: box") for i, b in enumerate(boxes)]
-        if not any(many for _, many in parsed):  # one box or None per input: the family's own Results
-            return self.run(items, boxes=[None if rows is None else list(rows[0, :4]) for rows, _ in parsed],
-                            batch_size=batch_size, **options)
-        crops, crop_boxes, owners = [], [], []
-        for i, (image, (rows, _)) in enumerate(zip(items, parsed)):
-            for row in ([None] if rows is None else rows):
-                crops.append(image)
-                crop_boxes.append(None if row is None else list(row[:4]))
-                owners.append(i)
-        flat = self.run(crops, boxes=crop_boxes, batch_size=batch_size, **options) if crops else []
-        out = []
-        for i, (image, (rows, many)) in enumerate(zip(items, parsed)):
-            mine = [r for r, o in zip(flat, owners) if o == i]
-            if rows is None or not many:
-                out.append(mine[0])
-            else:
-                out.append(merge_persons(mine, rows, skeleton=self.skeleton, image=image))
-        return out
+        threshold = getattr(getattr(self.cfg, "eval", None), "keypoint_score_threshold", 0.2)
+        return results_per_box(items, boxes, lambda crops, crop_boxes: self.run(
+            crops, boxes=crop_boxes, batch_size=batch_size, **options), skeleton=self.skeleton,
+            score_threshold=float(threshold))
 
     def track(self, frames, *, boxes=None, det_every: int = 1, fps: float = 25.0, smooth=None,
               tracker: dict | None = None, batch_size: int | None = None, bgr: bool | None = None, **options):
