@@ -180,6 +180,27 @@ def merge_persons(parts: list[Results], rows: np.ndarray, *, skeleton, image=Non
                    boxes=rows[:, :4].copy(), image=image, path=path, meta=meta)
 
 
+def people_per_image(keypoints: np.ndarray, scores: np.ndarray, person_scores: np.ndarray, boxes: np.ndarray,
+                     owner: np.ndarray | None, *, skeleton: Skeleton, images: list | None = None,
+                     paths: list | None = None) -> list[Results]:
+    """A batch of top-down crops (N people: keypoints (N, K, 2) in image pixels, scores (N, K),
+    person_scores (N,), boxes (N, 4), NaN for a whole-image crop) -> Results regrouped by image:
+    `owner` (N,) names each crop's image (0 .. len(images) - 1); None: one Results per crop, as
+    evaluation batches come. A group's boxes are None when one of them is a whole image."""
+    k = skeleton.num_keypoints
+    if owner is None:
+        groups = [np.array([n]) for n in range(len(keypoints))]
+    else:
+        groups = [np.flatnonzero(owner == n) for n in range(len(images))]
+    out = []
+    for n, g in enumerate(groups):
+        b = boxes[g]
+        out.append(Results(keypoints=keypoints[g].reshape(len(g), k, 2), scores=scores[g].reshape(len(g), k),
+                           skeleton=skeleton, person_scores=person_scores[g], boxes=b if np.isfinite(b).all() else None,
+                           image=images[n] if images else None, path=paths[n] if paths else None))
+    return out
+
+
 def results_per_box(items: list, boxes: list, run, *, skeleton: Skeleton, score_threshold: float = 0.2) -> list[Results]:
     """Top-down prediction with per-input boxes, shared by `Predictor` and the numpy runtime's.
 

@@ -57,3 +57,29 @@ def test_builders_must_be_keyword_only():
         @register_model(family="x", skeleton="coco17", input_size=(3, 8, 8))
         def positional_builder(width=1):  # pragma: no cover
             return torch.nn.Identity()
+
+
+@pytest.mark.parametrize("name", ["hourglass2_small", "dogs_mobilenetv2"])
+def test_registered_output_kind_is_what_the_model_returns(name):
+    """`output=` is what lets the keypoints family decode any registered model (data.codec: auto)."""
+    from posekit.models.registry import output_kind
+    entry = get_entry(name)
+    k = entry.signature().parameters["num_joints" if "num_joints" in entry.signature().parameters
+                                     else "num_keypoints"].default
+    with torch.no_grad():
+        out = create_model(name).eval()(torch.rand(1, *entry.input_size))
+    if output_kind(name) == "heatmap":  # (B, [stacks,] K, H, W) maps
+        assert out.dim() in (4, 5) and out.shape[-3] == k
+    else:  # (B, K, 2) coordinates in [0, 1] of the input
+        assert output_kind(name) == "regression" and out.shape == (1, k, 2)
+
+
+def test_output_kind_asks_for_a_codec_when_the_model_registered_none():
+    from posekit.config import ConfigError
+    from posekit.models.registry import model_table, output_kind
+    assert output_kind("openpose_small", "heatmap") == "heatmap"  # data.codec set: the user's word
+    with pytest.raises(ConfigError, match="model 'openpose_small' .*set data.codec=heatmap"):
+        output_kind("openpose_small")
+    assert {r["name"]: r["output"] for r in model_table("hourglass")}["hourglass8"] == "heatmap"
+    with pytest.raises(ValueError, match="output='maps'; valid: heatmap, regression"):
+        register_model(family="x", skeleton="coco17", input_size=(3, 8, 8), output="maps")

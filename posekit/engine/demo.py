@@ -8,6 +8,7 @@ Step budgets, not wall time, make the demo show learning on a slow or busy machi
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import shutil
@@ -18,11 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from posekit.data.detections import PersonSource, peek_sample
+from posekit.data.io import write_image
 from posekit.engine.checkpoint import inference_state_dict, load_checkpoint
 from posekit.engine.evaluation import evaluate, predict, to_device
 from posekit.engine.recipes import load_config, resolve_config_path
 from posekit.engine.trainer import seed_everything, train
 from posekit.families import Task, build_task, get_task_class, list_tasks
+from posekit.viz.comparison import truth_and_prediction
 
 
 @dataclass(frozen=True)
@@ -169,19 +173,20 @@ def _validation_at(rows: list[dict], step: int) -> dict:
 @torch.no_grad()
 def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int = 4, *,
                   min_height: int = 384, score_threshold: float = 0.05) -> list[Path]:
-    """The family's own demo pictures, or "ground truth | prediction" for a few validation samples
-    spread over the set: both sides from the same image at the same scale (small crops upscaled to
+    """The family's own demo pictures; else, for top-down items over the people of whole images
+    (`PersonSource`), those images (`whole_image_pictures`); else "ground truth | prediction" for
+    a few validation samples spread over the set: both sides from the same image at the same scale (small crops upscaled to
     at least `min_height` px), every person with its box, evaluation geometry."""
-    from posekit.data.io import write_image
-    from posekit.viz.comparison import truth_and_prediction
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    own = task.demo(lambda inputs, **options: predict(task, model, inputs, **options), datasets, out_dir)
+    run = functools.partial(predict, task, model)  # run(inputs, **options) -> Results
+    own = task.demo(run, datasets, out_dir)
     if own:
         return own
     dataset = datasets[task.eval_splits[-1]]
     source = getattr(dataset, "source", None)
+    if isinstance(source, PersonSource):  # top-down over the people of whole images: show the images
+        return whole_image_pictures(task, run, source.images, out_dir)
     if source is None:
         return []
     picks = sorted(set(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int).tolist()))
@@ -202,6 +207,25 @@ def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int =
                                        score_threshold=score_threshold, min_height=min_height,
                                        interpolation="nearest", color_by_person=None, gap=None)
         path = out_dir / f"{task.name}_demo_{n}.png"
+        write_image(path, picture)
+        paths.append(path)
+    return paths
+
+
+def whole_image_pictures(task: Task, run, images, out_dir: Path, count: int = 2) -> list[Path]:
+    """A top-down family's demo: the `count` validation images with the most people, every person
+    predicted from its labelled box, "ground truth | prediction" side by side."""
+    paths = []
+    for i in sorted(range(len(images)), key=lambda i: -peek_sample(images, i).num_people)[:count]:
+        s = images[i].load()
+        if s.boxes is None or not len(s.boxes):
+            continue
+        res = run([s.image], boxes=[s.boxes])[0]
+        picture = truth_and_prediction(
+            s.image, s.keypoints, res.keypoints, res.scores, task.skeleton, truth_boxes=s.boxes, boxes=res.boxes,
+            person_scores=res.person_scores, captions=(f"ground truth: {len(s.keypoints)} people",
+                                                       f"prediction from the {len(s.boxes)} boxes (joints > 0.05)"))
+        path = Path(out_dir) / f"{task.name}_val{i}.png"
         write_image(path, picture)
         paths.append(path)
     return paths

@@ -169,7 +169,8 @@ class Task:
     def demo(self, predict: Callable[..., list["Results"]], datasets: dict, out_dir: Path) -> list[Path]:
         """Family-specific demo pictures; return their paths. `predict(inputs, **options)` runs the
         trained model (prepare_inputs -> forward_decode -> postprocess). The default [] lets the
-        engine draw "ground truth | prediction" for a few validation samples."""
+        engine draw "ground truth | prediction" for a few validation samples (whole images
+        with every person when the items are the people of images)."""
         return []
 
 

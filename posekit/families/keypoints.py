@@ -15,16 +15,11 @@ sigmas), so a checkpoint, which stores its config, needs no recipe or YAML later
     forward_decode (the model normalises its own input; flip test; decoded crop pixels)
     -> postprocess (inverse affine, person score = box score x mean keypoint score, the boxes of
        one image regrouped into one Results) -> OKS AP (pycocotools) + PCK@bbox in percent
-       (metrics.topdown). The skeleton's stored form is skeletons.from_config; the model-side
-       normalisation models.normalization; the keypoint count a model is built with
-       models.registry.with_keypoint_count; the heatmap grid, its check against the model and the
-       flip test codecs.heatmap (shared with the hourglass family); the OKS sigmas
-       metrics.sigmas.oks_sigmas_for; the demo's pictures viz.comparison.
+       (metrics.topdown). Where each piece lives: docs/architecture.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,16 +38,14 @@ from posekit.losses.regression import masked_coordinate_mse
 from posekit.metrics.sigmas import DEFAULT_SIGMA, oks_sigmas_for
 from posekit.metrics.topdown import TopDownCOCOScores, oks_nms
 from posekit.models.normalization import attach_normalization
-from posekit.models.registry import model_entry, with_keypoint_count
-from posekit.results import Results
+from posekit.models.registry import output_kind, with_keypoint_count
+from posekit.results import people_per_image
 from posekit.runtime.predict import topdown_person_scores
 from posekit.skeletons import Skeleton
 from posekit.skeletons.from_config import skeleton_from_config, skeleton_to_config
 
 __all__ = ["KeypointsTask", "attach_normalization", "skeleton_to_config", "skeleton_from_config", "load_pose_json_samples",
            "person_entries", "detection_entries", "oks_nms"]
-
-MODEL_KINDS = {"hourglass": "heatmap", "dogs": "regression"}  # registry family -> codec kind
 
 
 # --- config sections -----------------------------------------------------------------------------
@@ -79,14 +72,14 @@ class KeypointsDataConfig(DataConfig):
     det_score_threshold: float = 0.0  # detections below this score are dropped (MMPose det_bbox_thr)
     # geometry, stored in every checkpoint: input size, crop rule, normalisation
     input_size: int | list[int] = 256  # S (S x S) or [W, H], e.g. [192, 256] as MMPose's COCO models
-    crop: str = "box"  # box (the person box grown to the input's aspect) | image (letterbox) | resize (stretch)
-    padding: float = 1.25  # box crops: width = padding x max(box w, box h x W / H)
+    crop: str = option("box", choices=CROP_MODES)  # box (the person box grown to the input's aspect) | image (letterbox) | resize (stretch)
+    padding: float = option(1.25, gt=0)  # box crops: width = padding x max(box w, box h x W / H)
     # input normalisation inside the model (so checkpoints and ONNX files carry it): the network
     # sees (rgb / 255 - mean) / std; None keeps the model's own (the hourglass takes [0, 1], the
     # MobileNetV2 regressor applies ImageNet's)
     mean: list[float] | None = option(None, length=3)
     std: list[float] | None = option(None, length=3, gt=0)
-    codec: str = option("auto", choices=("auto", "heatmap", "regression"))  # auto: from the model's kind
+    codec: str = option("auto", choices=("auto", "heatmap", "regression"))  # auto: the model's registered output
     heatmap_size: int | list[int] | None = None  # heatmap models ([W, H] or S): default input_size / the stride
     sigma: float = 2.0  # heatmap Gaussian std in heatmap cells
     # training augmentation
@@ -173,34 +166,20 @@ class KeypointsTask(Task):
         if d.format is not None and (d.format not in USES_IMAGE_FOLDER or d.dataset == "synthetic"):
             raise ConfigError(f"data.format={d.format!r}; valid: {', '.join(USES_IMAGE_FOLDER)} (with a file-based "
                               "data.dataset, not synthetic)")
-        if d.crop not in CROP_MODES:
-            raise ConfigError(f"data.crop={d.crop!r}; valid: {', '.join(CROP_MODES)}")
         self.input_wh = size_wh(d.input_size, "data.input_size")
-        if not d.padding > 0 or min(self.input_wh) < 8:
-            raise ConfigError(f"data.padding must be > 0 and data.input_size >= 8, got {d.padding}, {d.input_size}")
+        if min(self.input_wh) < 8:
+            raise ConfigError(f"data.input_size must be >= 8 pixels, got {d.input_size}")
         if (d.mean is None) != (d.std is None):
             raise ConfigError(f"data.mean and data.std must be set together (3 numbers each, RGB on a 0-1 scale), got "
                               f"{d.mean}, {d.std}")
         if e.sigmas is not None:
             oks_sigmas_for(self._skeleton, e.sigmas, error=ConfigError)  # K positive numbers
-        self.kind = self._model_kind()
+        self.kind = output_kind(self.cfg.model.name, d.codec)  # heatmap | regression: the codec below
         if self.kind == "heatmap":
             self.codec = HeatmapCodec(self.input_wh, heatmap_grid(d.input_size, d.heatmap_size, error=ConfigError),
                                       d.sigma, refine=e.refine)
         else:
             self.codec = RegressionCodec(self.input_wh)
-
-    def _model_kind(self) -> str:
-        d = self.cfg.data
-        if d.codec in ("heatmap", "regression"):
-            return d.codec
-        if d.codec != "auto":
-            raise ConfigError(f"data.codec={d.codec!r}; valid: auto, heatmap, regression")
-        entry = model_entry(self.cfg.model.name)
-        if entry.family in MODEL_KINDS:
-            return MODEL_KINDS[entry.family]
-        raise ConfigError(f"model {entry.name!r} (family {entry.family!r}): set data.codec=heatmap (outputs "
-                          "(B, [stacks,] K, H, W) maps) or data.codec=regression (outputs (B, K, 2) in [0, 1])")
 
     @property
     def skeleton(self) -> Skeleton:
@@ -308,21 +287,9 @@ class KeypointsTask(Task):
         box_scores = batch["box_score"].detach().double().cpu().numpy() if "box_score" in batch else np.ones(len(kp))
         # MMPose's rescoring: box score x the mean of the keypoint scores above the threshold (0 when none is)
         person = topdown_person_scores(scores, box_scores, self.cfg.eval.keypoint_score_threshold)
-        images, paths = batch.get("images"), batch.get("paths")
-        if "owner" in batch:
-            owner = batch["owner"].cpu().numpy()
-            groups = [np.flatnonzero(owner == n) for n in range(len(images))]
-        else:
-            groups = [np.array([n]) for n in range(len(kp))]
-        out = []
-        for n, g in enumerate(groups):
-            b = box[g]
-            k = self._skeleton.num_keypoints
-            out.append(Results(keypoints=kp[g].reshape(len(g), k, 2), scores=scores[g].reshape(len(g), k),
-                               skeleton=self._skeleton,
-                               person_scores=person[g], boxes=b if np.isfinite(b).all() else None,
-                               image=images[n] if images else None, path=paths[n] if paths else None))
-        return out
+        owner = batch["owner"].cpu().numpy() if "owner" in batch else None
+        return people_per_image(kp, scores, person, box, owner, skeleton=self._skeleton, images=batch.get("images"),
+                                paths=batch.get("paths"))
 
     def build_evaluator(self, datasets):
         e = self.cfg.eval
@@ -343,29 +310,3 @@ class KeypointsTask(Task):
         w, h = self.input_wh
         return ExportSpec((torch.rand(2, 3, h, w),), ["image"], ["keypoints", "scores"],
                           {"image": {0: "batch"}, "keypoints": {0: "batch"}, "scores": {0: "batch"}})
-
-    def demo(self, predict, datasets, out_dir):
-        """Whole validation images with every person predicted from its box, "ground truth |
-        prediction" side by side."""
-        from posekit.data.io import write_image
-        from posekit.viz.comparison import truth_and_prediction
-
-        val = datasets.get("val")
-        if val is None or not len(val):
-            return []
-        images = val.source.images
-        order = sorted(range(len(images)), key=lambda i: -peek_sample(images, i).num_people)[:2]
-        paths = []
-        for i in order:
-            s = images[i].load()
-            if s.boxes is None or not len(s.boxes):
-                continue
-            res = predict([s.image], boxes=[s.boxes])[0]
-            picture = truth_and_prediction(
-                s.image, s.keypoints, res.keypoints, res.scores, self._skeleton, truth_boxes=s.boxes, boxes=res.boxes,
-                person_scores=res.person_scores, captions=(f"ground truth: {len(s.keypoints)} people",
-                                                           f"prediction from the {len(s.boxes)} boxes (joints > 0.05)"))
-            path = Path(out_dir) / f"keypoints_val{i}.png"
-            write_image(path, picture)
-            paths.append(path)
-        return paths

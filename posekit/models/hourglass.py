@@ -134,7 +134,7 @@ def _build(**kwargs) -> StackedHourglass:
     return StackedHourglass(**kwargs)
 
 
-@register_model(family="hourglass", skeleton="mpii16", input_size=(3, 256, 256))
+@register_model(family="hourglass", skeleton="mpii16", input_size=(3, 256, 256), output="heatmap")
 def hourglass8(*, n_stacks: int = 8, n_feats: int = 256, n_modules: int = 1, n_low: int = 4, num_joints: int = 16,
                dropout: float = 0.0, tiny: bool = False) -> StackedHourglass:
     """Newell's 8-stack hourglass (paper model), 256 features: 25,434,112 parameters."""
@@ -142,7 +142,7 @@ def hourglass8(*, n_stacks: int = 8, n_feats: int = 256, n_modules: int = 1, n_l
                   dropout=dropout, tiny=tiny)
 
 
-@register_model(family="hourglass", skeleton="mpii16", input_size=(3, 256, 256))
+@register_model(family="hourglass", skeleton="mpii16", input_size=(3, 256, 256), output="heatmap")
 def hourglass4(*, n_stacks: int = 4, n_feats: int = 256, n_modules: int = 1, n_low: int = 4, num_joints: int = 16,
                dropout: float = 0.0, tiny: bool = False) -> StackedHourglass:
     """4-stack hourglass, 256 features (the ModelZoo seed's size): 12,858,304 parameters."""
@@ -150,7 +150,7 @@ def hourglass4(*, n_stacks: int = 4, n_feats: int = 256, n_modules: int = 1, n_l
                   dropout=dropout, tiny=tiny)
 
 
-@register_model(family="hourglass", skeleton="mpii16", input_size=(3, 128, 128))
+@register_model(family="hourglass", skeleton="mpii16", input_size=(3, 128, 128), output="heatmap")
 def hourglass2_small(*, n_stacks: int = 2, n_feats: int = 64, n_modules: int = 1, n_low: int = 3,
                      num_joints: int = 16, dropout: float = 0.0, tiny: bool = False) -> StackedHourglass:
     """A 2-stack, 64-feature, depth-3 hourglass for 128-px inputs: tests, demo and CPU benchmarks."""

@@ -215,7 +215,7 @@ def _load_features(model: MobileNetV2KeypointRegressor, state: dict, source: str
                          f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
 
 
-@register_model(family="dogs", skeleton="stanford_extra24", input_size=(3, 224, 224))
+@register_model(family="dogs", skeleton="stanford_extra24", input_size=(3, 224, 224), output="regression")
 def dogs_mobilenetv2(*, num_keypoints: int = 24, width_mult: float = 1.0, dropout: float = 0.3,
                      pretrained: bool = False, backbone_weights: str | None = None,
                      normalization: str = "imagenet", freeze_backbone: bool = False,

@@ -36,6 +36,7 @@ class ModelEntry:
     skeleton: str
     input_size: tuple[int, ...]
     description: str
+    output: str | None = None  # one of OUTPUT_KINDS, for the families that take any model; None: family-specific
 
     def signature(self) -> inspect.Signature:
         return inspect.signature(self.builder)
@@ -61,10 +62,17 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
+# what a model returns, so a family for any model (keypoints) picks the codec that decodes it:
+# heatmap: (B, [stacks,] K, H, W) maps; regression: (B, K, 2) coordinates in [0, 1] of the input
+OUTPUT_KINDS = ("heatmap", "regression")
 
 
-def register_model(*, family: str, skeleton: str, input_size: tuple[int, ...], description: str = ""):
-    """Decorator: `@register_model(family="hourglass", skeleton="mpii16", input_size=(3, 256, 256))`."""
+def register_model(*, family: str, skeleton: str, input_size: tuple[int, ...], description: str = "",
+                   output: str | None = None):
+    """Decorator: `@register_model(family="hourglass", skeleton="mpii16", input_size=(3, 256, 256),
+    output="heatmap")`; `output` (one of OUTPUT_KINDS) when the model's output has a generic decoder."""
+    if output is not None and output not in OUTPUT_KINDS:
+        raise ValueError(f"register_model: output={output!r}; valid: {', '.join(OUTPUT_KINDS)} or None")
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         sig = inspect.signature(builder)
@@ -76,7 +84,7 @@ def register_model(*, family: str, skeleton: str, input_size: tuple[int, ...], d
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         doc = description or (inspect.getdoc(builder) or "").split("\n")[0]
-        _MODELS[name] = ModelEntry(name, builder, family, skeleton, tuple(input_size), doc)
+        _MODELS[name] = ModelEntry(name, builder, family, skeleton, tuple(input_size), doc, output)
         return builder
 
     return wrap
@@ -264,6 +272,18 @@ def model_entry(name: str) -> ModelEntry:
         raise ConfigError(f"model.name: {e.args[0]}") from None
 
 
+def output_kind(name: str, codec: str = "auto") -> str:
+    """The kind of output (OUTPUT_KINDS) model `name` is decoded as: `codec` (data.codec) when set,
+    else the kind the model registered; a model that registered none is a ConfigError asking for it."""
+    if codec != "auto":
+        return codec
+    entry = model_entry(name)
+    if entry.output is None:
+        raise ConfigError(f"model {entry.name!r} (family {entry.family!r}): set data.codec=heatmap (outputs "
+                          "(B, [stacks,] K, H, W) maps) or data.codec=regression (outputs (B, K, 2) in [0, 1])")
+    return entry.output
+
+
 def with_keypoint_count(name: str, args: dict, num_keypoints: int, skeleton_name: str) -> dict:
     """`args` (model.args) with model `name`'s keypoint-count argument (the first of
     KEYPOINT_COUNT_ARGS its builder takes) set to `num_keypoints`, the count of data.skeleton
@@ -320,7 +340,7 @@ def model_table(family: str | None = None, *, params: bool = False) -> list[dict
     for name in list_models(family):
         entry = _MODELS[name]
         row = {"name": name, "family": entry.family, "skeleton": entry.skeleton,
-               "input_size": list(entry.input_size), "description": entry.description,
+               "input_size": list(entry.input_size), "output": entry.output, "description": entry.description,
                "args": entry.arguments()}
         if params:
             row["params"], row["trainable_params"] = entry.parameter_counts()
