@@ -175,8 +175,9 @@ def demo_pictures(task: Task, model, datasets: dict, out_dir: Path, count: int =
                   min_height: int = 384, score_threshold: float = 0.05) -> list[Path]:
     """The family's own demo pictures; else, for top-down items over the people of whole images
     (`PersonSource`), those images (`whole_image_pictures`); else "ground truth | prediction" for
-    a few validation samples spread over the set: both sides from the same image at the same scale (small crops upscaled to
-    at least `min_height` px), every person with its box, evaluation geometry."""
+    a few validation samples spread over the set: both sides from the same image at the same
+    scale (small crops upscaled to at least `min_height` px), every person with its box,
+    evaluation geometry."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = functools.partial(predict, task, model)  # run(inputs, **options) -> Results

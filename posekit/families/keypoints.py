@@ -72,7 +72,8 @@ class KeypointsDataConfig(DataConfig):
     det_score_threshold: float = 0.0  # detections below this score are dropped (MMPose det_bbox_thr)
     # geometry, stored in every checkpoint: input size, crop rule, normalisation
     input_size: int | list[int] = 256  # S (S x S) or [W, H], e.g. [192, 256] as MMPose's COCO models
-    crop: str = option("box", choices=CROP_MODES)  # box (the person box grown to the input's aspect) | image (letterbox) | resize (stretch)
+    # box (the person box grown to the input's aspect) | image (letterbox) | resize (stretch)
+    crop: str = option("box", choices=CROP_MODES)
     padding: float = option(1.25, gt=0)  # box crops: width = padding x max(box w, box h x W / H)
     # input normalisation inside the model (so checkpoints and ONNX files carry it): the network
     # sees (rgb / 255 - mean) / std; None keeps the model's own (the hourglass takes [0, 1], the
